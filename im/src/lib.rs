@@ -1,0 +1,2 @@
+//! Ferry im gateway.
+pub mod store;
