@@ -1,1 +1,6 @@
+//! Shared code of Ferry: the client wire protocol, the im↔imr link protocol,
+//! JWT tokens and the Rust client library.
 
+pub mod link;
+pub mod protocol;
+pub mod token;

@@ -1,0 +1,41 @@
+//! HELLO: `magic [4] "FRRY", version u16, secret_len u16, secret`. A peer that
+//! speaks another version, or presents the wrong shared secret, is refused.
+
+use super::HELLO;
+use crate::protocol::ProtocolError;
+use crate::protocol::reader::Reader;
+use bytes::{BufMut, Bytes, BytesMut};
+
+pub const LINK_MAGIC: [u8; 4] = *b"FRRY";
+pub const LINK_VERSION: u16 = 1;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hello {
+    pub version: u16,
+    pub secret: Bytes,
+}
+
+impl Hello {
+    pub fn decode(body: Bytes) -> Result<Hello, ProtocolError> {
+        let mut r = Reader::new(HELLO, body);
+        r.need(8)?;
+        let magic = r.bytes(4)?;
+        if magic[..] != LINK_MAGIC {
+            return Err(ProtocolError::Link("bad magic: peer is not a Ferry link"));
+        }
+        let version = r.u16()?;
+        let len = r.u16()? as usize;
+        let secret = r.bytes(len)?;
+        Ok(Hello { version, secret })
+    }
+
+    pub fn encode(&self) -> Bytes {
+        let secret = &self.secret[..self.secret.len().min(u16::MAX as usize)];
+        let mut b = BytesMut::with_capacity(8 + secret.len());
+        b.put_slice(&LINK_MAGIC);
+        b.put_u16(self.version);
+        b.put_u16(secret.len() as u16);
+        b.put_slice(secret);
+        b.freeze()
+    }
+}

@@ -1,0 +1,32 @@
+//! im ↔ imr link protocol (spec §4.2), improved where §4.6/§10 show flaws:
+//! route messages carry `prev_msgid` (exact METADATA across nodes), embedded
+//! frames have u32 lengths (every valid client message crosses), receiver
+//! lists have u32 counts, and a HELLO handshake checks the version when a link
+//! opens. The gobelieve layouts stay available (`*_legacy`) for tests and tools.
+//!
+//! Link frames use the ordinary 12-byte header (version 0, flag 0) with a
+//! larger body limit, [`MAX_LINK_BODY`].
+
+mod hello;
+mod push;
+mod route;
+mod subscribe;
+
+pub use hello::{Hello, LINK_MAGIC, LINK_VERSION};
+pub use push::BatchPush;
+pub use route::RouteMessage;
+pub use subscribe::{RoomSubscription, Subscribe, Unsubscribe};
+
+/// Ferry addition: first frame on a link, both directions.
+pub const HELLO: u8 = 128;
+pub const SUBSCRIBE: u8 = 130;
+pub const UNSUBSCRIBE: u8 = 131;
+pub const PUBLISH: u8 = 132;
+pub const PUSH: u8 = 134;
+pub const PUBLISH_GROUP: u8 = 135;
+pub const SUBSCRIBE_ROOM: u8 = 136;
+pub const UNSUBSCRIBE_ROOM: u8 = 137;
+pub const PUBLISH_ROOM: u8 = 138;
+
+/// Largest link frame body: 16 MiB, far above any valid client message.
+pub const MAX_LINK_BODY: usize = 16 * 1024 * 1024;
