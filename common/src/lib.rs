@@ -1,6 +1,7 @@
 //! Shared code of Ferry: the client wire protocol, the im↔imr link protocol,
 //! JWT tokens and the Rust client library.
 
+pub mod client;
 pub mod link;
 pub mod protocol;
 pub mod token;
