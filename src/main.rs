@@ -1,1 +1,67 @@
-fn main(){}
+//! The `ferry` command: `im` (gateway node), `imr` (router), `token` (mint a
+//! login token), `bench` (load tool).
+
+mod logging;
+mod token;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "ferry", version, about = "Ferry: a gobelieve-compatible instant-messaging server")]
+struct Cli {
+    /// Log format: `text` (default) or `json`. Levels via RUST_LOG (default info).
+    #[arg(long, global = true, env = "FERRY_LOG_FORMAT", default_value = "text")]
+    log_format: logging::LogFormat,
+    #[command(subcommand)]
+    cmd: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run an im gateway node (alone on its embedded store when given no --imr/--store).
+    Im(ferry_im::config::ImOptions),
+    /// Print a login token accepted by `ferry im --auth jwt` with the same secret/data dir.
+    Token(token::TokenArgs),
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    logging::init(cli.log_format);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?;
+    rt.block_on(async move {
+        match cli.cmd {
+            Command::Im(opts) => {
+                let cfg = opts.resolve()?;
+                ferry_im::server::run(cfg, shutdown_signal()).await?;
+                Ok(())
+            }
+            Command::Token(args) => token::run(args),
+        }
+    })
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}

@@ -1,2 +1,14 @@
-//! Ferry im gateway.
+//! Ferry im gateway: client sessions over TCP, message storage, HTTP API.
+
+pub mod auth;
+pub mod config;
+pub mod connection;
+pub mod http;
+pub mod messaging;
+pub mod node;
+pub mod outbox;
+pub mod registry;
+pub mod rooms;
+pub mod server;
+pub mod session;
 pub mod store;

@@ -25,8 +25,14 @@ pub struct Ack {
 }
 
 impl Ack {
-    /// Lenient, as clients' ACKs are only informative: a missing status is 0.
+    /// Lenient, as clients' ACKs are only informative: a missing status is 0,
+    /// and, as in gobelieve (spec §2.3, "any length accepted"), a body too
+    /// short for `seq` reads as seq 0 instead of failing (which would close
+    /// the client's connection).
     pub fn decode(body: Bytes) -> Result<Ack, ProtocolError> {
+        if body.len() < 4 {
+            return Ok(Ack { seq: 0, status: 0 });
+        }
         let mut r = Reader::new(ACK, body);
         let seq = r.i32()?;
         let status = if r.remaining() > 0 { r.u8()? } else { 0 };

@@ -16,7 +16,7 @@
 
 mod sqlite;
 
-pub use sqlite::SqliteStore;
+pub use sqlite::{SqliteOptions, SqliteStore, StoreStats};
 
 use bytes::Bytes;
 use std::future::Future;

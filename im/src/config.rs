@@ -1,0 +1,227 @@
+//! `ferry im` configuration: one struct, filled from flags > env (`FERRY_…`) >
+//! TOML file (`--config`) > defaults. Unknown TOML keys are rejected.
+
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Raw options as given on the command line, in the environment or in the
+/// file. Every field is optional so the sources can be layered.
+#[derive(clap::Args, Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImOptions {
+    /// TOML config file (its keys are the long flag names with `_` for `-`).
+    #[arg(long, env = "FERRY_CONFIG")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// Client TCP listener [default: 0.0.0.0:23000].
+    #[arg(long, env = "FERRY_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// HTTP API listener [default: 127.0.0.1:6666].
+    #[arg(long, env = "FERRY_HTTP_LISTEN")]
+    pub http_listen: Option<SocketAddr>,
+    /// Directory of the embedded store and the generated JWT secret [default: ./data].
+    #[arg(long, env = "FERRY_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Shared store URL (redis://…); without it the embedded store is used.
+    #[arg(long, env = "FERRY_STORE")]
+    pub store: Option<String>,
+    /// Comma-separated imr addresses; without it the node runs alone.
+    #[arg(long, env = "FERRY_IMR")]
+    pub imr: Option<String>,
+    /// Token check: `jwt` (default) or `redis` (gobelieve `access_token_<token>` hashes).
+    #[arg(long, env = "FERRY_AUTH")]
+    pub auth: Option<AuthMethod>,
+    /// HMAC secret for JWT auth; generated once into the data dir when absent.
+    #[arg(long, env = "FERRY_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+    /// Redis URL for `--auth redis` [default: redis://127.0.0.1:6379].
+    #[arg(long, env = "FERRY_REDIS")]
+    pub redis: Option<String>,
+    /// Customer-service appid for CUSTOMER_V2 messages [default: 0 = disabled].
+    #[arg(long, env = "FERRY_KEFU_APPID")]
+    pub kefu_appid: Option<i64>,
+    /// Seconds without a complete frame before a client is dropped [default: 360].
+    #[arg(long, env = "FERRY_IDLE_TIMEOUT")]
+    pub idle_timeout: Option<u64>,
+    /// Seconds during which a resent message is recognised and not stored again [default: 600].
+    #[arg(long, env = "FERRY_DEDUP_WINDOW")]
+    pub dedup_window: Option<u64>,
+    /// Messages per sync window [default: 3000].
+    #[arg(long, env = "FERRY_SYNC_LIMIT")]
+    pub sync_limit: Option<usize>,
+    /// Bytes queued for one client before it counts as a slow consumer and is
+    /// disconnected [default: 4194304].
+    #[arg(long, env = "FERRY_OUTBOX_BYTES")]
+    pub outbox_bytes: Option<usize>,
+    /// Bearer token required by the HTTP API; without it the API only binds loopback.
+    #[arg(long, env = "FERRY_API_TOKEN", hide_env_values = true)]
+    pub api_token: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMethod {
+    Jwt,
+    Redis,
+}
+
+/// Configuration errors, reported before anything starts.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Resolved configuration.
+#[derive(Debug, Clone)]
+pub struct ImConfig {
+    pub listen: SocketAddr,
+    pub http_listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub store: Option<String>,
+    pub imr: Vec<String>,
+    pub auth: AuthMethod,
+    pub jwt_secret: Option<String>,
+    pub redis: String,
+    pub kefu_appid: i64,
+    pub idle_timeout: Duration,
+    pub dedup_window: Duration,
+    pub sync_limit: usize,
+    pub outbox_bytes: usize,
+    pub api_token: Option<String>,
+}
+
+impl ImOptions {
+    /// Layers `self` (flags and env, already merged by clap) over the file.
+    pub fn resolve(self) -> Result<ImConfig, ConfigError> {
+        let file = match &self.config {
+            Some(path) => read_file(path)?,
+            None => ImOptions::default(),
+        };
+        let o = self.or(file);
+        let cfg = ImConfig {
+            listen: o.listen.unwrap_or_else(|| ([0, 0, 0, 0], 23000).into()),
+            http_listen: o.http_listen.unwrap_or_else(|| ([127, 0, 0, 1], 6666).into()),
+            data_dir: o.data_dir.unwrap_or_else(|| PathBuf::from("./data")),
+            store: o.store.filter(|s| !s.is_empty()),
+            imr: o
+                .imr
+                .map(|s| {
+                    s.split(',').map(str::trim).filter(|a| !a.is_empty()).map(String::from).collect()
+                })
+                .unwrap_or_default(),
+            auth: o.auth.unwrap_or(AuthMethod::Jwt),
+            jwt_secret: o.jwt_secret.filter(|s| !s.is_empty()),
+            redis: o.redis.unwrap_or_else(|| "redis://127.0.0.1:6379".into()),
+            kefu_appid: o.kefu_appid.unwrap_or(0),
+            idle_timeout: Duration::from_secs(o.idle_timeout.unwrap_or(360)),
+            dedup_window: Duration::from_secs(o.dedup_window.unwrap_or(600)),
+            sync_limit: o.sync_limit.unwrap_or(3000),
+            outbox_bytes: o.outbox_bytes.unwrap_or(4 * 1024 * 1024),
+            api_token: o.api_token.filter(|s| !s.is_empty()),
+        };
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn or(self, f: ImOptions) -> ImOptions {
+        ImOptions {
+            config: self.config,
+            listen: self.listen.or(f.listen),
+            http_listen: self.http_listen.or(f.http_listen),
+            data_dir: self.data_dir.or(f.data_dir),
+            store: self.store.or(f.store),
+            imr: self.imr.or(f.imr),
+            auth: self.auth.or(f.auth),
+            jwt_secret: self.jwt_secret.or(f.jwt_secret),
+            redis: self.redis.or(f.redis),
+            kefu_appid: self.kefu_appid.or(f.kefu_appid),
+            idle_timeout: self.idle_timeout.or(f.idle_timeout),
+            dedup_window: self.dedup_window.or(f.dedup_window),
+            sync_limit: self.sync_limit.or(f.sync_limit),
+            outbox_bytes: self.outbox_bytes.or(f.outbox_bytes),
+            api_token: self.api_token.or(f.api_token),
+        }
+    }
+}
+
+fn read_file(path: &Path) -> Result<ImOptions, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+    toml::from_str(&text)
+        .map_err(|e| ConfigError::Parse { path: path.to_path_buf(), message: e.to_string() })
+}
+
+impl ImConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.api_token.is_none() && !self.http_listen.ip().is_loopback() {
+            return Err(ConfigError::Invalid(format!(
+                "--http-listen {} is not a loopback address: set --api-token to expose the HTTP API",
+                self.http_listen
+            )));
+        }
+        if self.sync_limit == 0 {
+            return Err(ConfigError::Invalid("--sync-limit must be at least 1".into()));
+        }
+        if self.idle_timeout.is_zero() {
+            return Err(ConfigError::Invalid("--idle-timeout must be at least 1 second".into()));
+        }
+        if self.outbox_bytes < 64 * 1024 {
+            return Err(ConfigError::Invalid("--outbox-bytes must be at least 65536".into()));
+        }
+        if self.store.is_some() {
+            return Err(ConfigError::Invalid(
+                "--store (shared Redis store) is not available in this build yet; omit it to use the embedded store".into(),
+            ));
+        }
+        if !self.imr.is_empty() {
+            return Err(ConfigError::Invalid(
+                "--imr (cluster mode) is not available in this build yet; omit it to run a single node".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_file_and_defaults_apply() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("im.toml");
+        std::fs::write(&path, "listen = \"127.0.0.1:1\"\nkefu_appid = 9\nsync_limit = 10\n")
+            .expect("write");
+        let cli = ImOptions { config: Some(path), sync_limit: Some(20), ..Default::default() };
+        let cfg = cli.resolve().expect("valid");
+        assert_eq!(cfg.listen, "127.0.0.1:1".parse().expect("addr"));
+        assert_eq!(cfg.kefu_appid, 9);
+        assert_eq!(cfg.sync_limit, 20);
+        assert_eq!(cfg.http_listen, "127.0.0.1:6666".parse().expect("addr"));
+        assert_eq!(cfg.auth, AuthMethod::Jwt);
+    }
+
+    #[test]
+    fn unknown_key_is_rejected_with_its_name() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("im.toml");
+        std::fs::write(&path, "lisen = \"127.0.0.1:1\"\n").expect("write");
+        let err = ImOptions { config: Some(path), ..Default::default() }.resolve().unwrap_err();
+        assert!(err.to_string().contains("lisen"), "{err}");
+    }
+
+    #[test]
+    fn public_http_needs_api_token() {
+        let o = ImOptions { http_listen: Some("0.0.0.0:6666".parse().expect("addr")), ..Default::default() };
+        assert!(o.clone().resolve().is_err());
+        let o = ImOptions { api_token: Some("t".into()), ..o };
+        assert!(o.resolve().is_ok());
+    }
+}

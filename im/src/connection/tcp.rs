@@ -1,0 +1,141 @@
+//! The raw TCP transport: one task per connection that reads frames, runs
+//! the session, and writes the session's replies and the outbox's pushes
+//! in batches (one syscall for everything ready).
+//!
+//! Backpressure: frames from the client are only read while less than
+//! [`WRITE_HIGH_WATER`] bytes wait to be written to it, so a client that
+//! stops reading stops being served and is dropped after `write_timeout`
+//! (or earlier, when its outbox overflows).
+
+use super::read::{ReadError, ReadOutcome, read_frames};
+use crate::node::{Node, Stats};
+use crate::outbox::{CloseReason, OutFrame, Outbox};
+use crate::session::writer::Writer;
+use crate::session::{Control, Session};
+use bytes::BytesMut;
+use ferry_common::protocol::Frame;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::time::{Instant, sleep_until};
+
+const WRITE_HIGH_WATER: usize = 256 * 1024;
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub async fn serve(node: Arc<Node>, mut stream: TcpStream, peer: SocketAddr) {
+    let _ = stream.set_nodelay(true);
+    let outbox = Arc::new(Outbox::new(node.cfg.outbox_bytes));
+    let mut session = Session::new(node.clone(), outbox.clone(), peer);
+    let reason = drive(&node, &stream, &mut session, &outbox).await;
+    if reason == CloseReason::SlowConsumer.as_str() {
+        Stats::add(&node.stats.slow_consumer_drops, 1);
+    }
+    tracing::debug!(%peer, reason, "connection closed");
+    session.close();
+    let _ = stream.shutdown().await;
+}
+
+async fn drive(node: &Node, stream: &TcpStream, session: &mut Session, outbox: &Outbox) -> &'static str {
+    let idle = node.cfg.idle_timeout;
+    let mut w = Writer::default();
+    let mut partial: Option<BytesMut> = None;
+    let mut frames: Vec<Frame> = Vec::new();
+    let mut queued: Vec<OutFrame> = Vec::new();
+    let mut idle_deadline = Instant::now() + idle;
+    let mut write_deadline: Option<Instant> = None;
+    let mut closing: Option<&'static str> = None;
+    let mut written_frames = 0;
+    loop {
+        if let Some(r) = outbox.closed() {
+            return r.as_str();
+        }
+        if w.pending() < WRITE_HIGH_WATER {
+            outbox.drain_into(&mut queued, WRITE_HIGH_WATER - w.pending());
+            for f in queued.drain(..) {
+                w.push(&f);
+            }
+        }
+        if w.pending() > 0 {
+            // Write eagerly; wait for writability only when the socket is full.
+            match write_some(stream, &mut w) {
+                Ok(true) => write_deadline = None,
+                Ok(false) => {
+                    write_deadline.get_or_insert_with(|| Instant::now() + WRITE_TIMEOUT);
+                }
+                Err(_) => return "write_error",
+            }
+            let n = w.frames();
+            Stats::add(&node.stats.out_messages, n - written_frames);
+            written_frames = n;
+        }
+        if let Some(r) = closing
+            && w.pending() == 0
+        {
+            return r;
+        }
+        let writing = w.pending() > 0;
+        let can_read = closing.is_none() && w.pending() < WRITE_HIGH_WATER;
+        let deadline = match write_deadline {
+            Some(d) if writing => d.min(idle_deadline),
+            _ => idle_deadline,
+        };
+        tokio::select! {
+            r = stream.writable(), if writing => {
+                if r.is_err() {
+                    return "write_error";
+                }
+            }
+            r = stream.readable(), if can_read => {
+                if r.is_err() {
+                    return "read_error";
+                }
+                match read_frames(stream, &mut partial, &mut frames) {
+                    Ok(ReadOutcome::Eof) => return "eof",
+                    Ok(ReadOutcome::Data) => {}
+                    Err(ReadError::Io(_)) => return "read_error",
+                    Err(ReadError::Protocol(e)) => {
+                        tracing::debug!(error = %e, "protocol error");
+                        return "protocol_error";
+                    }
+                }
+                if !frames.is_empty() {
+                    idle_deadline = Instant::now() + idle;
+                }
+                for f in frames.drain(..) {
+                    match session.handle(f, &mut w).await {
+                        Control::Continue => {}
+                        Control::Close(r) => return r,
+                        Control::CloseAfterFlush(r) => {
+                            closing = Some(r);
+                            break;
+                        }
+                    }
+                }
+            }
+            _ = outbox.notified() => {}
+            _ = sleep_until(deadline) => {
+                return if writing && write_deadline.is_some_and(|d| d <= Instant::now()) {
+                    "write_timeout"
+                } else {
+                    "idle_timeout"
+                };
+            }
+        }
+    }
+}
+
+/// Writes as much as the socket takes. Ok(true) when everything went out.
+fn write_some(stream: &TcpStream, w: &mut Writer) -> io::Result<bool> {
+    while w.pending() > 0 {
+        match stream.try_write(w.bytes()) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => w.advance(n),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(true)
+}

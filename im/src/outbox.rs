@@ -1,0 +1,174 @@
+//! One ordered outbound queue per connection, filled by other tasks (fan-out
+//! of pushes, notifies, room and RT messages) and drained by the connection's
+//! own task.
+//!
+//! Slow-consumer policy: the queue is bounded in bytes. A push that would
+//! exceed the bound closes the outbox instead of blocking the pusher or
+//! dropping frames silently; the connection task sees the close and drops the
+//! client (reason `slow_consumer`). Nothing stored is lost — the client syncs
+//! when it reconnects — and no other client is slowed down.
+//!
+//! An idle connection's queue is an empty `VecDeque`, which holds no heap memory.
+
+use bytes::Bytes;
+use ferry_common::protocol::metadata::Metadata;
+use std::collections::VecDeque;
+use std::sync::Mutex;
+use tokio::sync::Notify;
+
+/// A frame waiting to be written; the seq number is assigned at write time.
+#[derive(Debug, Clone)]
+pub struct OutFrame {
+    pub cmd: u8,
+    pub flag: u8,
+    /// Body encoded at version 2 (adapted to the connection's version when written).
+    pub body: Bytes,
+    /// Written as a METADATA frame immediately before this one.
+    pub meta: Option<Metadata>,
+}
+
+impl OutFrame {
+    pub fn new(cmd: u8, flag: u8, body: Bytes) -> OutFrame {
+        OutFrame { cmd, flag, body, meta: None }
+    }
+
+    pub fn with_meta(cmd: u8, flag: u8, body: Bytes, meta: Metadata) -> OutFrame {
+        OutFrame { cmd, flag, body, meta: Some(meta) }
+    }
+
+    fn cost(&self) -> usize {
+        // Header(s) plus body: what the frame will occupy in the socket buffer.
+        12 + self.body.len() + if self.meta.is_some() { 44 } else { 0 }
+    }
+}
+
+/// Why an outbox stopped accepting frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    SlowConsumer,
+    Kicked,
+    Shutdown,
+}
+
+impl CloseReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CloseReason::SlowConsumer => "slow_consumer",
+            CloseReason::Kicked => "kicked",
+            CloseReason::Shutdown => "shutdown",
+        }
+    }
+}
+
+#[derive(Default)]
+struct State {
+    queue: VecDeque<OutFrame>,
+    bytes: usize,
+    closed: Option<CloseReason>,
+}
+
+pub struct Outbox {
+    state: Mutex<State>,
+    notify: Notify,
+    limit: usize,
+}
+
+impl Outbox {
+    pub fn new(limit: usize) -> Outbox {
+        Outbox { state: Mutex::new(State::default()), notify: Notify::new(), limit }
+    }
+
+    /// Queues frames as one unit (e.g. a push and its SYNC_NOTIFY). Returns
+    /// false if the outbox is closed, or closes it now if the unit does not fit.
+    pub fn push(&self, frames: impl IntoIterator<Item = OutFrame>) -> bool {
+        let mut st = self.lock();
+        if st.closed.is_some() {
+            return false;
+        }
+        for f in frames {
+            st.bytes += f.cost();
+            st.queue.push_back(f);
+        }
+        if st.bytes > self.limit {
+            st.closed = Some(CloseReason::SlowConsumer);
+            st.queue = VecDeque::new();
+            st.bytes = 0;
+        }
+        let ok = st.closed.is_none();
+        drop(st);
+        self.notify.notify_one();
+        ok
+    }
+
+    /// Moves queued frames into `out` until about `budget` bytes are taken.
+    pub fn drain_into(&self, out: &mut Vec<OutFrame>, budget: usize) {
+        let mut st = self.lock();
+        let mut taken = 0;
+        while taken < budget {
+            let Some(f) = st.queue.pop_front() else { break };
+            let c = f.cost();
+            taken += c;
+            st.bytes -= c;
+            out.push(f);
+        }
+        if st.queue.is_empty() && st.queue.capacity() > 64 {
+            st.queue = VecDeque::new();
+        }
+    }
+
+    pub fn close(&self, reason: CloseReason) {
+        let mut st = self.lock();
+        if st.closed.is_none() {
+            st.closed = Some(reason);
+        }
+        drop(st);
+        self.notify.notify_one();
+    }
+
+    pub fn closed(&self) -> Option<CloseReason> {
+        self.lock().closed
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.lock().queue.is_empty()
+    }
+
+    /// Resolves when something was pushed or the outbox was closed.
+    pub async fn notified(&self) {
+        self.notify.notified().await
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // A poisoned lock only means another thread panicked mid-push; the
+        // queue itself is still consistent, so keep going.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overflow_closes_as_slow_consumer() {
+        let o = Outbox::new(100);
+        assert!(o.push([OutFrame::new(4, 0, Bytes::from(vec![0u8; 50]))]));
+        assert!(!o.push([OutFrame::new(4, 0, Bytes::from(vec![0u8; 50]))]));
+        assert_eq!(o.closed(), Some(CloseReason::SlowConsumer));
+        assert!(!o.push([OutFrame::new(4, 0, Bytes::new())]));
+    }
+
+    #[test]
+    fn drains_in_order_within_budget() {
+        let o = Outbox::new(1 << 20);
+        for i in 0..10u8 {
+            o.push([OutFrame::new(i, 0, Bytes::new())]);
+        }
+        let mut v = Vec::new();
+        o.drain_into(&mut v, 36);
+        assert_eq!(v.iter().map(|f| f.cmd).collect::<Vec<_>>(), vec![0, 1, 2]);
+        o.drain_into(&mut v, usize::MAX);
+        assert_eq!(v.len(), 10);
+        assert!(o.is_empty());
+    }
+}

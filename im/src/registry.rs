@@ -1,0 +1,112 @@
+//! Who is connected to this node: `(appid, uid)` → the user's connections.
+//!
+//! Sharded by uid so unrelated users never contend on one lock. Deliveries
+//! run under the shard lock but never await: they only push to outboxes.
+
+use crate::outbox::{OutFrame, Outbox};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+pub type ConnId = u64;
+
+/// One connection as seen by the rest of the node.
+#[derive(Clone)]
+pub struct ClientHandle {
+    pub conn: ConnId,
+    pub device_id: i64,
+    /// Counts as online for offline-push suppression (spec §3.1 step 6).
+    pub online: bool,
+    pub outbox: Arc<Outbox>,
+}
+
+type Key = (i64, i64);
+const SHARDS: usize = 64;
+
+pub struct Registry {
+    shards: Vec<Mutex<HashMap<Key, Vec<ClientHandle>>>>,
+    next_conn: AtomicU64,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Registry {
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            next_conn: AtomicU64::new(1),
+        }
+    }
+}
+
+impl Registry {
+    /// A node-unique connection id.
+    pub fn next_conn_id(&self) -> ConnId {
+        self.next_conn.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn shard(&self, uid: i64) -> MutexGuard<'_, HashMap<Key, Vec<ClientHandle>>> {
+        let i = (uid.unsigned_abs() % SHARDS as u64) as usize;
+        self.shards[i].lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Registers a connection; returns how many the user now has here.
+    pub fn add(&self, appid: i64, uid: i64, h: ClientHandle) -> usize {
+        let mut s = self.shard(uid);
+        let v = s.entry((appid, uid)).or_default();
+        v.push(h);
+        v.len()
+    }
+
+    /// Unregisters a connection; returns how many the user still has here.
+    pub fn remove(&self, appid: i64, uid: i64, conn: ConnId) -> usize {
+        let mut s = self.shard(uid);
+        let Some(v) = s.get_mut(&(appid, uid)) else { return 0 };
+        v.retain(|h| h.conn != conn);
+        let n = v.len();
+        if n == 0 {
+            s.remove(&(appid, uid));
+        }
+        n
+    }
+
+    /// Pushes `frames` (built per connection by `make`) to every connection of
+    /// the user for which `make` returns `Some`. Returns how many got them.
+    pub fn deliver(
+        &self,
+        appid: i64,
+        uid: i64,
+        mut make: impl FnMut(&ClientHandle) -> Option<Vec<OutFrame>>,
+    ) -> usize {
+        let s = self.shard(uid);
+        let Some(v) = s.get(&(appid, uid)) else { return 0 };
+        let mut n = 0;
+        for h in v {
+            if let Some(frames) = make(h)
+                && h.outbox.push(frames)
+            {
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Number of connections of one user on this node.
+    pub fn count(&self, appid: i64, uid: i64) -> usize {
+        self.shard(uid).get(&(appid, uid)).map_or(0, Vec::len)
+    }
+
+    /// (users, connections) on this node, optionally for one app.
+    pub fn totals(&self, appid: Option<i64>) -> (usize, usize) {
+        let mut users = 0;
+        let mut conns = 0;
+        for s in &self.shards {
+            let s = s.lock().unwrap_or_else(|e| e.into_inner());
+            for ((a, _), v) in s.iter() {
+                if appid.is_none_or(|x| x == *a) {
+                    users += 1;
+                    conns += v.len();
+                }
+            }
+        }
+        (users, conns)
+    }
+}

@@ -1,0 +1,91 @@
+//! Starting and stopping one im node: store, auth, listeners.
+
+use crate::auth::{Authenticator, JwtAuth, RedisAuth, load_or_create_secret};
+use crate::config::{AuthMethod, ImConfig};
+use crate::connection;
+use crate::http;
+use crate::node::Node;
+use crate::store::{SqliteOptions, SqliteStore, Store};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::net::{TcpListener, TcpSocket};
+
+/// Startup failures, each naming what could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot open the embedded store in {dir}: {message}")]
+    Store { dir: String, message: String },
+    #[error("cannot load the JWT secret from {dir}: {source}")]
+    Secret { dir: String, source: std::io::Error },
+    #[error("cannot connect to Redis for token auth: {0}")]
+    Redis(String),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+}
+
+/// Binds with a deep accept backlog so connection storms don't hit SYN retries.
+pub fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
+    let err = |source| StartError::Bind { addr, source };
+    let sock = if addr.is_ipv4() { TcpSocket::new_v4() } else { TcpSocket::new_v6() }.map_err(err)?;
+    sock.set_reuseaddr(true).map_err(err)?;
+    sock.bind(addr).map_err(err)?;
+    sock.listen(4096).map_err(err)
+}
+
+/// Runs the node until `shutdown` resolves, then stops accepting and flushes
+/// the store.
+pub async fn run(cfg: ImConfig, shutdown: impl Future<Output = ()>) -> Result<(), StartError> {
+    let dir = cfg.data_dir.display().to_string();
+    let store = SqliteStore::open(
+        &cfg.data_dir,
+        SqliteOptions { dedup_window: cfg.dedup_window, ..SqliteOptions::default() },
+    )
+    .map_err(|e| StartError::Store { dir: dir.clone(), message: e.to_string() })?;
+    let store: Arc<dyn Store> = Arc::new(store);
+    let auth = match cfg.auth {
+        AuthMethod::Jwt => {
+            let key = load_or_create_secret(cfg.jwt_secret.as_deref(), &cfg.data_dir)
+                .map_err(|source| StartError::Secret { dir: dir.clone(), source })?;
+            Authenticator::Jwt(JwtAuth::new(key))
+        }
+        AuthMethod::Redis => Authenticator::Redis(
+            RedisAuth::connect(&cfg.redis).await.map_err(|e| StartError::Redis(e.to_string()))?,
+        ),
+    };
+    let tcp = bind(cfg.listen)?;
+    let http_listener = bind(cfg.http_listen)?;
+    let node = Arc::new(Node::new(cfg, store.clone(), auth));
+    tracing::info!(
+        tcp = %node.cfg.listen,
+        http = %node.cfg.http_listen,
+        data_dir = %dir,
+        auth = ?node.cfg.auth,
+        "ferry im started"
+    );
+    let accept = tokio::spawn(accept_loop(node.clone(), tcp));
+    let http = tokio::spawn(http::serve(node.clone(), http_listener));
+    shutdown.await;
+    tracing::info!("shutting down");
+    accept.abort();
+    http.abort();
+    if let Err(e) = store.close().await {
+        tracing::warn!(error = %e, "closing the store failed");
+    }
+    Ok(())
+}
+
+async fn accept_loop(node: Arc<Node>, listener: TcpListener) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                tokio::spawn(connection::tcp::serve(node.clone(), stream, peer));
+            }
+            Err(e) => {
+                // EMFILE and friends: keep serving the connections we have.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    }
+}

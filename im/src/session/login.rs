@@ -1,0 +1,63 @@
+//! AUTH_TOKEN handling (spec §3.1).
+
+use super::writer::Writer;
+use super::{Authed, Control, Session};
+use crate::auth::Authenticator;
+use crate::registry::ClientHandle;
+use ferry_common::protocol::auth::{AuthToken, PLATFORM_ANDROID, PLATFORM_IOS, encode_status};
+use ferry_common::protocol::command::AUTH_STATUS;
+
+impl Session {
+    pub(super) async fn login(&mut self, t: AuthToken, version: u8, w: &mut Writer) -> Control {
+        let node = self.node.clone();
+        let id = match node.auth.authenticate(&t.token).await {
+            Ok(id) => id,
+            Err(e) => {
+                tracing::info!(peer = %self.peer, reason = %e, "login failed");
+                w.frame(AUTH_STATUS, 0, &encode_status(1));
+                return Control::CloseAfterFlush("auth_failed");
+            }
+        };
+        let device_id = if t.device_id.is_empty() {
+            -(self.conn as i64)
+        } else {
+            let n = match &node.auth {
+                Authenticator::Redis(r) => r.device_number(&t.device_id, t.platform_id).await.map_err(|e| e.to_string()),
+                Authenticator::Jwt(_) => {
+                    node.store.device_number(&t.device_id, t.platform_id).await.map_err(|e| e.to_string())
+                }
+            };
+            match n {
+                Ok(n) => n,
+                Err(e) => {
+                    tracing::warn!(peer = %self.peer, error = %e, "device number allocation failed");
+                    w.frame(AUTH_STATUS, 0, &encode_status(1));
+                    return Control::CloseAfterFlush("auth_failed");
+                }
+            }
+        };
+        if let Some(r) = node.auth.redis()
+            && let Err(e) = r.set_unread(id.appid, id.uid, 0).await
+        {
+            tracing::warn!(error = %e, "resetting unread count failed");
+        }
+        let mobile = matches!(t.platform_id, PLATFORM_IOS | PLATFORM_ANDROID);
+        let a = Authed {
+            appid: id.appid,
+            uid: id.uid,
+            device_id,
+            online: mobile || !id.notification_on,
+            forbidden: id.forbidden,
+        };
+        w.set_version(version);
+        w.frame(AUTH_STATUS, 0, &encode_status(0));
+        node.registry.add(
+            a.appid,
+            a.uid,
+            ClientHandle { conn: self.conn, device_id, online: a.online, outbox: self.outbox.clone() },
+        );
+        self.authed = Some(a);
+        tracing::debug!(peer = %self.peer, appid = a.appid, uid = a.uid, device_id, version, "login");
+        Control::Continue
+    }
+}

@@ -1,0 +1,96 @@
+//! IM (spec §3.5), CUSTOMER_V2 (§3.9) and, until groups exist, GROUP_IM.
+
+use super::writer::Writer;
+use super::{Authed, Control, Session};
+use crate::messaging::PeerSend;
+use crate::node::now_secs;
+use crate::outbox::OutFrame;
+use crate::store::{DedupKey, QueueId};
+use ferry_common::protocol::ack::{STATUS_GROUP_NOT_EXIST, STATUS_INVALID_SENDER};
+use ferry_common::protocol::command::{ACK, CUSTOMER_V2, IM};
+use ferry_common::protocol::customer::CustomerV2;
+use ferry_common::protocol::im::Im;
+use ferry_common::protocol::metadata::Metadata;
+
+impl Session {
+    pub(super) async fn peer_im(&mut self, a: Authed, seq: i32, flag: u8, mut m: Im, w: &mut Writer) -> Control {
+        if m.sender != a.uid || m.receiver == 0 {
+            return self.ack(seq, STATUS_INVALID_SENDER, 0, w);
+        }
+        m.timestamp = now_secs();
+        let p = PeerSend {
+            cmd: IM,
+            flag,
+            body: m.encode(2),
+            sender: a.queue(),
+            receiver: QueueId { appid: a.appid, uid: m.receiver },
+            device_id: a.device_id,
+            dedup: Some(DedupKey {
+                appid: a.appid,
+                sender: a.uid,
+                device_id: a.device_id,
+                client_msgid: m.msgid as i64,
+                receiver: m.receiver,
+            }),
+        };
+        self.store_and_ack(p, seq, w).await
+    }
+
+    pub(super) async fn customer(
+        &mut self,
+        a: Authed,
+        seq: i32,
+        flag: u8,
+        mut m: CustomerV2,
+        w: &mut Writer,
+    ) -> Control {
+        let kefu = self.node.cfg.kefu_appid;
+        let valid = m.sender_appid == a.appid
+            && m.sender == a.uid
+            && m.receiver != 0
+            && kefu != 0
+            && (m.sender_appid == kefu || m.receiver_appid == kefu);
+        if !valid {
+            return self.ack(seq, STATUS_INVALID_SENDER, 0, w);
+        }
+        m.timestamp = now_secs();
+        let p = PeerSend {
+            cmd: CUSTOMER_V2,
+            flag,
+            body: m.encode(),
+            sender: a.queue(),
+            receiver: QueueId { appid: m.receiver_appid, uid: m.receiver },
+            device_id: a.device_id,
+            // CUSTOMER_V2 carries no client message id, so a resend cannot be
+            // told from a second identical message: no dedup key.
+            dedup: None,
+        };
+        self.store_and_ack(p, seq, w).await
+    }
+
+    /// Stores, then ACKs with the sender-queue METADATA in front. On a store
+    /// error nothing is ACKed: the client resends and the dedup key makes
+    /// the resend safe.
+    async fn store_and_ack(&mut self, p: PeerSend, seq: i32, w: &mut Writer) -> Control {
+        match self.node.send_peer(p).await {
+            Ok(out) => {
+                let meta = Metadata { sync_key: out.sender.msgid, prev_sync_key: out.sender.prev };
+                let ack = ferry_common::protocol::ack::Ack { seq, status: 0 }.encode(2);
+                w.push(&OutFrame::with_meta(ACK, 0, ack, meta));
+                Control::Continue
+            }
+            Err(e) => {
+                tracing::warn!(peer = %self.peer, error = %e, "store failed; message not acknowledged");
+                Control::Continue
+            }
+        }
+    }
+
+    /// Groups are not provisioned on this node yet: every group is unknown.
+    pub(super) fn group_im(&mut self, a: Authed, seq: i32, m: Im, w: &mut Writer) -> Control {
+        if m.sender != a.uid {
+            return self.ack(seq, STATUS_INVALID_SENDER, 0, w);
+        }
+        self.ack(seq, STATUS_GROUP_NOT_EXIST, 0, w)
+    }
+}

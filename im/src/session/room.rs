@@ -1,0 +1,45 @@
+//! Chat rooms (spec §3.8): one room per connection, memory only.
+
+use super::writer::Writer;
+use super::{Authed, Control, Session};
+use ferry_common::protocol::ack::{STATUS_INVALID_SENDER, STATUS_MUTED, STATUS_NOT_IN_ROOM};
+use ferry_common::protocol::realtime::Realtime;
+
+impl Session {
+    pub(super) fn enter_room(&mut self, a: Authed, room: i64) -> Control {
+        if room == 0 || self.room == Some(room) {
+            return Control::Continue;
+        }
+        if let Some(old) = self.room.take() {
+            self.node.rooms.leave(a.appid, old, self.conn);
+        }
+        self.node.rooms.join(a.appid, room, self.conn, a.uid, a.device_id, self.outbox.clone());
+        self.room = Some(room);
+        Control::Continue
+    }
+
+    pub(super) fn leave_room(&mut self, a: Authed, room: i64) -> Control {
+        if self.room == Some(room) {
+            self.node.rooms.leave(a.appid, room, self.conn);
+            self.room = None;
+        }
+        Control::Continue
+    }
+
+    /// Forwarded to the other members, then ACKed. A message for a room the
+    /// connection is not in, or from a forbidden user, is refused with a
+    /// status instead of being dropped silently.
+    pub(super) fn room_im(&mut self, a: Authed, seq: i32, m: Realtime, w: &mut Writer) -> Control {
+        if m.sender != a.uid {
+            return self.ack(seq, STATUS_INVALID_SENDER, 0, w);
+        }
+        if self.room != Some(m.receiver) {
+            return self.ack(seq, STATUS_NOT_IN_ROOM, 0, w);
+        }
+        if a.forbidden {
+            return self.ack(seq, STATUS_MUTED, 0, w);
+        }
+        self.node.send_room(a.appid, m.receiver, m.encode(), Some((a.uid, a.device_id)));
+        self.ack(seq, 0, 0, w)
+    }
+}

@@ -1,0 +1,118 @@
+//! Serialises outgoing frames for one connection: assigns the per-connection
+//! seq numbers, adapts bodies to the connection's version, and keeps a
+//! METADATA frame and the frame it describes adjacent (seq n, n + 1).
+//!
+//! The buffer exists only while there is output, so idle connections hold none.
+
+use crate::outbox::OutFrame;
+use bytes::{Bytes, BytesMut};
+use ferry_common::protocol::command::{ACK, METADATA};
+use ferry_common::protocol::header::Header;
+use ferry_common::protocol::im::body_for_version;
+use ferry_common::protocol::metadata::{METADATA_LEN, Metadata};
+
+#[derive(Default)]
+pub struct Writer {
+    seq: i32,
+    version: u8,
+    buf: Option<BytesMut>,
+    frames: u64,
+}
+
+impl Writer {
+    /// Version used for every later frame (the AUTH_TOKEN frame's version).
+    pub fn set_version(&mut self, v: u8) {
+        self.version = v;
+    }
+
+    pub fn version(&self) -> u8 {
+        self.version
+    }
+
+    fn next_seq(&mut self) -> i32 {
+        self.seq = self.seq.wrapping_add(1);
+        self.seq
+    }
+
+    fn header(&mut self, cmd: u8, flag: u8, len: usize) {
+        let h = Header { len, seq: self.next_seq(), cmd, version: self.version, flag };
+        let buf = self.buf.get_or_insert_with(|| BytesMut::with_capacity(4096));
+        h.write(buf);
+        self.frames += 1;
+    }
+
+    /// Appends a frame whose body is in version-2 form.
+    pub fn frame(&mut self, cmd: u8, flag: u8, body: &Bytes) {
+        let body = if cmd == ACK && self.version < 2 && body.len() > 4 {
+            body.slice(..4)
+        } else {
+            body_for_version(cmd, self.version, body)
+        };
+        self.header(cmd, flag, body.len());
+        if let Some(buf) = self.buf.as_mut() {
+            buf.extend_from_slice(&body);
+        }
+    }
+
+    pub fn metadata(&mut self, m: &Metadata) {
+        self.header(METADATA, 0, METADATA_LEN);
+        if let Some(buf) = self.buf.as_mut() {
+            m.write(buf);
+        }
+    }
+
+    /// Appends a queued frame (with its METADATA first, if any).
+    pub fn push(&mut self, f: &OutFrame) {
+        if let Some(m) = &f.meta {
+            self.metadata(m);
+        }
+        self.frame(f.cmd, f.flag, &f.body);
+    }
+
+    /// Bytes waiting to be written.
+    pub fn pending(&self) -> usize {
+        self.buf.as_ref().map_or(0, BytesMut::len)
+    }
+
+    /// The bytes to write next (empty if none).
+    pub fn bytes(&self) -> &[u8] {
+        self.buf.as_deref().unwrap_or(&[])
+    }
+
+    /// Marks `n` bytes as written; drops the buffer once everything is out.
+    pub fn advance(&mut self, n: usize) {
+        if let Some(buf) = self.buf.as_mut() {
+            let _ = buf.split_to(n.min(buf.len()));
+            if buf.is_empty() {
+                self.buf = None;
+            }
+        }
+    }
+
+    /// Frames written so far (for stats).
+    pub fn frames(&self) -> u64 {
+        self.frames
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    #[test]
+    fn metadata_is_adjacent_and_acks_shrink_for_v1() {
+        let mut w = Writer::default();
+        w.set_version(1);
+        let ack = Bytes::from_static(&[0, 0, 0, 7, 0]);
+        w.push(&OutFrame::with_meta(ACK, 0, ack, Metadata { sync_key: 5, prev_sync_key: 4 }));
+        let b = w.bytes().to_vec();
+        assert_eq!(b.len(), 12 + 32 + 12 + 4);
+        assert_eq!(&b[4..8], &1i32.to_be_bytes());
+        assert_eq!(b[8], METADATA);
+        assert_eq!(&b[44 + 4..44 + 8], &2i32.to_be_bytes());
+        assert_eq!(&b[44..48], &4i32.to_be_bytes());
+        w.advance(b.len());
+        assert_eq!(w.pending(), 0);
+    }
+}
