@@ -1,0 +1,190 @@
+//! Test harness: starts real `ferry` and `redis-server` processes on free
+//! loopback ports, waits until they accept connections, and kills them on drop.
+#![allow(dead_code)]
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const SECRET: &str = "ferry-test-secret";
+pub const APPID: i64 = 7;
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free port")
+}
+
+/// Polls until something accepts on `addr` (bounded), as the server has no
+/// other way to say it is ready.
+pub fn wait_listening(addr: SocketAddr, child: &mut Child, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            return;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("{what} exited before listening on {addr}: {status}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("{what} did not listen on {addr} within 20 s");
+}
+
+pub fn token(uid: i64) -> String {
+    token_for(APPID, uid)
+}
+
+pub fn token_for(appid: i64, uid: i64) -> String {
+    ferry_common::token::sign(
+        &ferry_common::token::Claims { appid, uid, exp: None, nbf: None },
+        SECRET.as_bytes(),
+    )
+}
+
+/// A `ferry im` process on its own data dir and ports.
+pub struct Im {
+    child: Option<Child>,
+    pub dir: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+    pub tcp: SocketAddr,
+    pub http: SocketAddr,
+    pub extra: Vec<String>,
+}
+
+pub fn ferry_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_ferry")
+}
+
+impl Im {
+    /// Starts a single node with the test JWT secret and extra flags.
+    pub fn start(extra: &[&str]) -> Im {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().to_path_buf();
+        let mut im = Im {
+            child: None,
+            dir,
+            _tmp: Some(tmp),
+            tcp: SocketAddr::from(([127, 0, 0, 1], free_port())),
+            http: SocketAddr::from(([127, 0, 0, 1], free_port())),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        im.spawn();
+        im
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("im.log"))
+            .expect("log file");
+        let mut child = Command::new(ferry_bin())
+            .arg("im")
+            .arg("--data-dir")
+            .arg(&self.dir)
+            .arg("--listen")
+            .arg(self.tcp.to_string())
+            .arg("--http-listen")
+            .arg(self.http.to_string())
+            .arg("--jwt-secret")
+            .arg(SECRET)
+            .args(&self.extra)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn ferry im");
+        wait_listening(self.tcp, &mut child, "ferry im");
+        wait_listening(self.http, &mut child, "ferry im http");
+        self.child = Some(child);
+    }
+
+    /// SIGKILL: no chance to flush anything.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait for a clean exit.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut c = self.child.take().expect("running");
+        let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
+        c.wait().expect("wait")
+    }
+
+    /// Starts again on the same data dir and ports.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("im.log")).unwrap_or_default()
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+impl Drop for Im {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A throwaway `redis-server` on a free loopback port.
+pub struct Redis {
+    child: Child,
+    pub port: u16,
+    _tmp: tempfile::TempDir,
+}
+
+impl Redis {
+    pub fn start() -> Redis {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let mut child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(tmp.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server not found: apt-get install redis-server");
+        wait_listening(SocketAddr::from(([127, 0, 0, 1], port)), &mut child, "redis-server");
+        Redis { child, port, _tmp: tmp }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Runs one redis-cli command and returns its output.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let out = Command::new("redis-cli")
+            .args(["-p", &self.port.to_string()])
+            .args(args)
+            .output()
+            .expect("redis-cli");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
