@@ -44,6 +44,9 @@ fn cat(parts: &[&[u8]]) -> Vec<u8> {
     parts.iter().flat_map(|p| p.iter().copied()).collect()
 }
 
+/// A command number and the `Message` constructor for its body.
+type Ctor<T> = (u8, fn(T) -> Message);
+
 fn b(v: &[u8]) -> Bytes {
     Bytes::copy_from_slice(v)
 }
@@ -226,15 +229,23 @@ fn auth_token_without_device() {
     let a = AuthToken::decode(b(&[1, 0, 0, 0xaa])).unwrap();
     assert_eq!(a.token, "");
     assert_eq!(a.device_id, "");
-    assert_eq!(
-        &AuthToken {
-            platform_id: 1,
-            token: String::new(),
-            device_id: String::new()
-        }
-        .encode()[..],
-        &[1, 0, 0]
-    );
+    // Encoding empty token and device must still meet the 4-byte minimum
+    // (spec §2.3), else our own client would be disconnected: 3 bytes + one
+    // trailing zero, which decoders ignore.
+    let empty = AuthToken {
+        platform_id: 1,
+        token: String::new(),
+        device_id: String::new(),
+    };
+    assert_eq!(&empty.encode()[..], &[1, 0, 0, 0]);
+    assert_eq!(AuthToken::decode(empty.encode()).unwrap(), empty);
+    // One-byte token, empty device: 4 bytes already, no padding.
+    let one = AuthToken {
+        platform_id: 2,
+        token: "t".into(),
+        device_id: String::new(),
+    };
+    assert_eq!(&one.encode()[..], &[2, 1, b't', 0]);
 }
 
 #[test]
@@ -636,7 +647,7 @@ fn unread_count() {
 
 #[test]
 fn sync_family_i64() {
-    let cases: [(u8, fn(i64) -> Message); 5] = [
+    let cases: [Ctor<i64>; 5] = [
         (SYNC, Message::Sync),
         (SYNC_BEGIN, Message::SyncBegin),
         (SYNC_END, Message::SyncEnd),
@@ -677,7 +688,7 @@ fn sync_group_family() {
         sync_key: B8,
     };
     let body = cat(&[&A8B, &B8B]);
-    let cases: [(u8, fn(GroupSyncKey) -> Message); 5] = [
+    let cases: [Ctor<GroupSyncKey>; 5] = [
         (SYNC_GROUP, Message::SyncGroup),
         (SYNC_GROUP_BEGIN, Message::SyncGroupBegin),
         (SYNC_GROUP_END, Message::SyncGroupEnd),
@@ -752,7 +763,7 @@ fn metadata_layout() {
 #[test]
 fn raw_bodies_system_notification_group_notification() {
     let json = br#"{"create":{"group_id":1}}"#;
-    let cases: [(u8, fn(Bytes) -> Message); 3] = [
+    let cases: [Ctor<Bytes>; 3] = [
         (SYSTEM, Message::System),
         (NOTIFICATION, Message::Notification),
         (GROUP_NOTIFICATION, Message::GroupNotification),

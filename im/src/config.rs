@@ -30,6 +30,12 @@ pub struct ImOptions {
     /// Comma-separated imr addresses; without it the node runs alone.
     #[arg(long, env = "FERRY_IMR")]
     pub imr: Option<String>,
+    /// Shared secret presented to the imrs in the link handshake.
+    #[arg(long, env = "FERRY_LINK_SECRET", hide_env_values = true)]
+    pub link_secret: Option<String>,
+    /// Bytes of publishes kept per imr link while it is down [default: 67108864].
+    #[arg(long, env = "FERRY_LINK_BUFFER")]
+    pub link_buffer: Option<usize>,
     /// Token check: `jwt` (default) or `redis` (gobelieve `access_token_<token>` hashes).
     #[arg(long, env = "FERRY_AUTH")]
     pub auth: Option<AuthMethod>,
@@ -86,6 +92,8 @@ pub struct ImConfig {
     pub data_dir: PathBuf,
     pub store: Option<String>,
     pub imr: Vec<String>,
+    pub link_secret: Option<String>,
+    pub link_buffer: usize,
     pub auth: AuthMethod,
     pub jwt_secret: Option<String>,
     pub redis: String,
@@ -116,6 +124,8 @@ impl ImOptions {
                     s.split(',').map(str::trim).filter(|a| !a.is_empty()).map(String::from).collect()
                 })
                 .unwrap_or_default(),
+            link_secret: o.link_secret.filter(|s| !s.is_empty()),
+            link_buffer: o.link_buffer.unwrap_or(64 * 1024 * 1024),
             auth: o.auth.unwrap_or(AuthMethod::Jwt),
             jwt_secret: o.jwt_secret.filter(|s| !s.is_empty()),
             redis: o.redis.unwrap_or_else(|| "redis://127.0.0.1:6379".into()),
@@ -138,6 +148,8 @@ impl ImOptions {
             data_dir: self.data_dir.or(f.data_dir),
             store: self.store.or(f.store),
             imr: self.imr.or(f.imr),
+            link_secret: self.link_secret.or(f.link_secret),
+            link_buffer: self.link_buffer.or(f.link_buffer),
             auth: self.auth.or(f.auth),
             jwt_secret: self.jwt_secret.or(f.jwt_secret),
             redis: self.redis.or(f.redis),
@@ -178,11 +190,6 @@ impl ImConfig {
         if self.store.is_some() {
             return Err(ConfigError::Invalid(
                 "--store (shared Redis store) is not available in this build yet; omit it to use the embedded store".into(),
-            ));
-        }
-        if !self.imr.is_empty() {
-            return Err(ConfigError::Invalid(
-                "--imr (cluster mode) is not available in this build yet; omit it to run a single node".into(),
             ));
         }
         Ok(())

@@ -1,6 +1,7 @@
 //! Ferry im gateway: client sessions over TCP, message storage, HTTP API.
 
 pub mod auth;
+pub mod cluster;
 pub mod config;
 pub mod connection;
 pub mod http;

@@ -2,13 +2,18 @@
 //! peer messages (IM, CUSTOMER_V2), system messages, notifications, RT and
 //! room messages. Stored kinds are delivered only after the store confirmed
 //! a durable write, with exact METADATA (ids are contiguous, prev = id − 1).
+//!
+//! Every delivery goes to this node's connections directly and, in cluster
+//! mode, to the receiver's home imr, which relays it to the other nodes.
 
 use crate::node::Node;
 use crate::outbox::OutFrame;
 use crate::store::{AppendRequest, DedupKey, NewEntry, Placed, QueueId, StoreError};
 use bytes::Bytes;
+use ferry_common::link::RouteMessage;
+use ferry_common::protocol::Frame;
 use ferry_common::protocol::command::{NOTIFICATION, ROOM_IM, RT, SYNC_NOTIFY, SYSTEM};
-use ferry_common::protocol::flag::PUSH;
+use ferry_common::protocol::flag::{PUSH, TEXT};
 use ferry_common::protocol::metadata::Metadata;
 use ferry_common::protocol::scalar::encode_i64;
 
@@ -41,7 +46,57 @@ fn sync_notify(msgid: i64) -> OutFrame {
     OutFrame::new(SYNC_NOTIFY, 0, encode_i64(msgid))
 }
 
+fn now_nanos() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64)
+}
+
+/// One frame addressed to one user, everywhere.
+struct UserFrame<'a> {
+    queue: QueueId,
+    cmd: u8,
+    flag: u8,
+    body: &'a Bytes,
+    /// Stored message: sent with METADATA and followed by SYNC_NOTIFY.
+    placed: Option<Placed>,
+    /// Connections of this device are skipped (0 = none).
+    skip_device: i64,
+}
+
 impl Node {
+    /// Local connections first, then the other nodes through the imr.
+    fn to_user(&self, f: UserFrame<'_>) {
+        self.registry.deliver(f.queue.appid, f.queue.uid, |h| {
+            if f.skip_device != 0 && h.device_id == f.skip_device {
+                return None;
+            }
+            Some(match f.placed {
+                Some(p) => vec![OutFrame::with_meta(f.cmd, f.flag, f.body.clone(), meta(p)), sync_notify(p.msgid)],
+                None => vec![OutFrame::new(f.cmd, f.flag, f.body.clone())],
+            })
+        });
+        if let Some(c) = &self.cluster {
+            let placed = f.placed.unwrap_or(Placed { msgid: 0, prev: 0 });
+            c.publish_user(&RouteMessage {
+                appid: f.queue.appid,
+                receiver: f.queue.uid,
+                msgid: placed.msgid,
+                prev_msgid: placed.prev,
+                device_id: f.skip_device,
+                timestamp: now_nanos(),
+                msg: Frame::new(f.cmd, 2, f.flag, 0, f.body.clone()).to_bytes(),
+            });
+        }
+    }
+
+    /// Asks the receivers' imrs to queue offline pushes for those online nowhere.
+    fn offline_push(&self, appid: i64, receivers: &[i64], cmd: u8, flag: u8, body: &Bytes) {
+        if let Some(c) = &self.cluster {
+            c.push(appid, receivers, &Frame::new(cmd, 2, flag, 0, body.clone()).to_bytes());
+        }
+    }
+
     /// Stores a peer message in the receiver's and the sender's queues as one
     /// durable step, then pushes it to the receiver's connections and to the
     /// sender's other devices. A duplicate send (same dedup key inside the
@@ -51,7 +106,7 @@ impl Node {
         let entry = |queue| NewEntry {
             queue,
             cmd: p.cmd,
-            flag: p.flag & ferry_common::protocol::flag::TEXT,
+            flag: p.flag & TEXT,
             device_id: p.device_id,
             body: p.body.clone(),
         };
@@ -68,20 +123,23 @@ impl Node {
         }
         let flag = p.flag | PUSH;
         if !same_queue {
-            self.registry.deliver(p.receiver.appid, p.receiver.uid, |_| {
-                Some(vec![
-                    OutFrame::with_meta(p.cmd, flag, p.body.clone(), meta(receiver)),
-                    sync_notify(receiver.msgid),
-                ])
+            self.to_user(UserFrame {
+                queue: p.receiver,
+                cmd: p.cmd,
+                flag,
+                body: &p.body,
+                placed: Some(receiver),
+                skip_device: 0,
             });
+            self.offline_push(p.receiver.appid, &[p.receiver.uid], p.cmd, p.flag, &p.body);
         }
-        self.registry.deliver(p.sender.appid, p.sender.uid, |h| {
-            (h.device_id != p.device_id || p.device_id == 0).then(|| {
-                vec![
-                    OutFrame::with_meta(p.cmd, flag, p.body.clone(), meta(sender)),
-                    sync_notify(sender.msgid),
-                ]
-            })
+        self.to_user(UserFrame {
+            queue: p.sender,
+            cmd: p.cmd,
+            flag,
+            body: &p.body,
+            placed: Some(sender),
+            skip_device: p.device_id,
         });
         Ok(PeerOutcome { sender, receiver, duplicate: false })
     }
@@ -106,30 +164,71 @@ impl Node {
         for (&uid, placed) in receivers.iter().zip(&out.placed) {
             self.notify_sync(QueueId { appid, uid }, placed.msgid);
         }
+        self.offline_push(appid, receivers, SYSTEM, 0, &content);
         Ok(())
     }
 
-    /// SYNC_NOTIFY to every connection of a user.
+    /// SYNC_NOTIFY to every connection of a user, on every node.
     pub fn notify_sync(&self, q: QueueId, msgid: i64) {
-        self.registry.deliver(q.appid, q.uid, |_| Some(vec![sync_notify(msgid)]));
+        let body = encode_i64(msgid);
+        self.to_user(UserFrame { queue: q, cmd: SYNC_NOTIFY, flag: 0, body: &body, placed: None, skip_device: 0 });
     }
 
     /// Real-time NOTIFICATION (not stored) to every connection of a user.
-    pub fn send_notification(&self, appid: i64, uid: i64, content: Bytes) -> usize {
-        let f = OutFrame::new(NOTIFICATION, 0, content);
-        self.registry.deliver(appid, uid, |_| Some(vec![f.clone()]))
+    pub fn send_notification(&self, appid: i64, uid: i64, content: Bytes) {
+        let q = QueueId { appid, uid };
+        self.to_user(UserFrame { queue: q, cmd: NOTIFICATION, flag: 0, body: &content, placed: None, skip_device: 0 });
+    }
+
+    /// NOTIFICATION to every connected user of an app on every node; the
+    /// frame is encoded once per node.
+    pub fn broadcast_notification(&self, appid: i64, content: Bytes) {
+        let f = OutFrame::new(NOTIFICATION, 0, content.clone());
+        self.registry.deliver_app(appid, |_| true, &f);
+        if let Some(c) = &self.cluster {
+            c.publish_app(&RouteMessage {
+                appid,
+                receiver: 0,
+                msgid: 0,
+                prev_msgid: 0,
+                device_id: 0,
+                timestamp: now_nanos(),
+                msg: Frame::new(NOTIFICATION, 2, 0, 0, content).to_bytes(),
+            });
+        }
+    }
+
+    /// A broadcast relayed by the imr behind `link`: only users homed there,
+    /// so a user never gets the copies sent through other imrs.
+    pub fn deliver_app_local(&self, appid: i64, link: Option<usize>, f: &OutFrame) {
+        match (&self.cluster, link) {
+            (Some(c), Some(l)) => self.registry.deliver_app(appid, |uid| c.home(uid) == l, f),
+            _ => self.registry.deliver_app(appid, |_| true, f),
+        };
     }
 
     /// RT (not stored, no ACK) to every connection of the receiver.
-    pub fn send_rt(&self, appid: i64, receiver: i64, body: Bytes) -> usize {
-        let f = OutFrame::new(RT, 0, body);
-        self.registry.deliver(appid, receiver, |_| Some(vec![f.clone()]))
+    pub fn send_rt(&self, appid: i64, receiver: i64, body: Bytes) {
+        let q = QueueId { appid, uid: receiver };
+        self.to_user(UserFrame { queue: q, cmd: RT, flag: 0, body: &body, placed: None, skip_device: 0 });
     }
 
-    /// ROOM_IM to every member connection of a room except the sender's own
-    /// `(uid, device)` identity.
+    /// ROOM_IM to every member connection of a room, on every node, except
+    /// the sender's own `(uid, device)` identity.
     pub fn send_room(&self, appid: i64, room: i64, body: Bytes, exclude: Option<(i64, i64)>) -> usize {
-        let f = OutFrame::new(ROOM_IM, 0, body);
-        self.rooms.broadcast(appid, room, &f, exclude)
+        let f = OutFrame::new(ROOM_IM, 0, body.clone());
+        let n = self.rooms.broadcast(appid, room, &f, exclude);
+        if let Some(c) = &self.cluster {
+            c.publish_room(&RouteMessage {
+                appid,
+                receiver: room,
+                msgid: 0,
+                prev_msgid: 0,
+                device_id: exclude.map_or(0, |e| e.1),
+                timestamp: 0,
+                msg: Frame::new(ROOM_IM, 2, 0, 0, body).to_bytes(),
+            });
+        }
+        n
     }
 }

@@ -1,6 +1,7 @@
 //! Everything one im node shares between its connections and its HTTP API.
 
 use crate::auth::Authenticator;
+use crate::cluster::Cluster;
 use crate::config::ImConfig;
 use crate::registry::Registry;
 use crate::rooms::Rooms;
@@ -34,10 +35,17 @@ pub struct Node {
     pub registry: Registry,
     pub rooms: Rooms,
     pub stats: Stats,
+    /// Links to the imrs; `None` on a single node.
+    pub cluster: Option<Cluster>,
+    /// Random per-process prefix that makes ephemeral device numbers unique
+    /// across nodes.
+    pub node_tag: i64,
 }
 
 impl Node {
-    pub fn new(cfg: ImConfig, store: Arc<dyn Store>, auth: Authenticator) -> Node {
+    pub fn new(cfg: ImConfig, store: Arc<dyn Store>, auth: Authenticator, cluster: Option<Cluster>) -> Node {
+        let mut tag = [0u8; 4];
+        let _ = getrandom::fill(&mut tag);
         Node {
             cfg,
             store,
@@ -45,6 +53,8 @@ impl Node {
             registry: Registry::default(),
             rooms: Rooms::default(),
             stats: Stats::default(),
+            cluster,
+            node_tag: (u32::from_be_bytes(tag) & 0x7fff_ffff) as i64,
         }
     }
 }

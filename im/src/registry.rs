@@ -89,6 +89,35 @@ impl Registry {
         n
     }
 
+    /// Every (appid, uid) with a connection here.
+    pub fn users(&self) -> Vec<(i64, i64)> {
+        let mut out = Vec::new();
+        for s in &self.shards {
+            out.extend(s.lock().unwrap_or_else(|e| e.into_inner()).keys().copied());
+        }
+        out
+    }
+
+    /// Pushes `frame` to every connection of every user of `appid` for which
+    /// `pick(uid)` holds. Returns the number of connections reached.
+    pub fn deliver_app(&self, appid: i64, pick: impl Fn(i64) -> bool, frame: &OutFrame) -> usize {
+        let mut n = 0;
+        for s in &self.shards {
+            let s = s.lock().unwrap_or_else(|e| e.into_inner());
+            for ((a, uid), v) in s.iter() {
+                if *a != appid || !pick(*uid) {
+                    continue;
+                }
+                for h in v {
+                    if h.outbox.push([frame.clone()]) {
+                        n += 1;
+                    }
+                }
+            }
+        }
+        n
+    }
+
     /// Number of connections of one user on this node.
     pub fn count(&self, appid: i64, uid: i64) -> usize {
         self.shard(uid).get(&(appid, uid)).map_or(0, Vec::len)

@@ -1,11 +1,13 @@
 //! Starting and stopping one im node: store, auth, listeners.
 
+use crate::cluster::{Cluster, NodeInbound};
 use crate::auth::{Authenticator, JwtAuth, RedisAuth, load_or_create_secret};
 use crate::config::{AuthMethod, ImConfig};
 use crate::connection;
 use crate::http;
 use crate::node::Node;
 use crate::store::{SqliteOptions, SqliteStore, Store};
+use bytes::Bytes;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -55,7 +57,14 @@ pub async fn run(cfg: ImConfig, shutdown: impl Future<Output = ()>) -> Result<()
     };
     let tcp = bind(cfg.listen)?;
     let http_listener = bind(cfg.http_listen)?;
-    let node = Arc::new(Node::new(cfg, store.clone(), auth));
+    let cluster = (!cfg.imr.is_empty()).then(|| {
+        Cluster::new(&cfg.imr, Bytes::from(cfg.link_secret.clone().unwrap_or_default()), cfg.link_buffer)
+    });
+    let node = Arc::new(Node::new(cfg, store.clone(), auth, cluster));
+    let links = match &node.cluster {
+        Some(c) => c.start(Arc::new(NodeInbound(Arc::downgrade(&node)))),
+        None => Vec::new(),
+    };
     tracing::info!(
         tcp = %node.cfg.listen,
         http = %node.cfg.http_listen,
@@ -68,6 +77,9 @@ pub async fn run(cfg: ImConfig, shutdown: impl Future<Output = ()>) -> Result<()
     shutdown.await;
     tracing::info!("shutting down");
     accept.abort();
+    for l in links {
+        l.abort();
+    }
     http.abort();
     if let Err(e) = store.close().await {
         tracing::warn!(error = %e, "closing the store failed");

@@ -34,15 +34,20 @@ impl AuthToken {
     }
 
     /// Encodes; token and device id longer than 255 bytes are truncated.
+    /// With both empty the body would be 3 bytes, below the 4-byte minimum
+    /// every server enforces, so one trailing zero (ignored on decode) is added.
     pub fn encode(&self) -> Bytes {
         let t = &self.token.as_bytes()[..self.token.len().min(255)];
         let d = &self.device_id.as_bytes()[..self.device_id.len().min(255)];
-        let mut b = BytesMut::with_capacity(3 + t.len() + d.len());
+        let mut b = BytesMut::with_capacity(4 + t.len() + d.len());
         b.put_u8(self.platform_id);
         b.put_u8(t.len() as u8);
         b.put_slice(t);
         b.put_u8(d.len() as u8);
         b.put_slice(d);
+        if b.len() < 4 {
+            b.put_u8(0);
+        }
         b.freeze()
     }
 }

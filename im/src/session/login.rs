@@ -19,7 +19,7 @@ impl Session {
             }
         };
         let device_id = if t.device_id.is_empty() {
-            -(self.conn as i64)
+            -((node.node_tag << 31) | (self.conn as i64 & 0x7fff_ffff))
         } else {
             let n = match &node.auth {
                 Authenticator::Redis(r) => r.device_number(&t.device_id, t.platform_id).await.map_err(|e| e.to_string()),
@@ -56,6 +56,9 @@ impl Session {
             a.uid,
             ClientHandle { conn: self.conn, device_id, online: a.online, outbox: self.outbox.clone() },
         );
+        if let Some(c) = &node.cluster {
+            c.subscribe(a.appid, a.uid, a.online);
+        }
         self.authed = Some(a);
         tracing::debug!(peer = %self.peer, appid = a.appid, uid = a.uid, device_id, version, "login");
         Control::Continue

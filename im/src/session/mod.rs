@@ -131,8 +131,11 @@ impl Session {
     pub fn close(&mut self) {
         if let Some(a) = self.authed.take() {
             self.node.registry.remove(a.appid, a.uid, self.conn);
+            if let Some(c) = &self.node.cluster {
+                c.unsubscribe(a.appid, a.uid, a.online);
+            }
             if let Some(r) = self.room.take() {
-                self.node.rooms.leave(a.appid, r, self.conn);
+                self.leave_current_room(a.appid, r);
             }
         }
         self.node.stats.connections.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);

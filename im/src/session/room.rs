@@ -11,19 +11,31 @@ impl Session {
             return Control::Continue;
         }
         if let Some(old) = self.room.take() {
-            self.node.rooms.leave(a.appid, old, self.conn);
+            self.leave_current_room(a.appid, old);
         }
         self.node.rooms.join(a.appid, room, self.conn, a.uid, a.device_id, self.outbox.clone());
+        if let Some(c) = &self.node.cluster {
+            c.room_join(a.appid, room);
+        }
         self.room = Some(room);
         Control::Continue
     }
 
     pub(super) fn leave_room(&mut self, a: Authed, room: i64) -> Control {
         if self.room == Some(room) {
-            self.node.rooms.leave(a.appid, room, self.conn);
+            self.leave_current_room(a.appid, room);
             self.room = None;
         }
         Control::Continue
+    }
+
+    /// Leaves locally and, in cluster mode, drops this connection's share of
+    /// the node's room subscription.
+    pub(super) fn leave_current_room(&self, appid: i64, room: i64) {
+        self.node.rooms.leave(appid, room, self.conn);
+        if let Some(c) = &self.node.cluster {
+            c.room_leave(appid, room);
+        }
     }
 
     /// Forwarded to the other members, then ACKed. A message for a room the

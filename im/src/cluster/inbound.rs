@@ -1,0 +1,99 @@
+//! What an imr relays to this node: routed user frames, room messages, app
+//! broadcasts — delivered to local connections exactly like local sends.
+
+use super::PUBLISH_APP;
+use super::link::Inbound;
+use crate::node::Node;
+use crate::outbox::OutFrame;
+use crate::store::QueueId;
+use ferry_common::link::{MAX_LINK_BODY, PUBLISH, PUBLISH_GROUP, PUBLISH_ROOM, RouteMessage};
+use ferry_common::protocol::command::SYNC_NOTIFY;
+use ferry_common::protocol::metadata::Metadata;
+use ferry_common::protocol::scalar::encode_i64;
+use ferry_common::protocol::{Frame, split_frame};
+use std::sync::{Arc, Weak};
+
+/// Inbound handler holding the node weakly (the node owns the links).
+pub struct NodeInbound(pub Weak<Node>);
+
+fn embedded(rm: &RouteMessage) -> Option<Frame> {
+    let mut buf = bytes::BytesMut::from(&rm.msg[..]);
+    split_frame(&mut buf, MAX_LINK_BODY).ok().flatten()
+}
+
+impl Inbound for NodeInbound {
+    fn on_frame(&self, link: usize, frame: Frame) {
+        let Some(node) = self.0.upgrade() else { return };
+        let rm = match RouteMessage::decode(frame.cmd, frame.body) {
+            Ok(rm) => rm,
+            Err(e) => {
+                tracing::warn!(cmd = frame.cmd, error = %e, "undecodable frame from imr ignored");
+                return;
+            }
+        };
+        let Some(inner) = embedded(&rm) else {
+            tracing::warn!(cmd = frame.cmd, "routed message without a valid embedded frame ignored");
+            return;
+        };
+        match frame.cmd {
+            PUBLISH => node.deliver_routed(&rm, inner),
+            PUBLISH_ROOM => {
+                let sender = inner.body.get(..8).and_then(|b| b.try_into().ok()).map(i64::from_be_bytes);
+                let exclude = sender.map(|s| (s, rm.device_id));
+                node.rooms.broadcast(rm.appid, rm.receiver, &OutFrame::new(inner.cmd, inner.flag, inner.body), exclude);
+            }
+            PUBLISH_APP => {
+                let f = OutFrame::new(inner.cmd, inner.flag, inner.body);
+                node.deliver_app_local(rm.appid, Some(link), &f);
+            }
+            PUBLISH_GROUP => tracing::debug!("group publish ignored: groups are not provisioned"),
+            other => tracing::warn!(cmd = other, "unexpected command from imr ignored"),
+        }
+    }
+
+    fn on_gap(&self, link: usize) {
+        let Some(node) = self.0.upgrade() else { return };
+        tokio::spawn(notify_after_gap(node, link));
+    }
+}
+
+/// After a link gap, frames routed to our users may have been lost: tell
+/// every local user homed on that link to sync (with its real queue head).
+async fn notify_after_gap(node: Arc<Node>, link: usize) {
+    let Some(cluster) = node.cluster.as_ref() else { return };
+    let users: Vec<(i64, i64)> = node.registry.users().into_iter().filter(|&(_, uid)| cluster.home(uid) == link).collect();
+    let n = users.len();
+    for (appid, uid) in users {
+        let q = QueueId { appid, uid };
+        let head = match node.store.window(q, i64::MAX - 1, 1).await {
+            Ok(w) => w.head,
+            Err(_) => i64::MAX,
+        };
+        if head > 0 {
+            node.registry.deliver(appid, uid, |_| Some(vec![OutFrame::new(SYNC_NOTIFY, 0, encode_i64(head))]));
+        }
+    }
+    tracing::info!(link, users = n, "sent SYNC_NOTIFY after imr link gap");
+}
+
+impl Node {
+    /// Delivers a frame relayed from another node to this node's connections
+    /// of `rm.receiver`, with exact METADATA when it is a stored message.
+    pub fn deliver_routed(&self, rm: &RouteMessage, inner: Frame) {
+        let stored = rm.msgid > 0 && inner.cmd != SYNC_NOTIFY;
+        let meta = Metadata { sync_key: rm.msgid, prev_sync_key: rm.prev_msgid };
+        self.registry.deliver(rm.appid, rm.receiver, |h| {
+            if rm.device_id != 0 && h.device_id == rm.device_id {
+                return None;
+            }
+            Some(if stored {
+                vec![
+                    OutFrame::with_meta(inner.cmd, inner.flag, inner.body.clone(), meta),
+                    OutFrame::new(SYNC_NOTIFY, 0, encode_i64(rm.msgid)),
+                ]
+            } else {
+                vec![OutFrame::new(inner.cmd, inner.flag, inner.body.clone())]
+            })
+        });
+    }
+}

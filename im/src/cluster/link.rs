@@ -1,0 +1,299 @@
+//! One persistent link to one imr: subscription counters, a bounded send
+//! buffer that survives disconnects, reconnect with capped backoff, and a
+//! full resubscribe on every (re)connect before anything queued is sent.
+//!
+//! Ordering: counters and the send queue live under one lock, so the
+//! SUBSCRIBE/UNSUBSCRIBE frames of one user leave in the order the changes
+//! happened. While the link is down no subscription frame is queued — the
+//! snapshot taken at reconnect (under the same lock) already holds the final
+//! state — but publishes and pushes are kept, up to the buffer bound.
+
+use super::counters::{self, SubChange};
+use bytes::{Bytes, BytesMut};
+use ferry_common::link::{
+    HELLO, Hello, LINK_VERSION, MAX_LINK_BODY, RoomSubscription, SUBSCRIBE, SUBSCRIBE_ROOM, Subscribe,
+    UNSUBSCRIBE, UNSUBSCRIBE_ROOM, Unsubscribe,
+};
+use ferry_common::protocol::{Frame, FrameCodec};
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::sync::Notify;
+
+/// Encodes one link frame (seq 0: the peer ignores it).
+pub fn link_frame(cmd: u8, body: Bytes) -> Bytes {
+    Frame::new(cmd, 0, 0, 0, body).to_bytes()
+}
+
+fn sub_frame(appid: i64, uid: i64, change: SubChange) -> Bytes {
+    match change {
+        SubChange::Subscribe { online } => link_frame(SUBSCRIBE, Subscribe { appid, uid, online }.encode()),
+        SubChange::Unsubscribe => link_frame(UNSUBSCRIBE, Unsubscribe { appid, uid }.encode()),
+    }
+}
+
+#[derive(Default)]
+struct State {
+    users: HashMap<(i64, i64), u32>,
+    rooms: HashMap<(i64, i64), u32>,
+    queue: VecDeque<Bytes>,
+    queued: usize,
+    connected: bool,
+}
+
+/// Counters of one link, for logs and metrics.
+#[derive(Default)]
+pub struct LinkStats {
+    pub connects: AtomicU64,
+    pub dropped_frames: AtomicU64,
+    pub sent_frames: AtomicU64,
+}
+
+pub struct Link {
+    pub index: usize,
+    pub addr: String,
+    secret: Bytes,
+    limit: usize,
+    state: Mutex<State>,
+    notify: Notify,
+    pub up: AtomicBool,
+    pub stats: LinkStats,
+}
+
+impl Link {
+    pub fn new(index: usize, addr: String, secret: Bytes, limit: usize) -> Link {
+        Link {
+            index,
+            addr,
+            secret,
+            limit,
+            state: Mutex::new(State::default()),
+            notify: Notify::new(),
+            up: AtomicBool::new(false),
+            stats: LinkStats::default(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn enqueue(&self, st: &mut State, frame: Bytes) {
+        if st.queued + frame.len() > self.limit {
+            let n = self.stats.dropped_frames.fetch_add(1, Ordering::Relaxed);
+            if n.is_power_of_two() {
+                tracing::warn!(imr = %self.addr, dropped = n + 1, "imr link buffer full: dropping frames (receivers recover by sync)");
+            }
+            return;
+        }
+        st.queued += frame.len();
+        st.queue.push_back(frame);
+        self.notify.notify_one();
+    }
+
+    /// Queues a publish or push frame (kept while the link is down).
+    pub fn send(&self, frame: Bytes) {
+        let mut st = self.lock();
+        self.enqueue(&mut st, frame);
+    }
+
+    pub fn user_add(&self, appid: i64, uid: i64, online: bool) {
+        let mut st = self.lock();
+        let c = st.users.get(&(appid, uid)).copied().unwrap_or(0);
+        let (c2, change) = counters::add(c, online);
+        st.users.insert((appid, uid), c2);
+        if let Some(ch) = change
+            && st.connected
+        {
+            self.enqueue(&mut st, sub_frame(appid, uid, ch));
+        }
+    }
+
+    pub fn user_remove(&self, appid: i64, uid: i64, online: bool) {
+        let mut st = self.lock();
+        let c = st.users.get(&(appid, uid)).copied().unwrap_or(0);
+        let (c2, change) = counters::remove(c, online);
+        if counters::total(c2) == 0 {
+            st.users.remove(&(appid, uid));
+        } else {
+            st.users.insert((appid, uid), c2);
+        }
+        if let Some(ch) = change
+            && st.connected
+        {
+            self.enqueue(&mut st, sub_frame(appid, uid, ch));
+        }
+    }
+
+    pub fn room_add(&self, appid: i64, room: i64) {
+        let mut st = self.lock();
+        let c = st.rooms.entry((appid, room)).or_insert(0);
+        *c += 1;
+        if *c == 1 && st.connected {
+            let f = link_frame(SUBSCRIBE_ROOM, RoomSubscription { appid, room_id: room }.encode());
+            self.enqueue(&mut st, f);
+        }
+    }
+
+    pub fn room_remove(&self, appid: i64, room: i64) {
+        let mut st = self.lock();
+        let Some(c) = st.rooms.get_mut(&(appid, room)) else { return };
+        *c -= 1;
+        if *c == 0 {
+            st.rooms.remove(&(appid, room));
+            if st.connected {
+                let f = link_frame(UNSUBSCRIBE_ROOM, RoomSubscription { appid, room_id: room }.encode());
+                self.enqueue(&mut st, f);
+            }
+        }
+    }
+
+    /// Users subscribed through this link (for SYNC_NOTIFY after a gap).
+    pub fn users(&self) -> Vec<(i64, i64)> {
+        self.lock().users.keys().copied().collect()
+    }
+
+    /// Marks the link connected and returns the resubscribe frames, encoded
+    /// into one buffer. Taken under the lock so no change slips between.
+    fn connect_snapshot(&self) -> (Bytes, usize) {
+        let mut st = self.lock();
+        st.connected = true;
+        let mut buf = BytesMut::with_capacity(st.users.len() * 29 + st.rooms.len() * 28);
+        let mut n = 0;
+        for (&(appid, uid), &c) in &st.users {
+            let online = counters::online(c) > 0;
+            Frame::new(SUBSCRIBE, 0, 0, 0, Subscribe { appid, uid, online }.encode()).write_to(&mut buf);
+            n += 1;
+        }
+        for &(appid, room) in st.rooms.keys() {
+            Frame::new(SUBSCRIBE_ROOM, 0, 0, 0, RoomSubscription { appid, room_id: room }.encode())
+                .write_to(&mut buf);
+            n += 1;
+        }
+        (buf.freeze(), n)
+    }
+
+    fn disconnected(&self) {
+        self.lock().connected = false;
+        self.up.store(false, Ordering::Relaxed);
+    }
+
+    /// Takes everything queued (bounded) as one write.
+    fn drain(&self, max: usize) -> Option<BytesMut> {
+        let mut st = self.lock();
+        if st.queue.is_empty() {
+            return None;
+        }
+        let mut buf = BytesMut::with_capacity(st.queued.min(max));
+        while let Some(f) = st.queue.front() {
+            if !buf.is_empty() && buf.len() + f.len() > max {
+                break;
+            }
+            let f = st.queue.pop_front().unwrap_or_default();
+            st.queued -= f.len();
+            buf.extend_from_slice(&f);
+            self.stats.sent_frames.fetch_add(1, Ordering::Relaxed);
+        }
+        Some(buf)
+    }
+}
+
+/// Why a link session ended.
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    #[error("connect: {0}")]
+    Connect(std::io::Error),
+    #[error("imr speaks link version {theirs}, this im speaks {LINK_VERSION}")]
+    Version { theirs: u16 },
+    #[error("imr closed the link during the handshake (wrong --link-secret?)")]
+    Refused,
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("protocol: {0}")]
+    Protocol(String),
+}
+
+/// Handles frames arriving from the imr.
+pub trait Inbound: Send + Sync + 'static {
+    fn on_frame(&self, link: usize, frame: Frame);
+    /// Called after a reconnect: anything routed to us while down is lost.
+    fn on_gap(&self, link: usize);
+}
+
+/// Keeps the link up forever (until the task is aborted).
+pub async fn run(link: Arc<Link>, inbound: Arc<dyn Inbound>) {
+    let mut backoff = Duration::from_millis(200);
+    let mut first = true;
+    loop {
+        match session(&link, &*inbound, first).await {
+            Ok(()) => {}
+            Err(LinkError::Version { theirs }) => {
+                tracing::error!(imr = %link.addr, theirs, ours = LINK_VERSION, "imr link refused: version mismatch");
+            }
+            Err(e) => tracing::warn!(imr = %link.addr, error = %e, "imr link down"),
+        }
+        if link.up.load(Ordering::Relaxed) {
+            backoff = Duration::from_millis(200);
+            first = false;
+        }
+        link.disconnected();
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+async fn session(link: &Link, inbound: &dyn Inbound, first: bool) -> Result<(), LinkError> {
+    let stream = TcpStream::connect(&link.addr).await.map_err(LinkError::Connect)?;
+    let _ = stream.set_nodelay(true);
+    let (rd, mut wr) = stream.into_split();
+    let mut reader = tokio_util::codec::FramedRead::new(rd, FrameCodec::new(MAX_LINK_BODY));
+    let hello = Hello { version: LINK_VERSION, secret: link.secret.clone() };
+    wr.write_all(&link_frame(HELLO, hello.encode())).await?;
+    let reply = match next_frame(&mut reader).await? {
+        Some(f) if f.cmd == HELLO => Hello::decode(f.body).map_err(|e| LinkError::Protocol(e.to_string()))?,
+        Some(f) => return Err(LinkError::Protocol(format!("expected HELLO, got command {}", f.cmd))),
+        None => return Err(LinkError::Refused),
+    };
+    if reply.version != LINK_VERSION {
+        return Err(LinkError::Version { theirs: reply.version });
+    }
+    let (snapshot, n) = link.connect_snapshot();
+    let started = std::time::Instant::now();
+    wr.write_all(&snapshot).await?;
+    drop(snapshot);
+    link.up.store(true, Ordering::Relaxed);
+    link.stats.connects.fetch_add(1, Ordering::Relaxed);
+    tracing::info!(imr = %link.addr, subscriptions = n, elapsed_ms = started.elapsed().as_millis() as u64, "imr link up, resubscribed");
+    if !first {
+        inbound.on_gap(link.index);
+    }
+    loop {
+        tokio::select! {
+            f = next_frame(&mut reader) => match f? {
+                Some(frame) => inbound.on_frame(link.index, frame),
+                None => return Ok(()),
+            },
+            _ = link.notify.notified() => {
+                while let Some(buf) = link.drain(1 << 20) {
+                    wr.write_all(&buf).await?;
+                }
+            }
+        }
+    }
+}
+
+async fn next_frame(
+    r: &mut tokio_util::codec::FramedRead<tokio::net::tcp::OwnedReadHalf, FrameCodec>,
+) -> Result<Option<Frame>, LinkError> {
+    use ferry_common::protocol::CodecError;
+    use futures_util::StreamExt;
+    match r.next().await {
+        None => Ok(None),
+        Some(Ok(f)) => Ok(Some(f)),
+        Some(Err(CodecError::Io(e))) => Err(LinkError::Io(e)),
+        Some(Err(CodecError::Protocol(e))) => Err(LinkError::Protocol(e.to_string())),
+    }
+}

@@ -1,0 +1,132 @@
+//! Cluster mode: links to the imr routers (spec §4) and the sharding rules.
+//! Users are homed on `links[|uid| mod N]`, rooms on `links[|room| mod N]`;
+//! every im must list the imrs in the same order.
+
+mod counters;
+mod inbound;
+mod link;
+
+pub use link::{Link, LinkError};
+
+use bytes::Bytes;
+use ferry_common::link::{BatchPush, PUBLISH, PUBLISH_ROOM, PUSH, RouteMessage};
+use link::link_frame;
+use std::sync::Arc;
+
+/// Ferry addition: broadcast to every connected user of an app.
+pub const PUBLISH_APP: u8 = 139;
+
+pub struct Cluster {
+    links: Vec<Arc<Link>>,
+}
+
+impl Cluster {
+    /// One link per address; `buffer` bounds each link's send buffer in bytes.
+    pub fn new(addrs: &[String], secret: Bytes, buffer: usize) -> Cluster {
+        let links = addrs
+            .iter()
+            .enumerate()
+            .map(|(i, a)| Arc::new(Link::new(i, a.clone(), secret.clone(), buffer)))
+            .collect();
+        Cluster { links }
+    }
+
+    pub fn links(&self) -> &[Arc<Link>] {
+        &self.links
+    }
+
+    fn shard(&self, id: i64) -> usize {
+        (id.unsigned_abs() % self.links.len().max(1) as u64) as usize
+    }
+
+    /// Index of the link that is home to this uid.
+    pub fn home(&self, uid: i64) -> usize {
+        self.shard(uid)
+    }
+
+    fn user_link(&self, uid: i64) -> Option<&Link> {
+        self.links.get(self.shard(uid)).map(|l| &**l)
+    }
+
+    fn room_link(&self, room: i64) -> Option<&Link> {
+        self.links.get(self.shard(room)).map(|l| &**l)
+    }
+
+    pub fn subscribe(&self, appid: i64, uid: i64, online: bool) {
+        if let Some(l) = self.user_link(uid) {
+            l.user_add(appid, uid, online);
+        }
+    }
+
+    pub fn unsubscribe(&self, appid: i64, uid: i64, online: bool) {
+        if let Some(l) = self.user_link(uid) {
+            l.user_remove(appid, uid, online);
+        }
+    }
+
+    pub fn room_join(&self, appid: i64, room: i64) {
+        if let Some(l) = self.room_link(room) {
+            l.room_add(appid, room);
+        }
+    }
+
+    pub fn room_leave(&self, appid: i64, room: i64) {
+        if let Some(l) = self.room_link(room) {
+            l.room_remove(appid, room);
+        }
+    }
+
+    /// Relays a frame to the user's connections on other nodes.
+    pub fn publish_user(&self, rm: &RouteMessage) {
+        if let Some(l) = self.user_link(rm.receiver) {
+            l.send(link_frame(PUBLISH, rm.encode()));
+        }
+    }
+
+    pub fn publish_room(&self, rm: &RouteMessage) {
+        if let Some(l) = self.room_link(rm.receiver) {
+            l.send(link_frame(PUBLISH_ROOM, rm.encode()));
+        }
+    }
+
+    /// To every imr: each forwards to the nodes holding users of the app that
+    /// are homed on it, and receivers deliver only to users homed on the link
+    /// it came in on, so every user gets one copy.
+    pub fn publish_app(&self, rm: &RouteMessage) {
+        let frame = link_frame(PUBLISH_APP, rm.encode());
+        for l in &self.links {
+            l.send(frame.clone());
+        }
+    }
+
+    /// Offline-push request: each receiver's home imr decides whether the
+    /// receiver is online anywhere and queues a push entry if not.
+    pub fn push(&self, appid: i64, receivers: &[i64], msg: &Bytes) {
+        if self.links.is_empty() || receivers.is_empty() {
+            return;
+        }
+        let mut per_link: Vec<Vec<i64>> = vec![Vec::new(); self.links.len()];
+        for &r in receivers {
+            per_link[self.shard(r)].push(r);
+        }
+        for (i, receivers) in per_link.into_iter().enumerate() {
+            if receivers.is_empty() {
+                continue;
+            }
+            let body = BatchPush { appid, receivers, msg: msg.clone() }.encode();
+            self.links[i].send(link_frame(PUSH, body));
+        }
+    }
+
+    /// Starts one task per link; `inbound` handles what the imrs relay to us.
+    pub fn start(&self, inbound: Arc<dyn link::Inbound>) -> Vec<tokio::task::JoinHandle<()>> {
+        self.links.iter().map(|l| tokio::spawn(link::run(l.clone(), inbound.clone()))).collect()
+    }
+
+    /// True when every link is connected.
+    pub fn all_up(&self) -> bool {
+        self.links.iter().all(|l| l.up.load(std::sync::atomic::Ordering::Relaxed))
+    }
+}
+
+pub use inbound::NodeInbound;
