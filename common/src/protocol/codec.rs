@@ -19,7 +19,9 @@ pub fn split_frame(buf: &mut BytesMut, max_body: usize) -> Result<Option<Frame>,
     h.copy_from_slice(&buf[..HEADER_LEN]);
     let header = Header::parse(&h, max_body)?;
     if buf.len() < HEADER_LEN + header.len {
-        buf.reserve(HEADER_LEN + header.len - buf.len());
+        // Grow towards the announced size in steps: a peer that announces a
+        // large body but never sends it must not make us allocate it up front.
+        buf.reserve((HEADER_LEN + header.len - buf.len()).min(64 * 1024));
         return Ok(None);
     }
     buf.advance(HEADER_LEN);
