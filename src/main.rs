@@ -1,6 +1,7 @@
 //! The `ferry` command: `im` (gateway node), `imr` (router), `token` (mint a
 //! login token), `bench` (load tool).
 
+mod bench;
 mod logging;
 mod token;
 
@@ -21,6 +22,8 @@ struct Cli {
 enum Command {
     /// Run an im gateway node (alone on its embedded store when given no --imr/--store).
     Im(ferry_im::config::ImOptions),
+    /// Load tool: drives a running server and reports throughput and latency.
+    Bench(bench::BenchArgs),
     /// Print a login token accepted by `ferry im --auth jwt` with the same secret/data dir.
     Token(token::TokenArgs),
 }
@@ -40,6 +43,7 @@ fn main() -> anyhow::Result<()> {
                 Ok(())
             }
             Command::Token(args) => token::run(args),
+            Command::Bench(args) => bench::run(args).await,
         }
     })
 }

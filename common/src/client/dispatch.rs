@@ -23,6 +23,10 @@ pub(crate) struct Dispatcher {
     /// if that frame's seq is exactly one more (spec §1.5); otherwise the
     /// SDKs discard it, and so do we.
     last_meta: Option<(i32, Metadata)>,
+    /// Between SYNC_GROUP_BEGIN and SYNC_GROUP_END (a super-group sync the
+    /// app asked for): those messages carry no METADATA and must not be
+    /// mistaken for pushes.
+    group_batch: bool,
 }
 
 impl Dispatcher {
@@ -31,6 +35,7 @@ impl Dispatcher {
             shared,
             events,
             last_meta: None,
+            group_batch: false,
         }
     }
 
@@ -111,6 +116,10 @@ impl Dispatcher {
                 None => self.emit(Event::SyncNotify(k)),
             },
             Message::SyncGroupNotify(g) => self.emit(Event::SyncGroupNotify(g)),
+            Message::SyncGroupBegin(_) | Message::SyncGroupEnd(_) => {
+                self.group_batch = matches!(msg, Message::SyncGroupBegin(_));
+                self.emit(Event::Control { msg, flag });
+            }
             Message::Notification(b) => self.emit(Event::Notification(b)),
             Message::RoomIm(r) => self.emit(Event::Room(r)),
             Message::Rt(r) => self.emit(Event::Rt(r)),
@@ -219,6 +228,13 @@ impl Dispatcher {
         };
         let counters = &self.shared.counters;
         let mut s = lock(sync);
+        if self.group_batch && !s.in_batch() {
+            drop(s);
+            counters.synced.fetch_add(1, Ordering::Relaxed);
+            let msgid = meta.map(|m| m.sync_key);
+            self.emit(Event::Synced { msgid, msg, flag });
+            return;
+        }
         if s.in_batch() {
             let msgid = meta.map(|m| m.sync_key);
             let deliver = s.on_batch_message(msgid);

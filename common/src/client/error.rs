@@ -42,6 +42,10 @@ pub enum ClientError {
     /// was not called), so a message with a valid sender cannot be built.
     #[error("own uid unknown: use a JWT or call set_identity")]
     UnknownIdentity,
+    /// AUTH_TOKEN has a one-byte length: a longer token or device id would
+    /// be truncated by the encoder and then fail auth for no visible reason.
+    #[error("token or device id of {0} bytes exceeds 255")]
+    TokenTooLong(usize),
     /// The body would reach the server's 32 KiB limit; the server would close
     /// the connection instead of answering.
     #[error("body of {0} bytes is too large for the server (limit 32767)")]

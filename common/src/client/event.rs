@@ -25,9 +25,11 @@ pub enum Event {
         /// The METADATA frame with seq just before this one, if any.
         metadata: Option<Metadata>,
     },
-    /// A stored message from a personal sync batch (loop on). `msgid` is the
-    /// server message id when the server sent METADATA adjacent to it;
-    /// gobelieve does not, so usually `None`. `flag` is 0 or SELF.
+    /// A stored message from a sync batch (loop on): the personal queue, or
+    /// a super group's when the app sent SYNC_GROUP itself (bracketed by
+    /// `Control` events SYNC_GROUP_BEGIN / _END). `msgid` is the server
+    /// message id when the server sent METADATA adjacent to it; gobelieve
+    /// does not, so usually `None`. `flag` is 0 or SELF (TEXT on Ferry).
     Synced {
         msgid: Option<i64>,
         msg: Message,

@@ -100,7 +100,9 @@ fn jwt_identity(token: &str) -> Option<(i64, i64)> {
 
 impl Client {
     /// Connects with default options (sync loop on).
-    pub async fn connect(addr: impl ToSocketAddrs + std::fmt::Display) -> Result<Client, ClientError> {
+    pub async fn connect(
+        addr: impl ToSocketAddrs + std::fmt::Display,
+    ) -> Result<Client, ClientError> {
         Client::connect_with(addr, ClientOptions::default()).await
     }
 
@@ -111,11 +113,12 @@ impl Client {
         options: ClientOptions,
     ) -> Result<Client, ClientError> {
         let name = addr.to_string();
-        let stream = match tokio::time::timeout(options.connect_timeout, TcpStream::connect(addr)).await {
-            Ok(Ok(s)) => s,
-            Ok(Err(source)) => return Err(ClientError::Connect { addr: name, source }),
-            Err(_) => return Err(ClientError::Timeout),
-        };
+        let stream =
+            match tokio::time::timeout(options.connect_timeout, TcpStream::connect(addr)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(source)) => return Err(ClientError::Connect { addr: name, source }),
+                Err(_) => return Err(ClientError::Timeout),
+            };
         // One request in flight is the common pattern; don't let Nagle hold it.
         stream.set_nodelay(true)?;
         let sync = options
@@ -284,6 +287,12 @@ impl ClientHandle {
         if self.is_authenticated() {
             return Err(ClientError::AlreadyAuthenticated);
         }
+        if let Some(len) = [token.len(), device_id.len()]
+            .into_iter()
+            .find(|&l| l > 255)
+        {
+            return Err(ClientError::TokenTooLong(len));
+        }
         let body = AuthToken {
             platform_id,
             token: token.to_owned(),
@@ -328,23 +337,28 @@ impl ClientHandle {
     /// waiting for anything. Returns the seq. Refuses bodies the server
     /// would reject by closing the connection.
     pub fn send_message(&self, msg: &Message, flag: u8) -> Result<i32, ClientError> {
-        let body = msg.encode(self.version());
+        let version = self.version();
+        let body = msg.encode(version);
         if body.len() > MAX_CLIENT_BODY {
             return Err(ClientError::TooLarge(body.len()));
         }
-        self.shared.send(msg.cmd(), None, flag, body, |_, _| {})
+        self.shared
+            .send(msg.cmd(), Some(version), flag, body, |_, _| {})
     }
 
     /// Sends `msg` and waits for the server's ACK of it.
     pub async fn request(&self, msg: &Message, flag: u8) -> Result<Ack, ClientError> {
-        let body = msg.encode(self.version());
+        let version = self.version();
+        let body = msg.encode(version);
         if body.len() > MAX_CLIENT_BODY {
             return Err(ClientError::TooLarge(body.len()));
         }
         let (tx, rx) = oneshot::channel();
-        let seq = self.shared.send(msg.cmd(), None, flag, body, |seq, p| {
-            p.acks.insert(seq, tx);
-        })?;
+        let seq = self
+            .shared
+            .send(msg.cmd(), Some(version), flag, body, |seq, p| {
+                p.acks.insert(seq, tx);
+            })?;
         match tokio::time::timeout(self.shared.request_timeout, rx).await {
             Ok(Ok(ack)) => Ok(ack),
             Ok(Err(_)) => Err(ClientError::Closed),
@@ -434,12 +448,14 @@ impl ClientHandle {
 
     /// ENTER_ROOM (no reply).
     pub fn enter_room(&self, room_id: i64) -> Result<(), ClientError> {
-        self.send_message(&Message::EnterRoom(room_id), 0).map(|_| ())
+        self.send_message(&Message::EnterRoom(room_id), 0)
+            .map(|_| ())
     }
 
     /// LEAVE_ROOM (no reply).
     pub fn leave_room(&self, room_id: i64) -> Result<(), ClientError> {
-        self.send_message(&Message::LeaveRoom(room_id), 0).map(|_| ())
+        self.send_message(&Message::LeaveRoom(room_id), 0)
+            .map(|_| ())
     }
 
     /// CUSTOMER_V2 from (own appid, own uid) to (`receiver_appid`,
@@ -504,7 +520,8 @@ impl ClientHandle {
 
     /// UNREAD_COUNT (badge for offline push).
     pub fn set_unread_count(&self, count: i32) -> Result<(), ClientError> {
-        self.send_message(&Message::UnreadCount(count), 0).map(|_| ())
+        self.send_message(&Message::UnreadCount(count), 0)
+            .map(|_| ())
     }
 }
 

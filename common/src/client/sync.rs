@@ -211,7 +211,10 @@ mod tests {
     }
 
     fn machine(key: i64) -> (SyncMachine, Instant) {
-        (SyncMachine::new(key, Duration::from_secs(5)), Instant::now())
+        (
+            SyncMachine::new(key, Duration::from_secs(5)),
+            Instant::now(),
+        )
     }
 
     #[test]

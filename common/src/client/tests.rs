@@ -199,7 +199,13 @@ async fn auth_sync_send_and_ack_with_metadata() {
 #[tokio::test]
 async fn push_accepted_when_contiguous_else_left_to_sync() {
     let (mut c, mut s) = authed_with_sync(vec![], 10).await;
-    assert!(matches!(next(&mut c).await, Event::SyncDone { sync_key: 10, messages: 0 }));
+    assert!(matches!(
+        next(&mut c).await,
+        Event::SyncDone {
+            sync_key: 10,
+            messages: 0
+        }
+    ));
     let (_, m) = s.read_msg().await;
     assert_eq!(m, Message::SyncKey(10));
 
@@ -253,7 +259,13 @@ async fn push_accepted_when_contiguous_else_left_to_sync() {
             e => panic!("{e:?}"),
         }
     }
-    assert!(matches!(next(&mut c).await, Event::SyncDone { sync_key: 13, messages: 2 }));
+    assert!(matches!(
+        next(&mut c).await,
+        Event::SyncDone {
+            sync_key: 13,
+            messages: 2
+        }
+    ));
     // Remembered notify 14 > 13: sync again.
     let (_, m) = s.read_msg().await;
     assert_eq!(m, Message::Sync(13));
@@ -264,16 +276,27 @@ async fn push_accepted_when_contiguous_else_left_to_sync() {
     ])
     .await;
     assert!(matches!(next(&mut c).await, Event::Synced { .. }));
-    assert!(matches!(next(&mut c).await, Event::SyncDone { sync_key: 14, messages: 1 }));
+    assert!(matches!(
+        next(&mut c).await,
+        Event::SyncDone {
+            sync_key: 14,
+            messages: 1
+        }
+    ));
     // The SYNC_KEY for 13 and 14 were coalesced per read; the last one is 14.
     let mut last = 0;
     while last != 14 {
         let (_, m) = s.read_msg().await;
-        let Message::SyncKey(k) = m else { panic!("{m:?}") };
+        let Message::SyncKey(k) = m else {
+            panic!("{m:?}")
+        };
         last = k;
     }
     let st = c.stats();
-    assert_eq!((st.pushes_accepted, st.pushes_ignored, st.synced), (1, 2, 3));
+    assert_eq!(
+        (st.pushes_accepted, st.pushes_ignored, st.synced),
+        (1, 2, 3)
+    );
 }
 
 #[tokio::test]
@@ -287,7 +310,8 @@ async fn super_group_push_bypasses_personal_key() {
         msgid: 1,
         content: Bytes::new(),
     });
-    s.write(&[(meta(500, 499), 0), (gim, PUSH | SUPER_GROUP)]).await;
+    s.write(&[(meta(500, 499), 0), (gim, PUSH | SUPER_GROUP)])
+        .await;
     match next(&mut c).await {
         Event::Message { flag, metadata, .. } => {
             assert_eq!(flag, PUSH | SUPER_GROUP);
@@ -358,7 +382,10 @@ async fn auth_failure_keeps_connection_and_allows_retry() {
     let (r, _) = tokio::join!(c.auth("bad", 3, "dev", 2), s.auth(1));
     assert!(matches!(r, Err(ClientError::AuthFailed(1))));
     assert!(!c.is_authenticated());
-    assert!(matches!(c.send_im(1, "x", 1).await, Err(ClientError::NotAuthenticated)));
+    assert!(matches!(
+        c.send_im(1, "x", 1).await,
+        Err(ClientError::NotAuthenticated)
+    ));
     let (r, f) = login(&c, &mut s, 3, 2, 0).await;
     r.expect("auth");
     assert_eq!(f.seq, 2);
@@ -382,8 +409,14 @@ async fn timeout_then_late_ack_is_an_event_and_ping_works() {
     let r = c.send_im(200, "x", 1).await;
     assert!(matches!(r, Err(ClientError::Timeout)), "{r:?}");
     let f = s.read().await;
-    s.write(&[(Message::Ack(WireAck { seq: f.seq, status: 0 }), 0)])
-        .await;
+    s.write(&[(
+        Message::Ack(WireAck {
+            seq: f.seq,
+            status: 0,
+        }),
+        0,
+    )])
+    .await;
     match next(&mut c).await {
         Event::Ack { seq, status: 0, .. } => assert_eq!(seq, f.seq),
         e => panic!("{e:?}"),
@@ -414,7 +447,10 @@ async fn server_close_fails_pending_and_ends_events() {
     };
     let (r, ()) = tokio::join!(send, server);
     assert!(matches!(r, Err(ClientError::Closed)), "{r:?}");
-    assert!(matches!(next(&mut c).await, Event::Closed(CloseReason::Eof)));
+    assert!(matches!(
+        next(&mut c).await,
+        Event::Closed(CloseReason::Eof)
+    ));
     assert!(c.recv().await.is_none());
     assert!(matches!(c.send_rt(1, "x"), Err(ClientError::Closed)));
 }
@@ -456,4 +492,50 @@ async fn oversize_body_is_refused_locally() {
         c.send_im(1, big, 1).await,
         Err(ClientError::TooLarge(_))
     ));
+}
+
+#[tokio::test]
+async fn group_sync_batch_is_delivered_not_mistaken_for_pushes() {
+    use crate::protocol::group_sync::GroupSyncKey;
+    let (mut c, mut s) = authed_with_sync(vec![], 10).await;
+    assert!(matches!(next(&mut c).await, Event::SyncDone { .. }));
+    let g = GroupSyncKey {
+        group_id: 77,
+        sync_key: 0,
+    };
+    let gim = Message::GroupIm(Im {
+        sender: 5,
+        receiver: 77,
+        timestamp: 1,
+        msgid: 1,
+        content: Bytes::new(),
+    });
+    s.write(&[
+        (Message::SyncGroupBegin(g), 0),
+        (gim, 0),
+        (Message::SyncGroupEnd(GroupSyncKey { sync_key: 3, ..g }), 0),
+    ])
+    .await;
+    assert!(matches!(
+        next(&mut c).await,
+        Event::Control {
+            msg: Message::SyncGroupBegin(_),
+            ..
+        }
+    ));
+    assert!(matches!(
+        next(&mut c).await,
+        Event::Synced {
+            msg: Message::GroupIm(_),
+            ..
+        }
+    ));
+    assert!(matches!(
+        next(&mut c).await,
+        Event::Control {
+            msg: Message::SyncGroupEnd(_),
+            ..
+        }
+    ));
+    assert_eq!(c.current_sync_key(), 10);
 }

@@ -674,18 +674,7 @@ fn throughput_100_concurrent_peer_writers() {
         .enable_all()
         .build()
         .expect("runtime");
-    fn env<T: std::str::FromStr>(k: &str) -> Option<T> {
-        std::env::var(k).ok().and_then(|s| s.parse().ok())
-    }
-    let defaults = SqliteOptions::default();
-    let opts = SqliteOptions {
-        page_size: env("FERRY_PAGE_SIZE").unwrap_or(defaults.page_size),
-        wal_autocheckpoint: env("FERRY_WAL_PAGES").unwrap_or(defaults.wal_autocheckpoint),
-        cache_kib: env("FERRY_CACHE_KIB").unwrap_or(defaults.cache_kib),
-        ..defaults
-    };
-    println!("{opts:?}");
-    let store = Arc::new(SqliteStore::open(dir.path(), opts).expect("open"));
+    let store = Arc::new(open(dir.path()));
     let body = "b".repeat(100);
     let deadline = Instant::now() + Duration::from_secs(secs);
     let start = Instant::now();

@@ -75,10 +75,15 @@ pub(super) enum Msg {
 /// heads are reloaded with one indexed lookup on next touch).
 const HEADS_CACHE_MAX: usize = 1 << 20;
 
-/// Expired dedup rows deleted per batch: a fixed floor plus twice the rows the
-/// batch may have added, so pruning always outpaces inserts and the cost is
-/// spread over batches instead of one long stall.
+/// Expired dedup rows deleted per prune: a fixed floor plus twice the rows
+/// added since the last prune, so pruning always outpaces inserts and its
+/// cost is spread out instead of one long stall.
 const PRUNE_FLOOR: i64 = 256;
+
+/// Longest time between two prunes. Pruning is periodic rather than per batch
+/// because its time-range statement is re-planned by SQLite on every new
+/// bound cutoff.
+const PRUNE_INTERVAL_MAX_MS: i64 = 100;
 
 const SELECT_HEAD: &str = "SELECT max(id) FROM messages WHERE appid = ?1 AND uid = ?2";
 const INSERT_MESSAGE: &str = "INSERT INTO messages (appid, uid, id, cmd, flag, device_id, body) \
@@ -124,6 +129,10 @@ pub(super) struct Writer {
     batch_max: usize,
     dedup_window_ms: i64,
     cache: Cache,
+    /// Wall-clock ms at or after which the next batch prunes dedup rows.
+    next_prune_ms: i64,
+    /// Dedup rows written since the last prune caught up.
+    dedup_since_prune: i64,
     #[cfg(test)]
     fail_commits: u32,
 }
@@ -143,6 +152,8 @@ impl Writer {
             batch_max: batch_max.max(1),
             dedup_window_ms,
             cache: Cache::default(),
+            next_prune_ms: 0,
+            dedup_since_prune: 0,
             #[cfg(test)]
             fail_commits: 0,
         }
@@ -250,15 +261,16 @@ impl Writer {
             false
         };
         self.conn.execute_batch("BEGIN IMMEDIATE")?;
-        let mut dedup_rows = 0i64;
         for (op, _) in jobs {
             if matches!(op, Op::Append(AppendRequest { dedup: Some(_), .. })) {
-                dedup_rows += 1;
+                self.dedup_since_prune += 1;
             }
             let res = self.apply_one(op, now)?;
             results.push(res);
         }
-        self.prune_dedup(now, PRUNE_FLOOR + 2 * dedup_rows)?;
+        if now >= self.next_prune_ms {
+            self.prune_dedup(now)?;
+        }
         #[cfg(test)]
         if inject_failure {
             return Err(rusqlite::Error::SqliteFailure(
@@ -310,11 +322,14 @@ impl Writer {
         }
     }
 
-    /// Deletes up to `limit` dedup rows older than the window. Runs inside the
-    /// batch's transaction (no extra fsync) under a savepoint, so a failed
-    /// prune is only logged unless SQLite abandoned the whole transaction.
-    fn prune_dedup(&mut self, now: i64, limit: i64) -> rusqlite::Result<()> {
+    /// Deletes a bounded number of dedup rows older than the window. Runs
+    /// inside the batch's transaction (no extra fsync) under a savepoint, so a
+    /// failed prune is only logged unless SQLite abandoned the transaction.
+    fn prune_dedup(&mut self, now: i64) -> rusqlite::Result<()> {
         let cutoff = now.saturating_sub(self.dedup_window_ms);
+        let limit = PRUNE_FLOOR.saturating_add(self.dedup_since_prune.saturating_mul(2));
+        let interval = (self.dedup_window_ms / 2).clamp(1, PRUNE_INTERVAL_MAX_MS);
+        self.next_prune_ms = now.saturating_add(interval);
         self.conn.execute_batch("SAVEPOINT prune")?;
         let res = self
             .conn
@@ -324,6 +339,12 @@ impl Writer {
             Ok(n) => {
                 if n > 0 {
                     debug!(rows = n, "pruned expired dedup records");
+                }
+                if i64::try_from(n).unwrap_or(i64::MAX) < limit {
+                    self.dedup_since_prune = 0;
+                } else {
+                    // Backlog (e.g. after a restart): continue next batch.
+                    self.next_prune_ms = now;
                 }
                 self.conn.execute_batch("RELEASE prune")
             }

@@ -1,0 +1,418 @@
+//! `ferry bench peer`: gobelieve's benchmark.go. c senders, c receivers,
+//! sender i → receiver i; receivers drain their old messages first; each
+//! sender then sends n IMs one at a time (waiting for each ACK), at most
+//! `window` messages ahead of its receiver. Receivers take pushes and syncs
+//! through the client's sync loop (which also reports SYNC_KEY). Done when
+//! all c·n messages have arrived; throughput = c·n / elapsed.
+
+use super::ConnArgs;
+use super::connect::{connect_all, loopback_target, secret};
+use super::report::{Results, latency_histogram, record};
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use clap::Args;
+use ferry_common::client::{Client, ClientError, ClientOptions, Event};
+use ferry_common::protocol::{MAX_CLIENT_BODY, Message};
+use hdrhistogram::Histogram;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{Notify, mpsc};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+/// Largest sender count: 2·c connections must fit in the fd limits of both
+/// the bench and the server on one machine.
+const MAX_C: u32 = 5000;
+const MAX_N: u64 = 1_000_000;
+const MAX_TOTAL: u64 = 20_000_000;
+
+#[derive(Args, Debug)]
+pub struct PeerArgs {
+    /// Sender connections (and as many receivers).
+    #[arg(short = 'c', long = "connections", default_value_t = 10,
+          value_parser = clap::value_parser!(u32).range(1..=MAX_C as i64))]
+    pub c: u32,
+    /// Messages per sender.
+    #[arg(short = 'n', long = "messages", default_value_t = 1000,
+          value_parser = clap::value_parser!(u64).range(1..=MAX_N))]
+    pub n: u64,
+    /// IM content size in bytes.
+    #[arg(long, default_value_t = 64)]
+    pub payload: usize,
+    /// How far (in messages) a sender may run ahead of its receiver.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub window: u64,
+    #[command(flatten)]
+    pub conn: ConnArgs,
+}
+
+/// Counters shared by all tasks.
+#[derive(Default)]
+struct Progress {
+    sent: AtomicU64,
+    acked: AtomicU64,
+    received: AtomicU64,
+    pushed: AtomicU64,
+    synced: AtomicU64,
+    duplicates: AtomicU64,
+    errors: AtomicU64,
+    stop: AtomicBool,
+    /// Set by the task that hit a fatal condition (connection lost).
+    fatal: Mutex<Option<String>>,
+    /// Signalled when `received` reaches the total or on a fatal error.
+    done: Notify,
+}
+
+impl Progress {
+    fn fail(&self, why: String) {
+        let mut f = self.fatal.lock().unwrap_or_else(|e| e.into_inner());
+        f.get_or_insert(why);
+        drop(f);
+        self.done.notify_one();
+    }
+
+    fn fatal(&self) -> Option<String> {
+        self.fatal.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+/// What sender i and receiver i share: the throttle.
+#[derive(Default)]
+struct Pair {
+    received: AtomicU64,
+    notify: Notify,
+}
+
+pub async fn run(a: PeerArgs) -> anyhow::Result<()> {
+    let c = a.c as usize;
+    let total = a.c as u64 * a.n;
+    if total > MAX_TOTAL {
+        bail!("c·n = {total} exceeds the limit of {MAX_TOTAL} messages per run");
+    }
+    if a.payload + 24 > MAX_CLIENT_BODY {
+        bail!("--payload must be at most {}", MAX_CLIENT_BODY - 24);
+    }
+    let key = secret(&a.conn)?;
+    let addr = loopback_target(&a.conn.target).await?;
+    let start = Instant::now();
+    let deadline = start + a.conn.timeout();
+    let base = a.conn.uid_base;
+    let sender_uids: Vec<i64> = (0..c as i64).map(|i| base + i).collect();
+    let receiver_uids: Vec<i64> = (0..c as i64).map(|i| base + c as i64 + i).collect();
+    eprintln!(
+        "bench peer: {c} senders (uid {}..={}) -> {c} receivers (uid {}..={}), {} msgs each, \
+         {}-byte payload, target {addr}",
+        sender_uids[0],
+        sender_uids[c - 1],
+        receiver_uids[0],
+        receiver_uids[c - 1],
+        a.n,
+        a.payload
+    );
+
+    // Receivers: sync loop on, resuming from the key the server stored.
+    let sync_opts = ClientOptions {
+        sync_timeout: Duration::from_secs(30),
+        ..ClientOptions::default()
+    };
+    let receivers = connect_all(addr, &a.conn, &key, &receiver_uids, sync_opts, deadline).await?;
+    eprintln!(
+        "connected {c} receivers in {:.2} s",
+        start.elapsed().as_secs_f64()
+    );
+
+    let progress = Arc::new(Progress::default());
+    let pairs: Arc<Vec<Pair>> = Arc::new((0..c).map(|_| Pair::default()).collect());
+    let mut tasks = JoinSet::new();
+    let (drained_tx, mut drained_rx) = mpsc::unbounded_channel::<u64>();
+    let drain_start = Instant::now();
+    for (i, rc) in receivers.into_iter().enumerate() {
+        tasks.spawn(receive(
+            rc,
+            i,
+            sender_uids[i],
+            a.n,
+            total,
+            pairs.clone(),
+            progress.clone(),
+            drained_tx.clone(),
+        ));
+    }
+    drop(drained_tx);
+    let mut drained_msgs = 0u64;
+    for _ in 0..c {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, drained_rx.recv()).await {
+            Ok(Some(m)) => drained_msgs += m,
+            Ok(None) => break,
+            Err(_) => {
+                tasks.abort_all();
+                bail!("time limit reached while draining old messages");
+            }
+        }
+        if let Some(why) = progress.fatal() {
+            tasks.abort_all();
+            bail!("while draining: {why}");
+        }
+    }
+    if let Some(why) = progress.fatal() {
+        tasks.abort_all();
+        bail!("while draining: {why}");
+    }
+    eprintln!(
+        "drained {drained_msgs} old messages in {:.2} s",
+        drain_start.elapsed().as_secs_f64()
+    );
+
+    // Senders: no sync loop (their own history is not part of the test).
+    let send_opts = ClientOptions {
+        sync: false,
+        ..ClientOptions::default()
+    };
+    let senders = match connect_all(addr, &a.conn, &key, &sender_uids, send_opts, deadline).await {
+        Ok(s) => s,
+        Err(e) => {
+            tasks.abort_all();
+            return Err(e);
+        }
+    };
+    eprintln!("connected {c} senders");
+
+    let payload = Bytes::from(vec![b'x'; a.payload]);
+    let mut latency = latency_histogram()?;
+    let run_start = Instant::now();
+    let mut send_tasks = JoinSet::new();
+    for (i, sc) in senders.into_iter().enumerate() {
+        send_tasks.spawn(send(
+            sc,
+            i,
+            receiver_uids[i],
+            a.n,
+            a.window,
+            payload.clone(),
+            latency.clone(),
+            pairs.clone(),
+            progress.clone(),
+        ));
+    }
+
+    // Wait for completion, printing progress every second.
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.tick().await;
+    let mut last_received = 0u64;
+    let outcome: Result<(), String> = loop {
+        tokio::select! {
+            _ = progress.done.notified() => {}
+            _ = tick.tick() => {
+                let r = progress.received.load(Ordering::Relaxed);
+                eprintln!(
+                    "[{:>4}s] sent {}/{total}  acked {}  received {r}  ({} msg/s)  errors {}",
+                    run_start.elapsed().as_secs(),
+                    progress.sent.load(Ordering::Relaxed),
+                    progress.acked.load(Ordering::Relaxed),
+                    r - last_received,
+                    progress.errors.load(Ordering::Relaxed),
+                );
+                last_received = r;
+            }
+            _ = tokio::time::sleep_until(deadline) => {
+                break Err(format!("time limit of {} s reached", a.conn.timeout));
+            }
+        }
+        if let Some(why) = progress.fatal() {
+            break Err(why);
+        }
+        if progress.received.load(Ordering::Acquire) >= total {
+            break Ok(());
+        }
+    };
+    let elapsed = run_start.elapsed();
+    progress.stop.store(true, Ordering::Release);
+    for p in pairs.iter() {
+        p.notify.notify_one();
+    }
+
+    // Collect sender histograms (senders are finished on success; on failure
+    // give them a moment to notice `stop`, then abort).
+    let collect = async {
+        while let Some(j) = send_tasks.join_next().await {
+            if let Ok(h) = j {
+                let _ = latency.add(&h);
+            }
+        }
+    };
+    if tokio::time::timeout(Duration::from_secs(5), collect)
+        .await
+        .is_err()
+    {
+        send_tasks.abort_all();
+    }
+    tasks.abort_all();
+
+    Results {
+        messages: progress.received.load(Ordering::Relaxed),
+        expected: total,
+        elapsed,
+        latency: &latency,
+        pushed: progress.pushed.load(Ordering::Relaxed),
+        synced: progress.synced.load(Ordering::Relaxed),
+        duplicates: progress.duplicates.load(Ordering::Relaxed),
+        errors: progress.errors.load(Ordering::Relaxed),
+    }
+    .print();
+    match outcome {
+        Ok(()) => Ok(()),
+        Err(why) => Err(anyhow::anyhow!(why)).context(format!(
+            "bench peer incomplete: {} of {total} messages received",
+            progress.received.load(Ordering::Relaxed)
+        )),
+    }
+}
+
+/// Receiver i: drain (sync until a batch comes back empty), report the
+/// drained count, then count the bench's messages from sender i, each local
+/// msgid once.
+#[allow(clippy::too_many_arguments)]
+async fn receive(
+    mut client: Client,
+    i: usize,
+    sender: i64,
+    n: u64,
+    total: u64,
+    pairs: Arc<Vec<Pair>>,
+    progress: Arc<Progress>,
+    drained: mpsc::UnboundedSender<u64>,
+) {
+    // Drain: the sync started at auth; keep asking until a batch is empty.
+    let mut old = 0u64;
+    loop {
+        match client.recv().await {
+            Some(Event::SyncDone { messages: 0, .. }) => break,
+            Some(Event::SyncDone { messages, .. }) => {
+                old += messages as u64;
+                if client.request_sync().is_err() {
+                    progress.fail(format!("receiver {i}: connection closed while draining"));
+                    return;
+                }
+            }
+            Some(Event::Closed(why)) => {
+                progress.fail(format!(
+                    "receiver {i}: connection closed while draining: {why}"
+                ));
+                return;
+            }
+            None => return,
+            Some(_) => {}
+        }
+    }
+    let _ = drained.send(old);
+
+    let pair = &pairs[i];
+    let mut seen = vec![0u64; (n as usize).div_ceil(64)];
+    let mut got = 0u64;
+    while got < n {
+        let (msg, pushed) = match client.recv().await {
+            Some(Event::Message { msg, .. }) => (msg, true),
+            Some(Event::Synced { msg, .. }) => (msg, false),
+            Some(Event::Closed(why)) => {
+                if !progress.stop.load(Ordering::Acquire) {
+                    progress.fail(format!("receiver {i}: connection closed: {why}"));
+                }
+                return;
+            }
+            None => return,
+            Some(_) => continue,
+        };
+        let Message::Im(im) = msg else { continue };
+        if im.sender != sender || im.msgid < 1 || im.msgid as u64 > n {
+            continue;
+        }
+        let bit = (im.msgid - 1) as usize;
+        let (w, b) = (bit / 64, 1u64 << (bit % 64));
+        if seen[w] & b != 0 {
+            progress.duplicates.fetch_add(1, Ordering::Relaxed);
+            continue;
+        }
+        seen[w] |= b;
+        got += 1;
+        if pushed {
+            progress.pushed.fetch_add(1, Ordering::Relaxed);
+        } else {
+            progress.synced.fetch_add(1, Ordering::Relaxed);
+        }
+        pair.received.fetch_add(1, Ordering::Release);
+        pair.notify.notify_one();
+        if progress.received.fetch_add(1, Ordering::AcqRel) + 1 == total {
+            progress.done.notify_one();
+        }
+    }
+    // Keep the connection open (and its events drained) until the run ends,
+    // so the server sees no churn while other pairs are still working.
+    while let Some(ev) = client.recv().await {
+        if matches!(ev, Event::Closed(_)) {
+            break;
+        }
+    }
+}
+
+/// Sender i: n IMs to receiver i, one in flight, throttled to `window` ahead
+/// of the receiver. Returns its ACK latency histogram.
+#[allow(clippy::too_many_arguments)]
+async fn send(
+    client: Client,
+    i: usize,
+    receiver: i64,
+    n: u64,
+    window: u64,
+    payload: Bytes,
+    mut h: Histogram<u64>,
+    pairs: Arc<Vec<Pair>>,
+    progress: Arc<Progress>,
+) -> Histogram<u64> {
+    let pair = &pairs[i];
+    for k in 1..=n {
+        // Throttle: at most `window` messages not yet received.
+        while (k - 1).saturating_sub(pair.received.load(Ordering::Acquire)) >= window {
+            if progress.stop.load(Ordering::Acquire) {
+                return h;
+            }
+            tokio::select! {
+                _ = pair.notify.notified() => {}
+                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+            }
+        }
+        if progress.stop.load(Ordering::Acquire) {
+            return h;
+        }
+        progress.sent.fetch_add(1, Ordering::Relaxed);
+        let t0 = Instant::now();
+        match client.send_im(receiver, payload.clone(), k as i32).await {
+            Ok(ack) if ack.is_ok() => {
+                record(&mut h, t0.elapsed());
+                progress.acked.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(_) => {
+                progress.errors.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(ClientError::Timeout) => {
+                progress.errors.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => {
+                progress.errors.fetch_add(1, Ordering::Relaxed);
+                if !progress.stop.load(Ordering::Acquire) {
+                    progress.fail(format!("sender {i}: {e}"));
+                }
+                return h;
+            }
+        }
+    }
+    // Stay connected until the run ends (closing early is not what is measured).
+    while !progress.stop.load(Ordering::Acquire) {
+        tokio::select! {
+            _ = pair.notify.notified() => {}
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+        }
+    }
+    h
+}
