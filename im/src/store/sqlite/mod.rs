@@ -276,10 +276,10 @@ impl Drop for SqliteStore {
     fn drop(&mut self) {
         self.shared.closed.store(true, Ordering::Release);
         drop(self.tx.take());
-        if let Some(thread) = self.thread.take() {
-            if thread.join().is_err() {
-                warn!("sqlite writer thread panicked");
-            }
+        if let Some(thread) = self.thread.take()
+            && thread.join().is_err()
+        {
+            warn!("sqlite writer thread panicked");
         }
     }
 }

@@ -54,7 +54,7 @@ impl ReadPool {
             .await
             .map_err(|_| StoreError::Closed)?;
         let pool = Arc::clone(self);
-        let res = handle
+        handle
             .spawn_blocking(move || {
                 let _permit = permit;
                 let conn = pool
@@ -73,8 +73,7 @@ impl ReadPool {
                 out
             })
             .await
-            .map_err(|e| StoreError::Backend(format!("read task failed: {e}")))?;
-        res
+            .map_err(|e| StoreError::Backend(format!("read task failed: {e}")))?
     }
 
     /// Refuses further reads and closes the idle connections.

@@ -307,7 +307,7 @@ async fn same_key_twice_in_one_batch_is_a_duplicate_of_the_first() {
     stall.await.expect("join").expect("stall");
     let (a, b) = (a.expect("a"), b.expect("b"));
     assert_eq!(a.placed, b.placed);
-    assert_eq!(a.duplicate ^ b.duplicate, true, "exactly one duplicate");
+    assert!(a.duplicate ^ b.duplicate, "exactly one duplicate");
     assert_eq!(all_ids(&store, 1).await, vec![1]);
     // Both rode in the batch after the stall.
     let after = store.stats();

@@ -233,10 +233,10 @@ impl Writer {
     /// Undoes an unfinished transaction and forgets every cached value that
     /// may describe rows which were never committed.
     fn rollback(&mut self) {
-        if !self.conn.is_autocommit() {
-            if let Err(e) = self.conn.execute_batch("ROLLBACK") {
-                warn!(error = %e, "sqlite rollback failed");
-            }
+        if !self.conn.is_autocommit()
+            && let Err(e) = self.conn.execute_batch("ROLLBACK")
+        {
+            warn!(error = %e, "sqlite rollback failed");
         }
         self.cache = Cache::default();
     }
@@ -501,7 +501,7 @@ fn encode_ids(ids: &[i64]) -> Vec<u8> {
 }
 
 fn decode_ids(blob: &[u8]) -> Option<Vec<i64>> {
-    if blob.is_empty() || blob.len() % 8 != 0 {
+    if blob.is_empty() || !blob.len().is_multiple_of(8) {
         return None;
     }
     blob.chunks_exact(8)
