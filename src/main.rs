@@ -9,7 +9,11 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "ferry", version, about = "Ferry: a gobelieve-compatible instant-messaging server")]
+#[command(
+    name = "ferry",
+    version,
+    about = "Ferry: a gobelieve-compatible instant-messaging server"
+)]
 struct Cli {
     /// Log format: `text` (default) or `json`. Levels via RUST_LOG (default info).
     #[arg(long, global = true, env = "FERRY_LOG_FORMAT", default_value = "text")]
@@ -21,7 +25,9 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run an im gateway node (alone on its embedded store when given no --imr/--store).
-    Im(ferry_im::config::ImOptions),
+    Im(Box<ferry_im::config::ImOptions>),
+    /// Run an imr router that relays traffic between im nodes.
+    Imr(Box<ferry_imr::config::ImrOptions>),
     /// Load tool: drives a running server and reports throughput and latency.
     Bench(bench::BenchArgs),
     /// Print a login token accepted by `ferry im --auth jwt` with the same secret/data dir.
@@ -40,6 +46,11 @@ fn main() -> anyhow::Result<()> {
             Command::Im(opts) => {
                 let cfg = opts.resolve()?;
                 ferry_im::server::run(cfg, shutdown_signal()).await?;
+                Ok(())
+            }
+            Command::Imr(opts) => {
+                let cfg = opts.resolve()?;
+                ferry_imr::server::run(cfg, shutdown_signal()).await?;
                 Ok(())
             }
             Command::Token(args) => token::run(args),

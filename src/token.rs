@@ -24,8 +24,15 @@ pub fn run(a: TokenArgs) -> anyhow::Result<()> {
     anyhow::ensure!(a.uid != 0, "--uid must not be 0");
     let key = ferry_im::auth::load_or_create_secret(a.jwt_secret.as_deref(), &a.data_dir)
         .with_context(|| format!("loading the JWT secret from {}", a.data_dir.display()))?;
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs() as i64;
-    let claims = Claims { appid: a.appid, uid: a.uid, exp: a.ttl.map(|t| now + t), nbf: None };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs() as i64;
+    let claims = Claims {
+        appid: a.appid,
+        uid: a.uid,
+        exp: a.ttl.map(|t| now + t),
+        nbf: None,
+    };
     println!("{}", sign(&claims, &key));
     Ok(())
 }

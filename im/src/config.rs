@@ -77,7 +77,10 @@ pub enum AuthMethod {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("config file {path}: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("{0}")]
@@ -115,13 +118,19 @@ impl ImOptions {
         let o = self.or(file);
         let cfg = ImConfig {
             listen: o.listen.unwrap_or_else(|| ([0, 0, 0, 0], 23000).into()),
-            http_listen: o.http_listen.unwrap_or_else(|| ([127, 0, 0, 1], 6666).into()),
+            http_listen: o
+                .http_listen
+                .unwrap_or_else(|| ([127, 0, 0, 1], 6666).into()),
             data_dir: o.data_dir.unwrap_or_else(|| PathBuf::from("./data")),
             store: o.store.filter(|s| !s.is_empty()),
             imr: o
                 .imr
                 .map(|s| {
-                    s.split(',').map(str::trim).filter(|a| !a.is_empty()).map(String::from).collect()
+                    s.split(',')
+                        .map(str::trim)
+                        .filter(|a| !a.is_empty())
+                        .map(String::from)
+                        .collect()
                 })
                 .unwrap_or_default(),
             link_secret: o.link_secret.filter(|s| !s.is_empty()),
@@ -164,10 +173,14 @@ impl ImOptions {
 }
 
 fn read_file(path: &Path) -> Result<ImOptions, ConfigError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
-    toml::from_str(&text)
-        .map_err(|e| ConfigError::Parse { path: path.to_path_buf(), message: e.to_string() })
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|e| ConfigError::Parse {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })
 }
 
 impl ImConfig {
@@ -179,13 +192,19 @@ impl ImConfig {
             )));
         }
         if self.sync_limit == 0 {
-            return Err(ConfigError::Invalid("--sync-limit must be at least 1".into()));
+            return Err(ConfigError::Invalid(
+                "--sync-limit must be at least 1".into(),
+            ));
         }
         if self.idle_timeout.is_zero() {
-            return Err(ConfigError::Invalid("--idle-timeout must be at least 1 second".into()));
+            return Err(ConfigError::Invalid(
+                "--idle-timeout must be at least 1 second".into(),
+            ));
         }
         if self.outbox_bytes < 64 * 1024 {
-            return Err(ConfigError::Invalid("--outbox-bytes must be at least 65536".into()));
+            return Err(ConfigError::Invalid(
+                "--outbox-bytes must be at least 65536".into(),
+            ));
         }
         if self.store.is_some() {
             return Err(ConfigError::Invalid(
@@ -204,9 +223,16 @@ mod tests {
     fn flags_override_file_and_defaults_apply() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("im.toml");
-        std::fs::write(&path, "listen = \"127.0.0.1:1\"\nkefu_appid = 9\nsync_limit = 10\n")
-            .expect("write");
-        let cli = ImOptions { config: Some(path), sync_limit: Some(20), ..Default::default() };
+        std::fs::write(
+            &path,
+            "listen = \"127.0.0.1:1\"\nkefu_appid = 9\nsync_limit = 10\n",
+        )
+        .expect("write");
+        let cli = ImOptions {
+            config: Some(path),
+            sync_limit: Some(20),
+            ..Default::default()
+        };
         let cfg = cli.resolve().expect("valid");
         assert_eq!(cfg.listen, "127.0.0.1:1".parse().expect("addr"));
         assert_eq!(cfg.kefu_appid, 9);
@@ -220,15 +246,26 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("im.toml");
         std::fs::write(&path, "lisen = \"127.0.0.1:1\"\n").expect("write");
-        let err = ImOptions { config: Some(path), ..Default::default() }.resolve().unwrap_err();
+        let err = ImOptions {
+            config: Some(path),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap_err();
         assert!(err.to_string().contains("lisen"), "{err}");
     }
 
     #[test]
     fn public_http_needs_api_token() {
-        let o = ImOptions { http_listen: Some("0.0.0.0:6666".parse().expect("addr")), ..Default::default() };
+        let o = ImOptions {
+            http_listen: Some("0.0.0.0:6666".parse().expect("addr")),
+            ..Default::default()
+        };
         assert!(o.clone().resolve().is_err());
-        let o = ImOptions { api_token: Some("t".into()), ..o };
+        let o = ImOptions {
+            api_token: Some("t".into()),
+            ..o
+        };
         assert!(o.resolve().is_ok());
     }
 }

@@ -39,7 +39,10 @@ pub struct PeerOutcome {
 }
 
 fn meta(p: Placed) -> Metadata {
-    Metadata { sync_key: p.msgid, prev_sync_key: p.prev }
+    Metadata {
+        sync_key: p.msgid,
+        prev_sync_key: p.prev,
+    }
 }
 
 fn sync_notify(msgid: i64) -> OutFrame {
@@ -72,7 +75,10 @@ impl Node {
                 return None;
             }
             Some(match f.placed {
-                Some(p) => vec![OutFrame::with_meta(f.cmd, f.flag, f.body.clone(), meta(p)), sync_notify(p.msgid)],
+                Some(p) => vec![
+                    OutFrame::with_meta(f.cmd, f.flag, f.body.clone(), meta(p)),
+                    sync_notify(p.msgid),
+                ],
                 None => vec![OutFrame::new(f.cmd, f.flag, f.body.clone())],
             })
         });
@@ -93,7 +99,11 @@ impl Node {
     /// Asks the receivers' imrs to queue offline pushes for those online nowhere.
     fn offline_push(&self, appid: i64, receivers: &[i64], cmd: u8, flag: u8, body: &Bytes) {
         if let Some(c) = &self.cluster {
-            c.push(appid, receivers, &Frame::new(cmd, 2, flag, 0, body.clone()).to_bytes());
+            c.push(
+                appid,
+                receivers,
+                &Frame::new(cmd, 2, flag, 0, body.clone()).to_bytes(),
+            );
         }
     }
 
@@ -114,12 +124,25 @@ impl Node {
         if !same_queue {
             entries.push(entry(p.sender));
         }
-        let out = self.store.append(AppendRequest { entries, dedup: p.dedup }).await?;
-        let receiver = *out.placed.first().ok_or_else(|| StoreError::Backend("empty append result".into()))?;
+        let out = self
+            .store
+            .append(AppendRequest {
+                entries,
+                dedup: p.dedup,
+            })
+            .await?;
+        let receiver = *out
+            .placed
+            .first()
+            .ok_or_else(|| StoreError::Backend("empty append result".into()))?;
         let sender = *out.placed.get(1).unwrap_or(&receiver);
         if out.duplicate {
             self.notify_sync(p.receiver, receiver.msgid);
-            return Ok(PeerOutcome { sender, receiver, duplicate: true });
+            return Ok(PeerOutcome {
+                sender,
+                receiver,
+                duplicate: true,
+            });
         }
         let flag = p.flag | PUSH;
         if !same_queue {
@@ -141,12 +164,21 @@ impl Node {
             placed: Some(sender),
             skip_device: p.device_id,
         });
-        Ok(PeerOutcome { sender, receiver, duplicate: false })
+        Ok(PeerOutcome {
+            sender,
+            receiver,
+            duplicate: false,
+        })
     }
 
     /// Stores a SYSTEM message for every receiver (one atomic, durable write)
     /// and tells each of them to sync.
-    pub async fn send_system(&self, appid: i64, receivers: &[i64], content: Bytes) -> Result<(), StoreError> {
+    pub async fn send_system(
+        &self,
+        appid: i64,
+        receivers: &[i64],
+        content: Bytes,
+    ) -> Result<(), StoreError> {
         if receivers.is_empty() {
             return Ok(());
         }
@@ -160,7 +192,13 @@ impl Node {
                 body: content.clone(),
             })
             .collect();
-        let out = self.store.append(AppendRequest { entries, dedup: None }).await?;
+        let out = self
+            .store
+            .append(AppendRequest {
+                entries,
+                dedup: None,
+            })
+            .await?;
         for (&uid, placed) in receivers.iter().zip(&out.placed) {
             self.notify_sync(QueueId { appid, uid }, placed.msgid);
         }
@@ -171,13 +209,27 @@ impl Node {
     /// SYNC_NOTIFY to every connection of a user, on every node.
     pub fn notify_sync(&self, q: QueueId, msgid: i64) {
         let body = encode_i64(msgid);
-        self.to_user(UserFrame { queue: q, cmd: SYNC_NOTIFY, flag: 0, body: &body, placed: None, skip_device: 0 });
+        self.to_user(UserFrame {
+            queue: q,
+            cmd: SYNC_NOTIFY,
+            flag: 0,
+            body: &body,
+            placed: None,
+            skip_device: 0,
+        });
     }
 
     /// Real-time NOTIFICATION (not stored) to every connection of a user.
     pub fn send_notification(&self, appid: i64, uid: i64, content: Bytes) {
         let q = QueueId { appid, uid };
-        self.to_user(UserFrame { queue: q, cmd: NOTIFICATION, flag: 0, body: &content, placed: None, skip_device: 0 });
+        self.to_user(UserFrame {
+            queue: q,
+            cmd: NOTIFICATION,
+            flag: 0,
+            body: &content,
+            placed: None,
+            skip_device: 0,
+        });
     }
 
     /// NOTIFICATION to every connected user of an app on every node; the
@@ -209,13 +261,29 @@ impl Node {
 
     /// RT (not stored, no ACK) to every connection of the receiver.
     pub fn send_rt(&self, appid: i64, receiver: i64, body: Bytes) {
-        let q = QueueId { appid, uid: receiver };
-        self.to_user(UserFrame { queue: q, cmd: RT, flag: 0, body: &body, placed: None, skip_device: 0 });
+        let q = QueueId {
+            appid,
+            uid: receiver,
+        };
+        self.to_user(UserFrame {
+            queue: q,
+            cmd: RT,
+            flag: 0,
+            body: &body,
+            placed: None,
+            skip_device: 0,
+        });
     }
 
     /// ROOM_IM to every member connection of a room, on every node, except
     /// the sender's own `(uid, device)` identity.
-    pub fn send_room(&self, appid: i64, room: i64, body: Bytes, exclude: Option<(i64, i64)>) -> usize {
+    pub fn send_room(
+        &self,
+        appid: i64,
+        room: i64,
+        body: Bytes,
+        exclude: Option<(i64, i64)>,
+    ) -> usize {
         let f = OutFrame::new(ROOM_IM, 0, body.clone());
         let n = self.rooms.broadcast(appid, room, &f, exclude);
         if let Some(c) = &self.cluster {

@@ -43,7 +43,12 @@ pub struct Node {
 }
 
 impl Node {
-    pub fn new(cfg: ImConfig, store: Arc<dyn Store>, auth: Authenticator, cluster: Option<Cluster>) -> Node {
+    pub fn new(
+        cfg: ImConfig,
+        store: Arc<dyn Store>,
+        auth: Authenticator,
+        cluster: Option<Cluster>,
+    ) -> Node {
         let mut tag = [0u8; 4];
         let _ = getrandom::fill(&mut tag);
         Node {

@@ -29,11 +29,21 @@ pub struct OutFrame {
 
 impl OutFrame {
     pub fn new(cmd: u8, flag: u8, body: Bytes) -> OutFrame {
-        OutFrame { cmd, flag, body, meta: None }
+        OutFrame {
+            cmd,
+            flag,
+            body,
+            meta: None,
+        }
     }
 
     pub fn with_meta(cmd: u8, flag: u8, body: Bytes, meta: Metadata) -> OutFrame {
-        OutFrame { cmd, flag, body, meta: Some(meta) }
+        OutFrame {
+            cmd,
+            flag,
+            body,
+            meta: Some(meta),
+        }
     }
 
     fn cost(&self) -> usize {
@@ -75,7 +85,11 @@ pub struct Outbox {
 
 impl Outbox {
     pub fn new(limit: usize) -> Outbox {
-        Outbox { state: Mutex::new(State::default()), notify: Notify::new(), limit }
+        Outbox {
+            state: Mutex::new(State::default()),
+            notify: Notify::new(),
+            limit,
+        }
     }
 
     /// Queues frames as one unit (e.g. a push and its SYNC_NOTIFY). Returns

@@ -59,7 +59,9 @@ impl Registry {
     /// Unregisters a connection; returns how many the user still has here.
     pub fn remove(&self, appid: i64, uid: i64, conn: ConnId) -> usize {
         let mut s = self.shard(uid);
-        let Some(v) = s.get_mut(&(appid, uid)) else { return 0 };
+        let Some(v) = s.get_mut(&(appid, uid)) else {
+            return 0;
+        };
         v.retain(|h| h.conn != conn);
         let n = v.len();
         if n == 0 {
@@ -77,7 +79,9 @@ impl Registry {
         mut make: impl FnMut(&ClientHandle) -> Option<Vec<OutFrame>>,
     ) -> usize {
         let s = self.shard(uid);
-        let Some(v) = s.get(&(appid, uid)) else { return 0 };
+        let Some(v) = s.get(&(appid, uid)) else {
+            return 0;
+        };
         let mut n = 0;
         for h in v {
             if let Some(frames) = make(h)

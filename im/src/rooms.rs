@@ -22,7 +22,9 @@ pub struct Rooms {
 
 impl Default for Rooms {
     fn default() -> Self {
-        Rooms { shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect() }
+        Rooms {
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+        }
     }
 }
 
@@ -48,14 +50,23 @@ impl Rooms {
         if device_id != 0 {
             members.retain(|_, m| !(m.uid == uid && m.device_id == device_id));
         }
-        members.insert(conn, Member { uid, device_id, outbox });
+        members.insert(
+            conn,
+            Member {
+                uid,
+                device_id,
+                outbox,
+            },
+        );
         members.len()
     }
 
     /// Removes a connection; returns the member count after.
     pub fn leave(&self, appid: i64, room: i64, conn: ConnId) -> usize {
         let mut s = self.shard(room);
-        let Some(members) = s.get_mut(&(appid, room)) else { return 0 };
+        let Some(members) = s.get_mut(&(appid, room)) else {
+            return 0;
+        };
         members.remove(&conn);
         let n = members.len();
         if n == 0 {
@@ -65,14 +76,24 @@ impl Rooms {
     }
 
     pub fn contains(&self, appid: i64, room: i64, conn: ConnId) -> bool {
-        self.shard(room).get(&(appid, room)).is_some_and(|m| m.contains_key(&conn))
+        self.shard(room)
+            .get(&(appid, room))
+            .is_some_and(|m| m.contains_key(&conn))
     }
 
     /// Sends one frame (body shared) to every member except connections of
     /// `exclude = (uid, device)`. Returns the number of deliveries.
-    pub fn broadcast(&self, appid: i64, room: i64, frame: &OutFrame, exclude: Option<(i64, i64)>) -> usize {
+    pub fn broadcast(
+        &self,
+        appid: i64,
+        room: i64,
+        frame: &OutFrame,
+        exclude: Option<(i64, i64)>,
+    ) -> usize {
         let s = self.shard(room);
-        let Some(members) = s.get(&(appid, room)) else { return 0 };
+        let Some(members) = s.get(&(appid, room)) else {
+            return 0;
+        };
         let mut n = 0;
         for m in members.values() {
             if exclude == Some((m.uid, m.device_id)) {

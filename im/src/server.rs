@@ -1,7 +1,7 @@
 //! Starting and stopping one im node: store, auth, listeners.
 
-use crate::cluster::{Cluster, NodeInbound};
 use crate::auth::{Authenticator, JwtAuth, RedisAuth, load_or_create_secret};
+use crate::cluster::{Cluster, NodeInbound};
 use crate::config::{AuthMethod, ImConfig};
 use crate::connection;
 use crate::http;
@@ -23,13 +23,21 @@ pub enum StartError {
     #[error("cannot connect to Redis for token auth: {0}")]
     Redis(String),
     #[error("cannot listen on {addr}: {source}")]
-    Bind { addr: SocketAddr, source: std::io::Error },
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 /// Binds with a deep accept backlog so connection storms don't hit SYN retries.
 pub fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
     let err = |source| StartError::Bind { addr, source };
-    let sock = if addr.is_ipv4() { TcpSocket::new_v4() } else { TcpSocket::new_v6() }.map_err(err)?;
+    let sock = if addr.is_ipv4() {
+        TcpSocket::new_v4()
+    } else {
+        TcpSocket::new_v6()
+    }
+    .map_err(err)?;
     sock.set_reuseaddr(true).map_err(err)?;
     sock.bind(addr).map_err(err)?;
     sock.listen(4096).map_err(err)
@@ -41,24 +49,40 @@ pub async fn run(cfg: ImConfig, shutdown: impl Future<Output = ()>) -> Result<()
     let dir = cfg.data_dir.display().to_string();
     let store = SqliteStore::open(
         &cfg.data_dir,
-        SqliteOptions { dedup_window: cfg.dedup_window, ..SqliteOptions::default() },
+        SqliteOptions {
+            dedup_window: cfg.dedup_window,
+            ..SqliteOptions::default()
+        },
     )
-    .map_err(|e| StartError::Store { dir: dir.clone(), message: e.to_string() })?;
+    .map_err(|e| StartError::Store {
+        dir: dir.clone(),
+        message: e.to_string(),
+    })?;
     let store: Arc<dyn Store> = Arc::new(store);
     let auth = match cfg.auth {
         AuthMethod::Jwt => {
-            let key = load_or_create_secret(cfg.jwt_secret.as_deref(), &cfg.data_dir)
-                .map_err(|source| StartError::Secret { dir: dir.clone(), source })?;
+            let key = load_or_create_secret(cfg.jwt_secret.as_deref(), &cfg.data_dir).map_err(
+                |source| StartError::Secret {
+                    dir: dir.clone(),
+                    source,
+                },
+            )?;
             Authenticator::Jwt(JwtAuth::new(key))
         }
         AuthMethod::Redis => Authenticator::Redis(
-            RedisAuth::connect(&cfg.redis).await.map_err(|e| StartError::Redis(e.to_string()))?,
+            RedisAuth::connect(&cfg.redis)
+                .await
+                .map_err(|e| StartError::Redis(e.to_string()))?,
         ),
     };
     let tcp = bind(cfg.listen)?;
     let http_listener = bind(cfg.http_listen)?;
     let cluster = (!cfg.imr.is_empty()).then(|| {
-        Cluster::new(&cfg.imr, Bytes::from(cfg.link_secret.clone().unwrap_or_default()), cfg.link_buffer)
+        Cluster::new(
+            &cfg.imr,
+            Bytes::from(cfg.link_secret.clone().unwrap_or_default()),
+            cfg.link_buffer,
+        )
     });
     let node = Arc::new(Node::new(cfg, store.clone(), auth, cluster));
     let links = match &node.cluster {

@@ -40,7 +40,12 @@ pub fn token(uid: i64) -> String {
 
 pub fn token_for(appid: i64, uid: i64) -> String {
     ferry_common::token::sign(
-        &ferry_common::token::Claims { appid, uid, exp: None, nbf: None },
+        &ferry_common::token::Claims {
+            appid,
+            uid,
+            exp: None,
+            nbf: None,
+        },
         SECRET.as_bytes(),
     )
 }
@@ -115,7 +120,10 @@ impl Im {
     /// SIGTERM and wait for a clean exit.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         let mut c = self.child.take().expect("running");
-        let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(c.id().to_string())
+            .status();
         c.wait().expect("wait")
     }
 
@@ -156,15 +164,32 @@ impl Redis {
         let tmp = tempfile::tempdir().expect("tempdir");
         let port = free_port();
         let mut child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
             .arg("--dir")
             .arg(tmp.path())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("redis-server not found: apt-get install redis-server");
-        wait_listening(SocketAddr::from(([127, 0, 0, 1], port)), &mut child, "redis-server");
-        Redis { child, port, _tmp: tmp }
+        wait_listening(
+            SocketAddr::from(([127, 0, 0, 1], port)),
+            &mut child,
+            "redis-server",
+        );
+        Redis {
+            child,
+            port,
+            _tmp: tmp,
+        }
     }
 
     pub fn url(&self) -> String {

@@ -27,6 +27,10 @@ pub const PUBLISH_GROUP: u8 = 135;
 pub const SUBSCRIBE_ROOM: u8 = 136;
 pub const UNSUBSCRIBE_ROOM: u8 = 137;
 pub const PUBLISH_ROOM: u8 = 138;
+/// Ferry addition: broadcast to every connected user of an app. Body: a
+/// RouteMessage whose `receiver` is ignored; the imr forwards it to every
+/// other link with at least one user of `appid` subscribed.
+pub const PUBLISH_APP: u8 = 139;
 
 /// Largest link frame body: 16 MiB, far above any valid client message.
 pub const MAX_LINK_BODY: usize = 16 * 1024 * 1024;

@@ -19,7 +19,12 @@ impl JwtAuth {
             .map_or(0, |d| d.as_secs() as i64);
         let c = ferry_common::token::verify(token, &self.key, now)
             .map_err(|e| AuthError::Invalid(e.to_string()))?;
-        Ok(Identity { appid: c.appid, uid: c.uid, forbidden: false, notification_on: false })
+        Ok(Identity {
+            appid: c.appid,
+            uid: c.uid,
+            forbidden: false,
+            notification_on: false,
+        })
     }
 }
 
@@ -29,7 +34,10 @@ pub const SECRET_FILE: &str = "jwt_secret";
 /// The JWT secret: the configured one, else the one kept in
 /// `<data_dir>/jwt_secret`, generated (32 random bytes, hex, mode 0600) on
 /// first use so `ferry im` and `ferry token` agree without configuration.
-pub fn load_or_create_secret(configured: Option<&str>, data_dir: &Path) -> std::io::Result<Vec<u8>> {
+pub fn load_or_create_secret(
+    configured: Option<&str>,
+    data_dir: &Path,
+) -> std::io::Result<Vec<u8>> {
     if let Some(s) = configured {
         return Ok(s.as_bytes().to_vec());
     }
@@ -82,9 +90,15 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(dir.path().join(SECRET_FILE)).expect("meta").permissions().mode();
+            let mode = std::fs::metadata(dir.path().join(SECRET_FILE))
+                .expect("meta")
+                .permissions()
+                .mode();
             assert_eq!(mode & 0o777, 0o600);
         }
-        assert_eq!(load_or_create_secret(Some("x"), dir.path()).expect("cfg"), b"x".to_vec());
+        assert_eq!(
+            load_or_create_secret(Some("x"), dir.path()).expect("cfg"),
+            b"x".to_vec()
+        );
     }
 }

@@ -40,7 +40,10 @@ impl RedisAuth {
         }
         let (uid, appid) = (num(uid), num(appid));
         let (forbidden, notification_on): (Option<String>, Option<String>) = c
-            .hmget(format!("users_{appid}_{uid}"), &["forbidden", "notification_on"])
+            .hmget(
+                format!("users_{appid}_{uid}"),
+                &["forbidden", "notification_on"],
+            )
             .await
             .map_err(rerr)?;
         Ok(Identity {
@@ -64,12 +67,17 @@ impl RedisAuth {
         if set {
             return Ok(n);
         }
-        c.get::<_, Option<i64>>(&key).await.map_err(rerr)?.ok_or(AuthError::Unknown)
+        c.get::<_, Option<i64>>(&key)
+            .await
+            .map_err(rerr)?
+            .ok_or(AuthError::Unknown)
     }
 
     /// HSET `users_<appid>_<uid>` `unread` (badge count for the push service).
     pub async fn set_unread(&self, appid: i64, uid: i64, count: i32) -> Result<(), AuthError> {
         let mut c = self.conn.clone();
-        c.hset::<_, _, _, ()>(format!("users_{appid}_{uid}"), "unread", count).await.map_err(rerr)
+        c.hset::<_, _, _, ()>(format!("users_{appid}_{uid}"), "unread", count)
+            .await
+            .map_err(rerr)
     }
 }

@@ -1,11 +1,11 @@
 //! What an imr relays to this node: routed user frames, room messages, app
 //! broadcasts — delivered to local connections exactly like local sends.
 
-use super::PUBLISH_APP;
 use super::link::Inbound;
 use crate::node::Node;
 use crate::outbox::OutFrame;
 use crate::store::QueueId;
+use ferry_common::link::PUBLISH_APP;
 use ferry_common::link::{MAX_LINK_BODY, PUBLISH, PUBLISH_GROUP, PUBLISH_ROOM, RouteMessage};
 use ferry_common::protocol::command::SYNC_NOTIFY;
 use ferry_common::protocol::metadata::Metadata;
@@ -32,15 +32,27 @@ impl Inbound for NodeInbound {
             }
         };
         let Some(inner) = embedded(&rm) else {
-            tracing::warn!(cmd = frame.cmd, "routed message without a valid embedded frame ignored");
+            tracing::warn!(
+                cmd = frame.cmd,
+                "routed message without a valid embedded frame ignored"
+            );
             return;
         };
         match frame.cmd {
             PUBLISH => node.deliver_routed(&rm, inner),
             PUBLISH_ROOM => {
-                let sender = inner.body.get(..8).and_then(|b| b.try_into().ok()).map(i64::from_be_bytes);
+                let sender = inner
+                    .body
+                    .get(..8)
+                    .and_then(|b| b.try_into().ok())
+                    .map(i64::from_be_bytes);
                 let exclude = sender.map(|s| (s, rm.device_id));
-                node.rooms.broadcast(rm.appid, rm.receiver, &OutFrame::new(inner.cmd, inner.flag, inner.body), exclude);
+                node.rooms.broadcast(
+                    rm.appid,
+                    rm.receiver,
+                    &OutFrame::new(inner.cmd, inner.flag, inner.body),
+                    exclude,
+                );
             }
             PUBLISH_APP => {
                 let f = OutFrame::new(inner.cmd, inner.flag, inner.body);
@@ -60,8 +72,15 @@ impl Inbound for NodeInbound {
 /// After a link gap, frames routed to our users may have been lost: tell
 /// every local user homed on that link to sync (with its real queue head).
 async fn notify_after_gap(node: Arc<Node>, link: usize) {
-    let Some(cluster) = node.cluster.as_ref() else { return };
-    let users: Vec<(i64, i64)> = node.registry.users().into_iter().filter(|&(_, uid)| cluster.home(uid) == link).collect();
+    let Some(cluster) = node.cluster.as_ref() else {
+        return;
+    };
+    let users: Vec<(i64, i64)> = node
+        .registry
+        .users()
+        .into_iter()
+        .filter(|&(_, uid)| cluster.home(uid) == link)
+        .collect();
     let n = users.len();
     for (appid, uid) in users {
         let q = QueueId { appid, uid };
@@ -70,7 +89,9 @@ async fn notify_after_gap(node: Arc<Node>, link: usize) {
             Err(_) => i64::MAX,
         };
         if head > 0 {
-            node.registry.deliver(appid, uid, |_| Some(vec![OutFrame::new(SYNC_NOTIFY, 0, encode_i64(head))]));
+            node.registry.deliver(appid, uid, |_| {
+                Some(vec![OutFrame::new(SYNC_NOTIFY, 0, encode_i64(head))])
+            });
         }
     }
     tracing::info!(link, users = n, "sent SYNC_NOTIFY after imr link gap");
@@ -81,7 +102,10 @@ impl Node {
     /// of `rm.receiver`, with exact METADATA when it is a stored message.
     pub fn deliver_routed(&self, rm: &RouteMessage, inner: Frame) {
         let stored = rm.msgid > 0 && inner.cmd != SYNC_NOTIFY;
-        let meta = Metadata { sync_key: rm.msgid, prev_sync_key: rm.prev_msgid };
+        let meta = Metadata {
+            sync_key: rm.msgid,
+            prev_sync_key: rm.prev_msgid,
+        };
         self.registry.deliver(rm.appid, rm.receiver, |h| {
             if rm.device_id != 0 && h.device_id == rm.device_id {
                 return None;

@@ -11,8 +11,8 @@
 use super::counters::{self, SubChange};
 use bytes::{Bytes, BytesMut};
 use ferry_common::link::{
-    HELLO, Hello, LINK_VERSION, MAX_LINK_BODY, RoomSubscription, SUBSCRIBE, SUBSCRIBE_ROOM, Subscribe,
-    UNSUBSCRIBE, UNSUBSCRIBE_ROOM, Unsubscribe,
+    HELLO, Hello, LINK_VERSION, MAX_LINK_BODY, RoomSubscription, SUBSCRIBE, SUBSCRIBE_ROOM,
+    Subscribe, UNSUBSCRIBE, UNSUBSCRIBE_ROOM, Unsubscribe,
 };
 use ferry_common::protocol::{Frame, FrameCodec};
 use std::collections::{HashMap, VecDeque};
@@ -30,7 +30,9 @@ pub fn link_frame(cmd: u8, body: Bytes) -> Bytes {
 
 fn sub_frame(appid: i64, uid: i64, change: SubChange) -> Bytes {
     match change {
-        SubChange::Subscribe { online } => link_frame(SUBSCRIBE, Subscribe { appid, uid, online }.encode()),
+        SubChange::Subscribe { online } => {
+            link_frame(SUBSCRIBE, Subscribe { appid, uid, online }.encode())
+        }
         SubChange::Unsubscribe => link_frame(UNSUBSCRIBE, Unsubscribe { appid, uid }.encode()),
     }
 }
@@ -133,19 +135,35 @@ impl Link {
         let c = st.rooms.entry((appid, room)).or_insert(0);
         *c += 1;
         if *c == 1 && st.connected {
-            let f = link_frame(SUBSCRIBE_ROOM, RoomSubscription { appid, room_id: room }.encode());
+            let f = link_frame(
+                SUBSCRIBE_ROOM,
+                RoomSubscription {
+                    appid,
+                    room_id: room,
+                }
+                .encode(),
+            );
             self.enqueue(&mut st, f);
         }
     }
 
     pub fn room_remove(&self, appid: i64, room: i64) {
         let mut st = self.lock();
-        let Some(c) = st.rooms.get_mut(&(appid, room)) else { return };
+        let Some(c) = st.rooms.get_mut(&(appid, room)) else {
+            return;
+        };
         *c -= 1;
         if *c == 0 {
             st.rooms.remove(&(appid, room));
             if st.connected {
-                let f = link_frame(UNSUBSCRIBE_ROOM, RoomSubscription { appid, room_id: room }.encode());
+                let f = link_frame(
+                    UNSUBSCRIBE_ROOM,
+                    RoomSubscription {
+                        appid,
+                        room_id: room,
+                    }
+                    .encode(),
+                );
                 self.enqueue(&mut st, f);
             }
         }
@@ -165,12 +183,29 @@ impl Link {
         let mut n = 0;
         for (&(appid, uid), &c) in &st.users {
             let online = counters::online(c) > 0;
-            Frame::new(SUBSCRIBE, 0, 0, 0, Subscribe { appid, uid, online }.encode()).write_to(&mut buf);
+            Frame::new(
+                SUBSCRIBE,
+                0,
+                0,
+                0,
+                Subscribe { appid, uid, online }.encode(),
+            )
+            .write_to(&mut buf);
             n += 1;
         }
         for &(appid, room) in st.rooms.keys() {
-            Frame::new(SUBSCRIBE_ROOM, 0, 0, 0, RoomSubscription { appid, room_id: room }.encode())
-                .write_to(&mut buf);
+            Frame::new(
+                SUBSCRIBE_ROOM,
+                0,
+                0,
+                0,
+                RoomSubscription {
+                    appid,
+                    room_id: room,
+                }
+                .encode(),
+            )
+            .write_to(&mut buf);
             n += 1;
         }
         (buf.freeze(), n)
@@ -246,19 +281,33 @@ pub async fn run(link: Arc<Link>, inbound: Arc<dyn Inbound>) {
 }
 
 async fn session(link: &Link, inbound: &dyn Inbound, first: bool) -> Result<(), LinkError> {
-    let stream = TcpStream::connect(&link.addr).await.map_err(LinkError::Connect)?;
+    let stream = TcpStream::connect(&link.addr)
+        .await
+        .map_err(LinkError::Connect)?;
     let _ = stream.set_nodelay(true);
     let (rd, mut wr) = stream.into_split();
     let mut reader = tokio_util::codec::FramedRead::new(rd, FrameCodec::new(MAX_LINK_BODY));
-    let hello = Hello { version: LINK_VERSION, secret: link.secret.clone() };
+    let hello = Hello {
+        version: LINK_VERSION,
+        secret: link.secret.clone(),
+    };
     wr.write_all(&link_frame(HELLO, hello.encode())).await?;
     let reply = match next_frame(&mut reader).await? {
-        Some(f) if f.cmd == HELLO => Hello::decode(f.body).map_err(|e| LinkError::Protocol(e.to_string()))?,
-        Some(f) => return Err(LinkError::Protocol(format!("expected HELLO, got command {}", f.cmd))),
+        Some(f) if f.cmd == HELLO => {
+            Hello::decode(f.body).map_err(|e| LinkError::Protocol(e.to_string()))?
+        }
+        Some(f) => {
+            return Err(LinkError::Protocol(format!(
+                "expected HELLO, got command {}",
+                f.cmd
+            )));
+        }
         None => return Err(LinkError::Refused),
     };
     if reply.version != LINK_VERSION {
-        return Err(LinkError::Version { theirs: reply.version });
+        return Err(LinkError::Version {
+            theirs: reply.version,
+        });
     }
     let (snapshot, n) = link.connect_snapshot();
     let started = std::time::Instant::now();

@@ -9,12 +9,9 @@ mod link;
 pub use link::{Link, LinkError};
 
 use bytes::Bytes;
-use ferry_common::link::{BatchPush, PUBLISH, PUBLISH_ROOM, PUSH, RouteMessage};
+use ferry_common::link::{BatchPush, PUBLISH, PUBLISH_APP, PUBLISH_ROOM, PUSH, RouteMessage};
 use link::link_frame;
 use std::sync::Arc;
-
-/// Ferry addition: broadcast to every connected user of an app.
-pub const PUBLISH_APP: u8 = 139;
 
 pub struct Cluster {
     links: Vec<Arc<Link>>,
@@ -113,19 +110,29 @@ impl Cluster {
             if receivers.is_empty() {
                 continue;
             }
-            let body = BatchPush { appid, receivers, msg: msg.clone() }.encode();
+            let body = BatchPush {
+                appid,
+                receivers,
+                msg: msg.clone(),
+            }
+            .encode();
             self.links[i].send(link_frame(PUSH, body));
         }
     }
 
     /// Starts one task per link; `inbound` handles what the imrs relay to us.
     pub fn start(&self, inbound: Arc<dyn link::Inbound>) -> Vec<tokio::task::JoinHandle<()>> {
-        self.links.iter().map(|l| tokio::spawn(link::run(l.clone(), inbound.clone()))).collect()
+        self.links
+            .iter()
+            .map(|l| tokio::spawn(link::run(l.clone(), inbound.clone())))
+            .collect()
     }
 
     /// True when every link is connected.
     pub fn all_up(&self) -> bool {
-        self.links.iter().all(|l| l.up.load(std::sync::atomic::Ordering::Relaxed))
+        self.links
+            .iter()
+            .all(|l| l.up.load(std::sync::atomic::Ordering::Relaxed))
     }
 }
 

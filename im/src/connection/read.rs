@@ -75,7 +75,13 @@ pub fn parse_frames(buf: &mut BytesMut, out: &mut Vec<Frame>) -> Result<(), Prot
         }
         buf.advance(HEADER_LEN);
         let body = buf.split_to(header.len).freeze();
-        out.push(Frame { seq: header.seq, cmd: header.cmd, version: header.version, flag: header.flag, body });
+        out.push(Frame {
+            seq: header.seq,
+            cmd: header.cmd,
+            version: header.version,
+            flag: header.flag,
+            body,
+        });
     }
     Ok(())
 }
@@ -88,7 +94,10 @@ mod tests {
     fn rejects_forbidden_command_before_body() {
         let mut b = BytesMut::from(&[0u8, 0, 0, 100, 0, 0, 0, 1, 130, 2, 0, 0][..]);
         let mut out = Vec::new();
-        assert_eq!(parse_frames(&mut b, &mut out), Err(ProtocolError::NotAllowed(130)));
+        assert_eq!(
+            parse_frames(&mut b, &mut out),
+            Err(ProtocolError::NotAllowed(130))
+        );
     }
 
     #[test]
@@ -104,6 +113,9 @@ mod tests {
     fn rejects_oversize_length() {
         let mut b = BytesMut::from(&[0u8, 0, 0x80, 0, 0, 0, 0, 1, 4, 2, 0, 0][..]);
         let mut out = Vec::new();
-        assert!(matches!(parse_frames(&mut b, &mut out), Err(ProtocolError::BadLength { .. })));
+        assert!(matches!(
+            parse_frames(&mut b, &mut out),
+            Err(ProtocolError::BadLength { .. })
+        ));
     }
 }

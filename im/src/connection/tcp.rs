@@ -38,7 +38,12 @@ pub async fn serve(node: Arc<Node>, mut stream: TcpStream, peer: SocketAddr) {
     let _ = stream.shutdown().await;
 }
 
-async fn drive(node: &Node, stream: &TcpStream, session: &mut Session, outbox: &Outbox) -> &'static str {
+async fn drive(
+    node: &Node,
+    stream: &TcpStream,
+    session: &mut Session,
+    outbox: &Outbox,
+) -> &'static str {
     let idle = node.cfg.idle_timeout;
     let mut w = Writer::default();
     let mut partial: Option<BytesMut> = None;

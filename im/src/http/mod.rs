@@ -1,10 +1,122 @@
-//! HTTP API (spec §6.1), being written.
+//! The im HTTP API (spec §6.1): gobelieve's paths, query names, JSON bodies
+//! and `{"meta":{"code","message"}}` errors, any HTTP method on every API path.
+//!
+//! Differences from gobelieve, all deliberate:
+//! * with `--api-token`, every path except `/health` needs
+//!   `Authorization: Bearer <token>` (401 otherwise);
+//! * a storage failure is a 500 on every endpoint (gobelieve answers 200 on
+//!   `post_peer_message` and fails the request on `load_history_message`);
+//! * request bodies are limited to [`BODY_LIMIT`] (413), and message content
+//!   must fit a client frame (400), so the API never accepts a message that
+//!   no client could receive;
+//! * `post_peer_message` also pushes the message (exact METADATA) before the
+//!   SYNC_NOTIFY, like a client send.
+
+mod error;
+mod load;
+mod params;
+mod post;
+mod summary;
+
+pub use error::ApiError;
+pub use params::BODY_LIMIT;
 
 use crate::node::Node;
+use axum::Json;
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::any;
+use serde_json::{Value, json};
 use std::sync::Arc;
 use tokio::net::TcpListener;
 
+/// Serves the API on `listener` until the task is aborted.
 pub async fn serve(node: Arc<Node>, listener: TcpListener) {
-    let _ = (node, listener);
-    std::future::pending::<()>().await
+    if let Err(e) = axum::serve(listener, router(node)).await {
+        tracing::error!(error = %e, "http api stopped");
+    }
 }
+
+/// All routes, with the token check when one is configured.
+pub fn router(node: Arc<Node>) -> Router {
+    let mut api = Router::new()
+        .route("/post_peer_message", any(post::peer_message))
+        .route("/post_system_message", any(post::system_message))
+        .route("/post_notification", any(post::notification))
+        .route("/post_room_message", any(post::room_message))
+        .route("/post_realtime_message", any(post::realtime_message))
+        .route("/post_customer_message", any(post::customer_message))
+        .route("/post_group_message", any(not_implemented))
+        .route("/post_group_notification", any(not_implemented))
+        .route("/get_offline_count", any(load::offline_count))
+        .route("/load_latest_message", any(load::latest))
+        .route("/load_history_message", any(load::history))
+        .route("/summary", any(summary::summary))
+        .fallback(not_found);
+    if let Some(token) = &node.cfg.api_token {
+        let token: Arc<[u8]> = token.as_bytes().into();
+        api = api.layer(middleware::from_fn_with_state(token, require_token));
+    }
+    // Added after the token layer: liveness probes need no credentials.
+    api.route("/health", any(health))
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .with_state(node)
+}
+
+async fn health() -> Json<Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not found")
+}
+
+async fn not_implemented() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_IMPLEMENTED,
+        "groups are not implemented yet",
+    )
+}
+
+async fn require_token(State(token): State<Arc<[u8]>>, req: Request, next: Next) -> Response {
+    if bearer_matches(req.headers(), &token) {
+        return next.run(req).await;
+    }
+    tracing::debug!(
+        path = req.uri().path(),
+        "http api: missing or wrong bearer token"
+    );
+    let mut res =
+        ApiError::new(StatusCode::UNAUTHORIZED, "missing or invalid bearer token").into_response();
+    res.headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    res
+}
+
+/// `Authorization: Bearer <token>` (scheme case-insensitive), compared in
+/// constant time for a given length.
+fn bearer_matches(headers: &HeaderMap, token: &[u8]) -> bool {
+    let Some(value) = headers.get(header::AUTHORIZATION) else {
+        return false;
+    };
+    let value = value.as_bytes();
+    let Some(sp) = value.iter().position(|&b| b == b' ') else {
+        return false;
+    };
+    let (scheme, rest) = value.split_at(sp);
+    scheme.eq_ignore_ascii_case(b"bearer") && constant_time_eq(rest.trim_ascii(), token)
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
+    std::hint::black_box(diff) == 0
+}
+
+#[cfg(test)]
+mod tests;

@@ -22,10 +22,15 @@ impl Session {
             -((node.node_tag << 31) | (self.conn as i64 & 0x7fff_ffff))
         } else {
             let n = match &node.auth {
-                Authenticator::Redis(r) => r.device_number(&t.device_id, t.platform_id).await.map_err(|e| e.to_string()),
-                Authenticator::Jwt(_) => {
-                    node.store.device_number(&t.device_id, t.platform_id).await.map_err(|e| e.to_string())
-                }
+                Authenticator::Redis(r) => r
+                    .device_number(&t.device_id, t.platform_id)
+                    .await
+                    .map_err(|e| e.to_string()),
+                Authenticator::Jwt(_) => node
+                    .store
+                    .device_number(&t.device_id, t.platform_id)
+                    .await
+                    .map_err(|e| e.to_string()),
             };
             match n {
                 Ok(n) => n,
@@ -54,7 +59,12 @@ impl Session {
         node.registry.add(
             a.appid,
             a.uid,
-            ClientHandle { conn: self.conn, device_id, online: a.online, outbox: self.outbox.clone() },
+            ClientHandle {
+                conn: self.conn,
+                device_id,
+                online: a.online,
+                outbox: self.outbox.clone(),
+            },
         );
         if let Some(c) = &node.cluster {
             c.subscribe(a.appid, a.uid, a.online);

@@ -44,7 +44,10 @@ pub struct Authed {
 
 impl Authed {
     pub fn queue(&self) -> QueueId {
-        QueueId { appid: self.appid, uid: self.uid }
+        QueueId {
+            appid: self.appid,
+            uid: self.uid,
+        }
     }
 }
 
@@ -61,7 +64,14 @@ impl Session {
     pub fn new(node: Arc<Node>, outbox: Arc<Outbox>, peer: SocketAddr) -> Session {
         let conn = node.registry.next_conn_id();
         Stats::add(&node.stats.connections, 1);
-        Session { node, conn, outbox, peer, authed: None, room: None }
+        Session {
+            node,
+            conn,
+            outbox,
+            peer,
+            authed: None,
+            room: None,
+        }
     }
 
     pub fn outbox(&self) -> &Arc<Outbox> {
@@ -138,7 +148,10 @@ impl Session {
                 self.leave_current_room(a.appid, r);
             }
         }
-        self.node.stats.connections.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        self.node
+            .stats
+            .connections
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
 

@@ -13,7 +13,14 @@ use ferry_common::protocol::im::Im;
 use ferry_common::protocol::metadata::Metadata;
 
 impl Session {
-    pub(super) async fn peer_im(&mut self, a: Authed, seq: i32, flag: u8, mut m: Im, w: &mut Writer) -> Control {
+    pub(super) async fn peer_im(
+        &mut self,
+        a: Authed,
+        seq: i32,
+        flag: u8,
+        mut m: Im,
+        w: &mut Writer,
+    ) -> Control {
         if m.sender != a.uid || m.receiver == 0 {
             return self.ack(seq, STATUS_INVALID_SENDER, 0, w);
         }
@@ -23,7 +30,10 @@ impl Session {
             flag,
             body: m.encode(2),
             sender: a.queue(),
-            receiver: QueueId { appid: a.appid, uid: m.receiver },
+            receiver: QueueId {
+                appid: a.appid,
+                uid: m.receiver,
+            },
             device_id: a.device_id,
             dedup: Some(DedupKey {
                 appid: a.appid,
@@ -59,7 +69,10 @@ impl Session {
             flag,
             body: m.encode(),
             sender: a.queue(),
-            receiver: QueueId { appid: m.receiver_appid, uid: m.receiver },
+            receiver: QueueId {
+                appid: m.receiver_appid,
+                uid: m.receiver,
+            },
             device_id: a.device_id,
             // CUSTOMER_V2 carries no client message id, so a resend cannot be
             // told from a second identical message: no dedup key.
@@ -74,7 +87,10 @@ impl Session {
     async fn store_and_ack(&mut self, p: PeerSend, seq: i32, w: &mut Writer) -> Control {
         match self.node.send_peer(p).await {
             Ok(out) => {
-                let meta = Metadata { sync_key: out.sender.msgid, prev_sync_key: out.sender.prev };
+                let meta = Metadata {
+                    sync_key: out.sender.msgid,
+                    prev_sync_key: out.sender.prev,
+                };
                 let ack = ferry_common::protocol::ack::Ack { seq, status: 0 }.encode(2);
                 w.push(&OutFrame::with_meta(ACK, 0, ack, meta));
                 Control::Continue

@@ -13,7 +13,14 @@ impl Session {
         if let Some(old) = self.room.take() {
             self.leave_current_room(a.appid, old);
         }
-        self.node.rooms.join(a.appid, room, self.conn, a.uid, a.device_id, self.outbox.clone());
+        self.node.rooms.join(
+            a.appid,
+            room,
+            self.conn,
+            a.uid,
+            a.device_id,
+            self.outbox.clone(),
+        );
         if let Some(c) = &self.node.cluster {
             c.room_join(a.appid, room);
         }
@@ -51,7 +58,8 @@ impl Session {
         if a.forbidden {
             return self.ack(seq, STATUS_MUTED, 0, w);
         }
-        self.node.send_room(a.appid, m.receiver, m.encode(), Some((a.uid, a.device_id)));
+        self.node
+            .send_room(a.appid, m.receiver, m.encode(), Some((a.uid, a.device_id)));
         self.ack(seq, 0, 0, w)
     }
 }

@@ -59,10 +59,16 @@ impl Session {
     /// SELF when this device sent it; TEXT is kept (stored, unlike gobelieve).
     fn sync_flag(&self, a: Authed, m: &StoredMessage) -> u8 {
         let mut flag = m.flag & TEXT;
-        let sender = m.body.get(..8).map(|b| i64::from_be_bytes(b.try_into().unwrap_or([0; 8])));
+        let sender = m
+            .body
+            .get(..8)
+            .map(|b| i64::from_be_bytes(b.try_into().unwrap_or([0; 8])));
         let mine = if m.cmd == CUSTOMER_V2 {
             let sender_appid = sender;
-            let sender = m.body.get(8..16).map(|b| i64::from_be_bytes(b.try_into().unwrap_or([0; 8])));
+            let sender = m
+                .body
+                .get(8..16)
+                .map(|b| i64::from_be_bytes(b.try_into().unwrap_or([0; 8])));
             sender_appid == Some(a.appid) && sender == Some(a.uid)
         } else {
             sender == Some(a.uid)
@@ -92,7 +98,11 @@ impl Session {
 
     pub(super) async fn group_sync_key(&mut self, a: Authed, g: GroupSyncKey) -> Control {
         if g.sync_key > 0
-            && let Err(e) = self.node.store.set_group_sync_key(a.queue(), g.group_id, g.sync_key).await
+            && let Err(e) = self
+                .node
+                .store
+                .set_group_sync_key(a.queue(), g.group_id, g.sync_key)
+                .await
         {
             tracing::warn!(error = %e, "storing group sync key failed");
         }

@@ -35,8 +35,16 @@ impl Writer {
     }
 
     fn header(&mut self, cmd: u8, flag: u8, len: usize) {
-        let h = Header { len, seq: self.next_seq(), cmd, version: self.version, flag };
-        let buf = self.buf.get_or_insert_with(|| BytesMut::with_capacity(4096));
+        let h = Header {
+            len,
+            seq: self.next_seq(),
+            cmd,
+            version: self.version,
+            flag,
+        };
+        let buf = self
+            .buf
+            .get_or_insert_with(|| BytesMut::with_capacity(4096));
         h.write(buf);
         self.frames += 1;
     }
@@ -105,7 +113,15 @@ mod tests {
         let mut w = Writer::default();
         w.set_version(1);
         let ack = Bytes::from_static(&[0, 0, 0, 7, 0]);
-        w.push(&OutFrame::with_meta(ACK, 0, ack, Metadata { sync_key: 5, prev_sync_key: 4 }));
+        w.push(&OutFrame::with_meta(
+            ACK,
+            0,
+            ack,
+            Metadata {
+                sync_key: 5,
+                prev_sync_key: 4,
+            },
+        ));
         let b = w.bytes().to_vec();
         assert_eq!(b.len(), 12 + 32 + 12 + 4);
         assert_eq!(&b[4..8], &1i32.to_be_bytes());

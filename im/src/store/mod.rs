@@ -14,8 +14,14 @@
 //! * a request whose [`DedupKey`] was seen within the dedup window is not
 //!   written again: the original ids are returned with `duplicate = true`.
 
+#[cfg(test)]
+mod conformance;
+mod fjall;
+mod redis;
 mod sqlite;
 
+pub use self::fjall::{FjallOptions, FjallStore};
+pub use self::redis::{RedisStore, RedisStoreOptions};
 pub use sqlite::{SqliteOptions, SqliteStore, StoreStats};
 
 use bytes::Bytes;

@@ -1,0 +1,390 @@
+//! On-disk layout: keyspaces, key and value encodings, format version.
+//!
+//! Three keyspaces share one journal (so one write batch is atomic across
+//! them):
+//!
+//! * `messages`: `appid | uid | id` → `cmd | flag | device_id | body`. A
+//!   queue is one contiguous key range, oldest first, so a window is a range
+//!   scan and the head is the last key of the queue's prefix;
+//! * `dedup`: `created_ms | appid | sender | device_id | client_msgid |
+//!   receiver` → placed ids. Ordered by creation time, so expired records are
+//!   a prefix of the keyspace and pruning is a range scan from a cursor;
+//! * `meta`: small records keyed by a tag byte: format version, the last
+//!   allocated device number, device numbers, sync keys and group sync keys.
+//!
+//! Integers in keys use a compact order-preserving encoding (a code byte
+//! giving sign and length, then the minimal big-endian bytes), so numeric
+//! order (negative values included) is byte order, and a typical message key
+//! (small appid, uid and id) fits the 20 bytes that fjall keeps inline in its
+//! memtable nodes: comparing keys during an insert then touches no other
+//! memory. The encoding is self-delimiting, so a queue's prefix never matches
+//! another queue's keys.
+
+use super::FjallOptions;
+use crate::store::{DedupKey, QueueId, StoreError};
+use fjall::config::FilterPolicy;
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+use std::path::Path;
+
+/// Version of this layout, stored under [`META_FORMAT`]. Bump it (and add a
+/// migration) whenever an encoding below changes.
+pub(super) const FORMAT_VERSION: u32 = 1;
+
+/// Name of the data directory inside the store directory.
+pub(super) const DATA_DIR: &str = "fjall";
+
+const MESSAGES: &str = "messages";
+const DEDUP: &str = "dedup";
+const META: &str = "meta";
+
+/// `meta` tags.
+pub(super) const META_FORMAT: u8 = 0x00;
+pub(super) const META_LAST_DEVICE: [u8; 1] = [0x01];
+const META_DEVICE: u8 = 0x02;
+const META_SYNC_KEY: u8 = 0x03;
+const META_GROUP_SYNC_KEY: u8 = 0x04;
+
+/// Longest encoded integer: code byte + 8 bytes.
+const INT_MAX_LEN: usize = 9;
+
+/// An open database and its keyspaces. Shared (behind an `Arc`) by the writer
+/// thread and the read tasks; dropping the last handle closes the database.
+pub(super) struct Db {
+    pub(super) db: Database,
+    pub(super) messages: Keyspace,
+    pub(super) dedup: Keyspace,
+    pub(super) meta: Keyspace,
+}
+
+/// Turns a fjall error into the store's error type.
+pub(super) fn backend(e: fjall::Error) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+/// Opens (or creates) the database in `dir/fjall`, refusing a layout written
+/// by a newer build.
+pub(super) fn open(dir: &Path, opts: &FjallOptions) -> Result<Db, StoreError> {
+    let path = dir.join(DATA_DIR);
+    let db = Database::builder(&path)
+        .cache_size(opts.cache_bytes)
+        .open()
+        .map_err(|e| StoreError::Backend(format!("cannot open {}: {e}", path.display())))?;
+    // Messages are only ever range-scanned, so point-read filters would be
+    // built and cached for nothing.
+    let messages = db
+        .keyspace(MESSAGES, || {
+            KeyspaceCreateOptions::default().filter_policy(FilterPolicy::disabled())
+        })
+        .map_err(backend)?;
+    let dedup = db
+        .keyspace(DEDUP, KeyspaceCreateOptions::default)
+        .map_err(backend)?;
+    let meta = db
+        .keyspace(META, KeyspaceCreateOptions::default)
+        .map_err(backend)?;
+    match meta.get([META_FORMAT]).map_err(backend)? {
+        None => {
+            meta.insert([META_FORMAT], FORMAT_VERSION.to_be_bytes())
+                .map_err(backend)?;
+            db.persist(PersistMode::SyncAll).map_err(backend)?;
+        }
+        Some(v) if v[..] == FORMAT_VERSION.to_be_bytes() => {}
+        Some(v) => {
+            return Err(StoreError::Backend(format!(
+                "store format {v:?} is not supported (this build knows {FORMAT_VERSION})"
+            )));
+        }
+    }
+    Ok(Db {
+        db,
+        messages,
+        dedup,
+        meta,
+    })
+}
+
+/// A key built on the stack (at most six encoded integers plus a tag).
+#[derive(Clone, Copy)]
+pub(super) struct Key {
+    buf: [u8; 1 + 6 * INT_MAX_LEN],
+    len: usize,
+}
+
+impl Key {
+    fn new() -> Self {
+        Key {
+            buf: [0; 1 + 6 * INT_MAX_LEN],
+            len: 0,
+        }
+    }
+
+    fn tag(mut self, tag: u8) -> Self {
+        self.buf[self.len] = tag;
+        self.len += 1;
+        self
+    }
+
+    /// Appends `v` in the order-preserving encoding: `0x80` for zero,
+    /// `0x80 + n` then `n` big-endian bytes for a positive value, `0x80 - n`
+    /// then the `n`-byte ones' complement of the magnitude for a negative one.
+    fn int(mut self, v: i64) -> Self {
+        let magnitude = v.unsigned_abs();
+        let n = 8 - (magnitude.leading_zeros() as usize / 8);
+        let (code, bytes) = if v >= 0 {
+            (0x80 + n as u8, magnitude.to_be_bytes())
+        } else {
+            (0x80 - n as u8, (!magnitude).to_be_bytes())
+        };
+        self.buf[self.len] = code;
+        self.buf[self.len + 1..self.len + 1 + n].copy_from_slice(&bytes[8 - n..]);
+        self.len += 1 + n;
+        self
+    }
+}
+
+impl AsRef<[u8]> for Key {
+    fn as_ref(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
+impl std::ops::Deref for Key {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        self.as_ref()
+    }
+}
+
+impl From<Key> for fjall::Slice {
+    fn from(k: Key) -> Self {
+        fjall::Slice::from(k.as_ref())
+    }
+}
+
+/// Reads one integer written by [`Key::int`] from the front of `input`.
+fn take_int(input: &mut &[u8]) -> Option<i64> {
+    let (&code, rest) = input.split_first()?;
+    let (negative, n) = if code >= 0x80 {
+        (false, usize::from(code - 0x80))
+    } else {
+        (true, usize::from(0x80 - code))
+    };
+    if n > 8 || rest.len() < n {
+        return None;
+    }
+    let mut bytes = if negative { [0xff; 8] } else { [0; 8] };
+    bytes[8 - n..].copy_from_slice(&rest[..n]);
+    *input = &rest[n..];
+    let raw = u64::from_be_bytes(bytes);
+    if negative {
+        // `!raw` is the magnitude, at most 2^63.
+        let magnitude = !raw;
+        if magnitude == 1 << 63 {
+            Some(i64::MIN)
+        } else {
+            i64::try_from(magnitude).ok().map(|m| -m)
+        }
+    } else {
+        i64::try_from(raw).ok()
+    }
+}
+
+/// Encodes a signed integer value (fixed 8 bytes; values are never compared).
+pub(super) fn value_int(v: i64) -> [u8; 8] {
+    v.to_be_bytes()
+}
+
+/// Decodes an integer value, reporting corruption as an error.
+pub(super) fn dec_value(b: &[u8], what: &str) -> Result<i64, StoreError> {
+    b.try_into()
+        .map(i64::from_be_bytes)
+        .map_err(|_| StoreError::Backend(format!("corrupt {what} record in store")))
+}
+
+/// Prefix shared by every message of one queue.
+pub(super) fn queue_prefix(queue: QueueId) -> Key {
+    Key::new().int(queue.appid).int(queue.uid)
+}
+
+pub(super) fn message_key(queue: QueueId, id: i64) -> Key {
+    queue_prefix(queue).int(id)
+}
+
+/// Message id of a `messages` key (its last integer).
+pub(super) fn message_id(key: &[u8]) -> Result<i64, StoreError> {
+    let mut rest = key;
+    let parsed = (|| {
+        take_int(&mut rest)?;
+        take_int(&mut rest)?;
+        let id = take_int(&mut rest)?;
+        rest.is_empty().then_some(id)
+    })();
+    parsed.ok_or_else(|| StoreError::Backend("corrupt message key in store".into()))
+}
+
+/// Writes a `messages` value into `out` (cleared first).
+pub(super) fn message_value(out: &mut Vec<u8>, cmd: u8, flag: u8, device_id: i64, body: &[u8]) {
+    out.clear();
+    out.push(cmd);
+    out.push(flag);
+    out.extend_from_slice(&device_id.to_be_bytes());
+    out.extend_from_slice(body);
+}
+
+/// `(cmd, flag, device_id, body)` of a `messages` value.
+pub(super) fn parse_message(v: &[u8]) -> Result<(u8, u8, i64, &[u8]), StoreError> {
+    let corrupt = || StoreError::Backend("corrupt message record in store".into());
+    let (head, body) = v.split_at_checked(10).ok_or_else(corrupt)?;
+    let device: [u8; 8] = head[2..].try_into().map_err(|_| corrupt())?;
+    Ok((head[0], head[1], i64::from_be_bytes(device), body))
+}
+
+/// Exclusive upper bound of the `dedup` keys created before `created_ms`.
+pub(super) fn dedup_time_prefix(created_ms: i64) -> Key {
+    Key::new().int(created_ms)
+}
+
+pub(super) fn dedup_key(created_ms: i64, k: &DedupKey) -> Key {
+    Key::new()
+        .int(created_ms)
+        .int(k.appid)
+        .int(k.sender)
+        .int(k.device_id)
+        .int(k.client_msgid)
+        .int(k.receiver)
+}
+
+/// `(created_ms, key)` of a `dedup` key.
+pub(super) fn parse_dedup_key(key: &[u8]) -> Option<(i64, DedupKey)> {
+    let mut rest = key;
+    let created = take_int(&mut rest)?;
+    let k = DedupKey {
+        appid: take_int(&mut rest)?,
+        sender: take_int(&mut rest)?,
+        device_id: take_int(&mut rest)?,
+        client_msgid: take_int(&mut rest)?,
+        receiver: take_int(&mut rest)?,
+    };
+    rest.is_empty().then_some((created, k))
+}
+
+/// Placed ids of a request, as little-endian i64s (prev ids are implied).
+pub(super) fn encode_ids(ids: &[i64]) -> Vec<u8> {
+    ids.iter().flat_map(|id| id.to_le_bytes()).collect()
+}
+
+pub(super) fn decode_ids(blob: &[u8]) -> Option<Vec<i64>> {
+    if blob.is_empty() || !blob.len().is_multiple_of(8) {
+        return None;
+    }
+    blob.chunks_exact(8)
+        .map(|c| c.try_into().ok().map(i64::from_le_bytes))
+        .collect()
+}
+
+pub(super) fn device_key(device_id: &str, platform: u8) -> Vec<u8> {
+    let mut k = Vec::with_capacity(2 + device_id.len());
+    k.push(META_DEVICE);
+    k.push(platform);
+    k.extend_from_slice(device_id.as_bytes());
+    k
+}
+
+pub(super) fn sync_key_key(queue: QueueId) -> Vec<u8> {
+    Key::new()
+        .tag(META_SYNC_KEY)
+        .int(queue.appid)
+        .int(queue.uid)
+        .to_vec()
+}
+
+pub(super) fn group_sync_key_key(queue: QueueId, gid: i64) -> Vec<u8> {
+    Key::new()
+        .tag(META_GROUP_SYNC_KEY)
+        .int(queue.appid)
+        .int(queue.uid)
+        .int(gid)
+        .to_vec()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn enc(v: i64) -> Vec<u8> {
+        Key::new().int(v).to_vec()
+    }
+
+    #[test]
+    fn integer_encoding_preserves_order_and_roundtrips() {
+        let mut values = vec![i64::MIN, i64::MIN + 1, i64::MAX, i64::MAX - 1, 0];
+        for shift in 0..63 {
+            let p = 1i64 << shift;
+            values.extend([p - 1, p, p + 1, -p + 1, -p, -p - 1]);
+        }
+        values.sort_unstable();
+        values.dedup();
+        for w in values.windows(2) {
+            assert!(enc(w[0]) < enc(w[1]), "{} < {}", w[0], w[1]);
+        }
+        for v in values {
+            let e = enc(v);
+            let mut rest = &e[..];
+            assert_eq!(take_int(&mut rest), Some(v));
+            assert!(rest.is_empty());
+        }
+        assert_eq!(enc(0), vec![0x80]);
+        assert_eq!(enc(1), vec![0x81, 1]);
+        assert_eq!(enc(-1), vec![0x7f, 0xfe]);
+        assert_eq!(take_int(&mut &[0x83, 1][..]), None);
+        assert_eq!(take_int(&mut &[0x90][..]), None);
+    }
+
+    #[test]
+    fn message_keys_sort_by_queue_then_id() {
+        let q = |appid, uid| QueueId { appid, uid };
+        assert!(message_key(q(1, 1), 9).as_ref() < message_key(q(1, 1), 10).as_ref());
+        assert!(message_key(q(1, 1), 255).as_ref() < message_key(q(1, 1), 256).as_ref());
+        assert!(message_key(q(1, 1), i64::MAX).as_ref() < message_key(q(1, 2), 1).as_ref());
+        assert!(message_key(q(1, -1), 1).as_ref() < message_key(q(1, 0), 1).as_ref());
+        assert!(message_key(q(1, 1), 3).starts_with(&queue_prefix(q(1, 1))));
+        // Self-delimiting: uid 1's prefix is not a prefix of uid 256's keys.
+        assert!(!message_key(q(1, 256), 1).starts_with(&queue_prefix(q(1, 1))));
+        assert_eq!(message_id(&message_key(q(1, 1), 77)).expect("id"), 77);
+        assert_eq!(
+            message_id(&message_key(q(-3, i64::MIN), -2)).expect("id"),
+            -2
+        );
+        // A typical key is stored inline by fjall (20 bytes or less).
+        assert!(message_key(q(1_000, 1 << 40), 1 << 31).len() <= 20);
+    }
+
+    #[test]
+    fn records_roundtrip() {
+        let mut v = Vec::new();
+        message_value(&mut v, 4, 1, -3, b"body");
+        assert_eq!(parse_message(&v).expect("parse"), (4, 1, -3, &b"body"[..]));
+        message_value(&mut v, 4, 1, 7, b"");
+        assert_eq!(parse_message(&v).expect("parse"), (4, 1, 7, &b""[..]));
+        assert!(parse_message(&[1, 2]).is_err());
+        let k = DedupKey {
+            appid: 1,
+            sender: -2,
+            device_id: 3,
+            client_msgid: 4,
+            receiver: 5,
+        };
+        assert_eq!(parse_dedup_key(&dedup_key(99, &k)), Some((99, k)));
+        assert!(dedup_key(99, &k).as_ref() < dedup_key(100, &k).as_ref());
+        assert!(dedup_key(99, &k).as_ref() < dedup_time_prefix(100).as_ref());
+        assert!(dedup_key(100, &k).as_ref() > dedup_time_prefix(100).as_ref());
+        assert_eq!(parse_dedup_key(&dedup_time_prefix(100)), None);
+        let ids = [1i64, 42, i64::MAX];
+        assert_eq!(decode_ids(&encode_ids(&ids)), Some(ids.to_vec()));
+        assert_eq!(decode_ids(&[1, 2, 3]), None);
+        assert_eq!(decode_ids(&[]), None);
+        assert_eq!(dec_value(&value_int(-9), "x").expect("value"), -9);
+        assert!(dec_value(&[1], "x").is_err());
+    }
+}

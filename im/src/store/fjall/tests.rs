@@ -1,0 +1,958 @@
+//! Behaviour tests of [`FjallStore`] through the [`Store`] trait (the same
+//! cases as the SQLite store's), plus the test-only writer hooks (injected
+//! commit and fsync failures, a stalled writer) and a crash image test.
+
+use super::*;
+use crate::store::{DedupKey, NewEntry, Placed};
+use bytes::Bytes;
+use std::collections::HashSet;
+use std::time::Instant;
+
+const APP: i64 = 7;
+
+fn q(uid: i64) -> QueueId {
+    QueueId { appid: APP, uid }
+}
+
+fn entry(uid: i64, body: &str) -> NewEntry {
+    NewEntry {
+        queue: q(uid),
+        cmd: 4,
+        flag: 1,
+        device_id: 3,
+        body: Bytes::copy_from_slice(body.as_bytes()),
+    }
+}
+
+/// A peer message: receiver copy + sender copy, with an optional dedup key.
+fn peer(sender: i64, receiver: i64, client_msgid: Option<i64>, body: &str) -> AppendRequest {
+    AppendRequest {
+        entries: vec![entry(receiver, body), entry(sender, body)],
+        dedup: client_msgid.map(|client_msgid| DedupKey {
+            appid: APP,
+            sender,
+            device_id: 3,
+            client_msgid,
+            receiver,
+        }),
+    }
+}
+
+fn single(uid: i64, body: &str) -> AppendRequest {
+    AppendRequest {
+        entries: vec![entry(uid, body)],
+        dedup: None,
+    }
+}
+
+fn open(dir: &Path) -> FjallStore {
+    FjallStore::open(dir, FjallOptions::default()).expect("open store")
+}
+
+async fn dedup_records(store: &FjallStore) -> usize {
+    store
+        .read(|db| {
+            let mut n = 0;
+            for guard in db.dedup.iter() {
+                guard.key().map_err(layout::backend)?;
+                n += 1;
+            }
+            Ok(n)
+        })
+        .await
+        .expect("count")
+}
+
+async fn dedup_index_len(store: &FjallStore) -> i64 {
+    match store.write(Op::DedupIndexLen).await.expect("len") {
+        Done::Number(n) => n,
+        other => panic!("unexpected reply {other:?}"),
+    }
+}
+
+fn ids(outcome: &AppendOutcome) -> Vec<i64> {
+    outcome.placed.iter().map(|p| p.msgid).collect()
+}
+
+async fn all_ids(store: &FjallStore, uid: i64) -> Vec<i64> {
+    let w = store.window(q(uid), 0, usize::MAX).await.expect("window");
+    w.messages.iter().map(|m| m.msgid).collect()
+}
+
+#[tokio::test]
+async fn ids_are_contiguous_per_queue_and_continue_after_reopen() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let store = open(dir.path());
+        for i in 0..3 {
+            let out = store.append(single(1, "a")).await.expect("append");
+            assert_eq!(
+                out.placed,
+                vec![Placed {
+                    msgid: i + 1,
+                    prev: i
+                }]
+            );
+        }
+        let out = store.append(single(2, "b")).await.expect("append");
+        assert_eq!(ids(&out), vec![1]);
+        // Another app's queue with the same uid is a different queue.
+        let other = AppendRequest {
+            entries: vec![NewEntry {
+                queue: QueueId { appid: 8, uid: 1 },
+                ..entry(1, "c")
+            }],
+            dedup: None,
+        };
+        assert_eq!(ids(&store.append(other).await.expect("append")), vec![1]);
+        store.close().await.expect("close");
+    }
+    let store = open(dir.path());
+    let out = store.append(peer(1, 2, None, "d")).await.expect("append");
+    assert_eq!(
+        out.placed,
+        vec![Placed { msgid: 2, prev: 1 }, Placed { msgid: 4, prev: 3 }]
+    );
+    assert_eq!(all_ids(&store, 1).await, vec![1, 2, 3, 4]);
+    assert_eq!(all_ids(&store, 2).await, vec![1, 2]);
+}
+
+#[tokio::test]
+async fn two_entry_append_is_written_together_and_read_back() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    let out = store
+        .append(peer(10, 20, None, "hello"))
+        .await
+        .expect("append");
+    assert!(!out.duplicate);
+    assert_eq!(ids(&out), vec![1, 1]);
+    for uid in [10, 20] {
+        let w = store.window(q(uid), 0, 10).await.expect("window");
+        assert_eq!(
+            w.messages,
+            vec![StoredMessage {
+                msgid: 1,
+                cmd: 4,
+                flag: 1,
+                device_id: 3,
+                body: Bytes::from_static(b"hello"),
+            }]
+        );
+    }
+    // Two entries for the same queue in one request get consecutive ids.
+    let req = AppendRequest {
+        entries: vec![entry(10, "x"), entry(10, "y")],
+        dedup: None,
+    };
+    let out = store.append(req).await.expect("append");
+    assert_eq!(
+        out.placed,
+        vec![Placed { msgid: 2, prev: 1 }, Placed { msgid: 3, prev: 2 }]
+    );
+}
+
+#[tokio::test]
+async fn failed_commit_writes_neither_entry_and_ids_stay_contiguous() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    store.append(peer(1, 2, None, "a")).await.expect("append");
+    store
+        .test_op(Op::FailCommits(1))
+        .await
+        .expect("arm failure");
+    let err = store.append(peer(1, 2, Some(5), "lost")).await;
+    assert!(matches!(err, Err(StoreError::Backend(_))), "{err:?}");
+    assert_eq!(all_ids(&store, 1).await, vec![1]);
+    assert_eq!(all_ids(&store, 2).await, vec![1]);
+    // Recovered: the same request (its dedup key was never committed)
+    // now succeeds and takes the next ids without a gap.
+    let out = store
+        .append(peer(1, 2, Some(5), "kept"))
+        .await
+        .expect("append");
+    assert!(!out.duplicate);
+    assert_eq!(ids(&out), vec![2, 2]);
+    assert_eq!(all_ids(&store, 1).await, vec![1, 2]);
+    let w = store.window(q(2), 1, 10).await.expect("window");
+    assert_eq!(&w.messages[0].body[..], b"kept");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_batch_fails_every_request_in_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Arc::new(open(dir.path()));
+    // Fails the stall's batch and the one after it.
+    store
+        .test_op(Op::FailCommits(2))
+        .await
+        .expect("arm failure");
+    // Stall the writer so the next requests queue up and share one batch.
+    let stall = {
+        let s = Arc::clone(&store);
+        tokio::spawn(async move { s.test_op(Op::Stall(Duration::from_millis(150))).await })
+    };
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    let (a, b, c, d) = tokio::join!(
+        store.append(single(1, "a")),
+        store.append(peer(1, 2, Some(1), "b")),
+        store.set_sync_key(q(1), 9),
+        store.device_number("dev", 1),
+    );
+    let stalled = stall.await.expect("join");
+    assert!(
+        matches!(stalled, Err(StoreError::Backend(_))),
+        "{stalled:?}"
+    );
+    assert!(matches!(a, Err(StoreError::Backend(_))), "{a:?}");
+    assert!(matches!(b, Err(StoreError::Backend(_))), "{b:?}");
+    assert!(matches!(c, Err(StoreError::Backend(_))), "{c:?}");
+    assert!(matches!(d, Err(StoreError::Backend(_))), "{d:?}");
+    assert_eq!(all_ids(&store, 1).await, Vec::<i64>::new());
+    assert_eq!(store.sync_key(q(1)).await.expect("key"), 0);
+    // Recovered.
+    assert_eq!(
+        ids(&store.append(single(1, "c")).await.expect("append")),
+        vec![1]
+    );
+    assert_eq!(store.device_number("dev", 1).await.expect("number"), 1);
+}
+
+#[tokio::test]
+async fn repeated_write_failures_return_errors_and_store_recovers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    for _ in 0..3 {
+        store
+            .append(peer(1, 2, None, "small"))
+            .await
+            .expect("append");
+    }
+    // Like a full disk: every batch fails until space returns.
+    store
+        .test_op(Op::FailCommits(3))
+        .await
+        .expect("arm failure");
+    let big = "x".repeat(256 * 1024);
+    let mut failures = 0;
+    for i in 0..3 {
+        match store.append(peer(1, 2, Some(100 + i), &big)).await {
+            Err(StoreError::Backend(_)) => failures += 1,
+            other => panic!("expected a backend error, got {other:?}"),
+        }
+    }
+    assert_eq!(failures, 3);
+    assert_eq!(all_ids(&store, 1).await, vec![1, 2, 3]);
+    // Space returns: writes succeed again, ids continue without a gap, and
+    // the dedup keys of the failed requests were never recorded.
+    let out = store
+        .append(peer(1, 2, Some(100), &big))
+        .await
+        .expect("append");
+    assert!(!out.duplicate);
+    assert_eq!(ids(&out), vec![4, 4]);
+    assert_eq!(all_ids(&store, 1).await, vec![1, 2, 3, 4]);
+    assert_eq!(all_ids(&store, 2).await, vec![1, 2, 3, 4]);
+    let w = store.window(q(2), 3, 10).await.expect("window");
+    assert_eq!(w.messages[0].body.len(), big.len());
+}
+
+#[tokio::test]
+async fn fsync_failure_errors_and_a_resend_is_answered_from_the_journal() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    store.append(peer(1, 2, None, "a")).await.expect("append");
+    store.set_sync_key(q(1), 4).await.expect("set");
+    store
+        .test_op(Op::FailAfterWrite(1))
+        .await
+        .expect("arm failure");
+    // The batch reached the journal but its "fsync" failed: the caller must
+    // not ACK, yet the write may survive (as after a crash before the reply).
+    let err = store.append(peer(1, 2, Some(9), "maybe")).await;
+    assert!(matches!(err, Err(StoreError::Backend(_))), "{err:?}");
+    // The store reopened from disk: whatever it holds is contiguous, and the
+    // client's resend is idempotent.
+    let again = store
+        .append(peer(1, 2, Some(9), "maybe"))
+        .await
+        .expect("resend");
+    assert!(again.duplicate, "the journal kept the write");
+    assert_eq!(ids(&again), vec![2, 2]);
+    assert_eq!(all_ids(&store, 1).await, vec![1, 2]);
+    assert_eq!(
+        ids(&store.append(single(1, "next")).await.expect("append")),
+        vec![3]
+    );
+    assert_eq!(store.sync_key(q(1)).await.expect("key"), 4);
+    assert_eq!(store.device_number("d", 1).await.expect("number"), 1);
+}
+
+#[tokio::test]
+async fn duplicate_returns_original_ids_and_writes_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    let first = store
+        .append(peer(1, 2, Some(42), "hi"))
+        .await
+        .expect("append");
+    assert!(!first.duplicate);
+    store.append(single(1, "other")).await.expect("append");
+    let again = store
+        .append(peer(1, 2, Some(42), "hi"))
+        .await
+        .expect("append");
+    assert!(again.duplicate);
+    assert_eq!(again.placed, first.placed);
+    assert_eq!(all_ids(&store, 1).await, vec![1, 2]);
+    assert_eq!(all_ids(&store, 2).await, vec![1]);
+    // Any field of the key differing makes it a new message.
+    let other_receiver = store
+        .append(peer(1, 3, Some(42), "hi"))
+        .await
+        .expect("append");
+    assert!(!other_receiver.duplicate);
+    assert_eq!(ids(&other_receiver), vec![1, 3]);
+    // A duplicate does not consume ids: the next append follows on.
+    assert_eq!(
+        ids(&store.append(single(2, "n")).await.expect("append")),
+        vec![2]
+    );
+}
+
+#[tokio::test]
+async fn duplicate_is_detected_after_reopen() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let first = {
+        let store = open(dir.path());
+        store
+            .append(peer(1, 2, Some(42), "hi"))
+            .await
+            .expect("append")
+    };
+    let store = open(dir.path());
+    let again = store
+        .append(peer(1, 2, Some(42), "hi"))
+        .await
+        .expect("append");
+    assert!(again.duplicate);
+    assert_eq!(again.placed, first.placed);
+    assert_eq!(all_ids(&store, 1).await, vec![1]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn same_key_twice_in_one_batch_is_a_duplicate_of_the_first() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Arc::new(open(dir.path()));
+    let stall = {
+        let s = Arc::clone(&store);
+        tokio::spawn(async move { s.test_op(Op::Stall(Duration::from_millis(150))).await })
+    };
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    let before = store.stats();
+    let (a, b) = tokio::join!(
+        store.append(peer(1, 2, Some(7), "m")),
+        store.append(peer(1, 2, Some(7), "m")),
+    );
+    stall.await.expect("join").expect("stall");
+    let (a, b) = (a.expect("a"), b.expect("b"));
+    assert_eq!(a.placed, b.placed);
+    assert!(a.duplicate ^ b.duplicate, "exactly one duplicate");
+    assert_eq!(all_ids(&store, 1).await, vec![1]);
+    // Both rode in the batch after the stall.
+    let after = store.stats();
+    assert_eq!(after.batches - before.batches, 2);
+    assert_eq!(after.requests - before.requests, 3);
+}
+
+#[tokio::test]
+async fn dedup_expires_after_the_window() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let opts = FjallOptions {
+        dedup_window: Duration::from_millis(50),
+        ..FjallOptions::default()
+    };
+    let store = FjallStore::open(dir.path(), opts).expect("open");
+    let first = store
+        .append(peer(1, 2, Some(1), "a"))
+        .await
+        .expect("append");
+    tokio::time::sleep(Duration::from_millis(80)).await;
+    let again = store
+        .append(peer(1, 2, Some(1), "a"))
+        .await
+        .expect("append");
+    assert!(!again.duplicate, "expired key must be a new message");
+    assert_eq!(ids(&first), vec![1, 1]);
+    assert_eq!(ids(&again), vec![2, 2]);
+    // The renewed record protects the new ids.
+    let third = store
+        .append(peer(1, 2, Some(1), "a"))
+        .await
+        .expect("append");
+    assert!(third.duplicate);
+    assert_eq!(third.placed, again.placed);
+}
+
+#[tokio::test]
+async fn expired_dedup_rows_are_pruned() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let opts = FjallOptions {
+        dedup_window: Duration::from_millis(50),
+        ..FjallOptions::default()
+    };
+    let store = FjallStore::open(dir.path(), opts).expect("open");
+    for i in 0..20 {
+        store
+            .append(peer(1, 2, Some(i), "a"))
+            .await
+            .expect("append");
+    }
+    tokio::time::sleep(Duration::from_millis(80)).await;
+    // Any later batch prunes; then no stale records are left, on disk or in
+    // the in-memory index.
+    store.append(single(3, "b")).await.expect("append");
+    assert_eq!(dedup_records(&store).await, 0);
+    assert_eq!(dedup_index_len(&store).await, 0);
+}
+
+#[tokio::test]
+async fn a_pruning_backlog_is_spread_over_batches() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let store = open(dir.path());
+        for i in 0..300 {
+            store
+                .append(peer(1, 2, Some(i), "a"))
+                .await
+                .expect("append");
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    // Reopened with a shorter window, every record is expired.
+    let opts = FjallOptions {
+        dedup_window: Duration::from_millis(10),
+        ..FjallOptions::default()
+    };
+    // After a restart, one batch deletes at most the floor (256) of the
+    // expired backlog when nothing new arrived...
+    // (The index length is read before that batch prunes.)
+    let store = FjallStore::open(dir.path(), opts).expect("open");
+    assert_eq!(dedup_records(&store).await, 300);
+    assert_eq!(dedup_index_len(&store).await, 300);
+    assert_eq!(dedup_records(&store).await, 300 - 256);
+    // ...and the next batch carries on without waiting for the interval.
+    store.append(single(3, "b")).await.expect("append");
+    assert_eq!(dedup_records(&store).await, 0);
+    assert_eq!(dedup_index_len(&store).await, 0);
+}
+
+#[tokio::test]
+async fn dedup_expiry_and_pruning_work_across_reopen() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let opts = FjallOptions {
+        dedup_window: Duration::from_millis(300),
+        ..FjallOptions::default()
+    };
+    let first = {
+        let store = FjallStore::open(dir.path(), opts.clone()).expect("open");
+        let mut outcomes = Vec::new();
+        for i in 0..10 {
+            outcomes.push(
+                store
+                    .append(peer(1, 2, Some(i), "a"))
+                    .await
+                    .expect("append"),
+            );
+        }
+        store.close().await.expect("close");
+        outcomes.swap_remove(0)
+    };
+    {
+        // Within the window: loaded from disk, still a duplicate.
+        let store = FjallStore::open(dir.path(), opts.clone()).expect("open");
+        assert_eq!(dedup_index_len(&store).await, 10);
+        let again = store
+            .append(peer(1, 2, Some(0), "a"))
+            .await
+            .expect("append");
+        assert!(again.duplicate);
+        assert_eq!(again.placed, first.placed);
+    }
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    let store = FjallStore::open(dir.path(), opts).expect("open");
+    let renewed = store
+        .append(peer(1, 2, Some(0), "a"))
+        .await
+        .expect("append");
+    assert!(!renewed.duplicate, "expired across a restart");
+    assert_eq!(ids(&renewed), vec![11, 11]);
+    // That batch pruned the expired backlog; only the renewed record is left.
+    assert_eq!(dedup_records(&store).await, 1);
+    assert_eq!(dedup_index_len(&store).await, 1);
+    let third = store
+        .append(peer(1, 2, Some(0), "a"))
+        .await
+        .expect("append");
+    assert!(third.duplicate);
+    assert_eq!(third.placed, renewed.placed);
+}
+
+#[tokio::test]
+async fn window_pages_with_has_more() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    let empty = store.window(q(1), 0, 10).await.expect("window");
+    assert_eq!(
+        empty,
+        Window {
+            messages: vec![],
+            head: 0,
+            has_more: false
+        }
+    );
+    for i in 1..=5 {
+        store
+            .append(single(1, &format!("m{i}")))
+            .await
+            .expect("append");
+    }
+    let w = store.window(q(1), 0, 2).await.expect("window");
+    assert_eq!(
+        w.messages.iter().map(|m| m.msgid).collect::<Vec<_>>(),
+        vec![1, 2]
+    );
+    assert_eq!(&w.messages[1].body[..], b"m2");
+    assert_eq!((w.head, w.has_more), (5, true));
+    let w = store.window(q(1), 2, 2).await.expect("window");
+    assert_eq!(
+        w.messages.iter().map(|m| m.msgid).collect::<Vec<_>>(),
+        vec![3, 4]
+    );
+    assert!(w.has_more);
+    let w = store.window(q(1), 4, 2).await.expect("window");
+    assert_eq!(
+        w.messages.iter().map(|m| m.msgid).collect::<Vec<_>>(),
+        vec![5]
+    );
+    assert_eq!((w.head, w.has_more), (5, false));
+    let w = store.window(q(1), 5, 2).await.expect("window");
+    assert!(w.messages.is_empty());
+    assert_eq!((w.head, w.has_more), (5, false));
+    let w = store.window(q(1), 3, 0).await.expect("window");
+    assert!(w.messages.is_empty());
+    assert!(w.has_more);
+}
+
+#[tokio::test]
+async fn latest_returns_newest_oldest_first() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    assert!(store.latest(q(1), 3).await.expect("latest").is_empty());
+    for i in 1..=5 {
+        store
+            .append(single(1, &format!("m{i}")))
+            .await
+            .expect("append");
+    }
+    let l = store.latest(q(1), 3).await.expect("latest");
+    assert_eq!(l.iter().map(|m| m.msgid).collect::<Vec<_>>(), vec![3, 4, 5]);
+    assert_eq!(&l[2].body[..], b"m5");
+    let l = store.latest(q(1), 100).await.expect("latest");
+    assert_eq!(l.len(), 5);
+}
+
+#[tokio::test]
+async fn count_after_counts_newer_messages() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    assert_eq!(store.count_after(q(1), 0).await.expect("count"), 0);
+    for _ in 0..5 {
+        store.append(single(1, "m")).await.expect("append");
+    }
+    assert_eq!(store.count_after(q(1), 0).await.expect("count"), 5);
+    assert_eq!(store.count_after(q(1), 3).await.expect("count"), 2);
+    assert_eq!(store.count_after(q(1), 5).await.expect("count"), 0);
+    assert_eq!(store.count_after(q(1), 99).await.expect("count"), 0);
+    assert_eq!(store.count_after(q(1), -4).await.expect("count"), 5);
+}
+
+#[tokio::test]
+async fn sync_keys_only_increase_and_persist() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let store = open(dir.path());
+        assert_eq!(store.sync_key(q(1)).await.expect("key"), 0);
+        store.set_sync_key(q(1), 5).await.expect("set");
+        store.set_sync_key(q(1), 3).await.expect("set");
+        assert_eq!(store.sync_key(q(1)).await.expect("key"), 5);
+        store.set_sync_key(q(1), 8).await.expect("set");
+        assert_eq!(store.sync_key(q(1)).await.expect("key"), 8);
+        assert_eq!(store.sync_key(q(2)).await.expect("key"), 0);
+
+        assert_eq!(store.group_sync_key(q(1), 100).await.expect("key"), 0);
+        store.set_group_sync_key(q(1), 100, 9).await.expect("set");
+        store.set_group_sync_key(q(1), 100, 4).await.expect("set");
+        store.set_group_sync_key(q(1), 200, 2).await.expect("set");
+        assert_eq!(store.group_sync_key(q(1), 100).await.expect("key"), 9);
+        assert_eq!(store.group_sync_key(q(1), 200).await.expect("key"), 2);
+        assert_eq!(store.group_sync_key(q(2), 100).await.expect("key"), 0);
+    }
+    let store = open(dir.path());
+    assert_eq!(store.sync_key(q(1)).await.expect("key"), 8);
+    assert_eq!(store.group_sync_key(q(1), 100).await.expect("key"), 9);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn device_numbers_are_stable_and_distinct() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (a, b, c) = {
+        let store = Arc::new(open(dir.path()));
+        // Many concurrent first logins of one device: a single number.
+        let tasks: Vec<_> = (0..20)
+            .map(|_| {
+                let s = Arc::clone(&store);
+                tokio::spawn(async move { s.device_number("phone-a", 1).await })
+            })
+            .collect();
+        let mut numbers = HashSet::new();
+        for t in tasks {
+            numbers.insert(t.await.expect("join").expect("number"));
+        }
+        assert_eq!(numbers.len(), 1);
+        let a = store.device_number("phone-a", 1).await.expect("number");
+        assert!(numbers.contains(&a));
+        let b = store.device_number("phone-a", 2).await.expect("number");
+        let c = store.device_number("phone-b", 1).await.expect("number");
+        assert_eq!(HashSet::from([a, b, c]).len(), 3);
+        assert!(a > 0 && b > 0 && c > 0);
+        (a, b, c)
+    };
+    let store = open(dir.path());
+    assert_eq!(store.device_number("phone-a", 1).await.expect("number"), a);
+    assert_eq!(store.device_number("phone-a", 2).await.expect("number"), b);
+    assert_eq!(store.device_number("phone-b", 1).await.expect("number"), c);
+    let d = store.device_number("phone-c", 1).await.expect("number");
+    assert!(![a, b, c].contains(&d));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_appends_get_exactly_contiguous_ids() {
+    const TASKS: i64 = 200;
+    const PER_TASK: i64 = 50;
+    const USERS: i64 = 10;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Arc::new(open(dir.path()));
+    let tasks: Vec<_> = (0..TASKS)
+        .map(|t| {
+            let s = Arc::clone(&store);
+            tokio::spawn(async move {
+                let mut placed = Vec::new();
+                for i in 0..PER_TASK {
+                    let sender = t % USERS;
+                    let receiver = (t + i + 1) % USERS;
+                    let receiver = if receiver == sender {
+                        (receiver + 1) % USERS
+                    } else {
+                        receiver
+                    };
+                    let out = s
+                        .append(peer(sender, receiver, Some(t * 1000 + i), "body"))
+                        .await
+                        .expect("append");
+                    assert!(!out.duplicate);
+                    placed.push((receiver, out.placed[0].msgid));
+                    placed.push((sender, out.placed[1].msgid));
+                }
+                placed
+            })
+        })
+        .collect();
+    let mut seen = HashSet::new();
+    for t in tasks {
+        for p in t.await.expect("join") {
+            assert!(seen.insert(p), "id handed out twice: {p:?}");
+        }
+    }
+    let mut total = 0;
+    for uid in 0..USERS {
+        let got = all_ids(&store, uid).await;
+        let expected: Vec<i64> = (1..=got.len() as i64).collect();
+        assert_eq!(got, expected, "queue {uid} has gaps");
+        total += got.len();
+        for id in got {
+            assert!(seen.contains(&(uid, id)));
+        }
+    }
+    assert_eq!(total as i64, TASKS * PER_TASK * 2);
+    assert_eq!(seen.len(), total);
+    let stats = store.stats();
+    assert_eq!(stats.requests, (TASKS * PER_TASK) as u64);
+    assert!(
+        stats.batches < stats.requests,
+        "group commit batched nothing"
+    );
+}
+
+#[tokio::test]
+async fn empty_append_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    let err = store
+        .append(AppendRequest {
+            entries: vec![],
+            dedup: None,
+        })
+        .await;
+    assert!(matches!(err, Err(StoreError::Invalid(_))), "{err:?}");
+    assert_eq!(
+        ids(&store.append(single(1, "a")).await.expect("append")),
+        vec![1]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_drains_pending_writes_then_refuses_calls() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Arc::new(open(dir.path()));
+    let stall = {
+        let s = Arc::clone(&store);
+        tokio::spawn(async move { s.test_op(Op::Stall(Duration::from_millis(100))).await })
+    };
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let pending: Vec<_> = (0..10)
+        .map(|_| {
+            let s = Arc::clone(&store);
+            tokio::spawn(async move { s.append(single(1, "queued")).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    store.close().await.expect("close");
+    stall.await.expect("join").expect("stall");
+    for p in pending {
+        p.await
+            .expect("join")
+            .expect("queued before close: written");
+    }
+    assert!(matches!(
+        store.append(single(1, "late")).await,
+        Err(StoreError::Closed)
+    ));
+    assert!(matches!(
+        store.window(q(1), 0, 10).await,
+        Err(StoreError::Closed)
+    ));
+    assert!(matches!(
+        store.set_sync_key(q(1), 1).await,
+        Err(StoreError::Closed)
+    ));
+    assert!(matches!(
+        store.device_number("d", 1).await,
+        Err(StoreError::Closed)
+    ));
+    store.close().await.expect("second close is a no-op");
+    drop(store);
+    let store = open(dir.path());
+    assert_eq!(all_ids(&store, 1).await, (1..=10).collect::<Vec<_>>());
+}
+
+#[test]
+fn drop_stops_the_writer_thread() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let store = open(dir.path());
+    rt.block_on(store.append(single(1, "a"))).expect("append");
+    drop(store); // joins the writer
+    let store = open(dir.path());
+    assert_eq!(rt.block_on(all_ids(&store, 1)), vec![1]);
+}
+
+#[test]
+fn open_creates_missing_directories_and_refuses_a_newer_format() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let nested = dir.path().join("a/b");
+    let store = open(&nested);
+    assert!(nested.join(layout::DATA_DIR).is_dir());
+    drop(store);
+    {
+        let db = layout::open(&nested, &FjallOptions::default()).expect("open");
+        db.meta
+            .insert(
+                [layout::META_FORMAT],
+                (layout::FORMAT_VERSION + 1).to_be_bytes(),
+            )
+            .expect("bump");
+    }
+    assert!(matches!(
+        FjallStore::open(&nested, FjallOptions::default()),
+        Err(StoreError::Backend(_))
+    ));
+}
+
+/// Copies a live store's files: what a crash at this instant leaves on disk
+/// (every acknowledged batch was fsync'd; nothing was closed or flushed).
+fn crash_image(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for entry in std::fs::read_dir(from).expect("read_dir") {
+        let entry = entry.expect("entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("type").is_dir() {
+            crash_image(&entry.path(), &target);
+        } else {
+            if let Err(e) = std::fs::copy(entry.path(), &target) {
+                panic!("copy {}: {e}", entry.path().display());
+            }
+        }
+    }
+}
+
+#[test]
+fn acknowledged_writes_survive_a_crash_exactly_once() {
+    const N: i64 = 300;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let image = tempfile::tempdir().expect("tempdir");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let store = Arc::new(open(dir.path()));
+    let acked = rt.block_on(async {
+        let tasks: Vec<_> = (0..N)
+            .map(|i| {
+                let s = Arc::clone(&store);
+                tokio::spawn(async move {
+                    let dedup = (i % 2 == 0).then_some(i);
+                    let out = s
+                        .append(peer(1 + i % 3, 10 + i % 5, dedup, &format!("m{i}")))
+                        .await
+                        .expect("append");
+                    (i, out)
+                })
+            })
+            .collect();
+        let mut acked = Vec::new();
+        for t in tasks {
+            acked.push(t.await.expect("join"));
+        }
+        acked
+    });
+    rt.block_on(store.set_sync_key(q(1), 77)).expect("set");
+    let device = rt
+        .block_on(store.device_number("crash", 1))
+        .expect("number");
+    // The process "dies" now: the running store is never closed or dropped.
+    crash_image(
+        &dir.path().join(layout::DATA_DIR),
+        &image.path().join(layout::DATA_DIR),
+    );
+    std::mem::forget(store);
+
+    let store = open(image.path());
+    rt.block_on(async {
+        let mut total = 0;
+        for uid in (1..=3).chain(10..15) {
+            let got = all_ids(&store, uid).await;
+            assert_eq!(
+                got,
+                (1..=got.len() as i64).collect::<Vec<_>>(),
+                "queue {uid}"
+            );
+            total += got.len() as i64;
+        }
+        assert_eq!(total, 2 * N, "every acknowledged entry, none twice");
+        for (i, out) in &acked {
+            let receiver = 10 + i % 5;
+            let w = store
+                .window(q(receiver), out.placed[0].msgid - 1, 1)
+                .await
+                .expect("window");
+            assert_eq!(w.messages[0].body, format!("m{i}").as_bytes());
+            if i % 2 == 0 {
+                let again = store
+                    .append(peer(1 + i % 3, receiver, Some(*i), "resend"))
+                    .await
+                    .expect("resend");
+                assert!(again.duplicate, "dedup record of {i} survived");
+                assert_eq!(again.placed, out.placed);
+            }
+        }
+        assert_eq!(store.sync_key(q(1)).await.expect("key"), 77);
+        assert_eq!(
+            store.device_number("crash", 1).await.expect("number"),
+            device
+        );
+        assert_ne!(
+            store.device_number("other", 1).await.expect("number"),
+            device
+        );
+    });
+}
+
+/// One-off measurement of the group-commit path:
+/// `cargo test -p ferry-im --release --lib store::fjall::tests::throughput -- --ignored --nocapture`
+#[test]
+#[ignore = "measurement, run explicitly in release mode"]
+fn throughput_100_concurrent_peer_writers() {
+    const WRITERS: i64 = 100;
+    const USERS: i64 = 1000;
+    let secs: u64 = std::env::var("FERRY_BENCH_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let store = Arc::new(open(dir.path()));
+    let body = "b".repeat(100);
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let start = Instant::now();
+    let latencies = rt.block_on(async {
+        let tasks: Vec<_> = (0..WRITERS)
+            .map(|w| {
+                let s = Arc::clone(&store);
+                let body = body.clone();
+                tokio::spawn(async move {
+                    let mut lat = Vec::new();
+                    let mut i = 0i64;
+                    while Instant::now() < deadline {
+                        let receiver = USERS + (w * 7919 + i * 104_729) % USERS;
+                        let t0 = Instant::now();
+                        s.append(peer(w, receiver, Some(i), &body))
+                            .await
+                            .expect("append");
+                        lat.push(t0.elapsed());
+                        i += 1;
+                    }
+                    lat
+                })
+            })
+            .collect();
+        let mut all = Vec::new();
+        for t in tasks {
+            all.extend(t.await.expect("join"));
+        }
+        all
+    });
+    let elapsed = start.elapsed();
+    let mut lat = latencies;
+    lat.sort();
+    let n = lat.len();
+    let pct = |p: f64| lat[((n as f64 * p) as usize).min(n - 1)];
+    let stats = store.stats();
+    println!(
+        "appends={n} in {:.2?}: {:.0} appends/s, avg batch {:.1} requests, p50 {:?}, p99 {:?}, max {:?}",
+        elapsed,
+        n as f64 / elapsed.as_secs_f64(),
+        stats.requests as f64 / stats.batches.max(1) as f64,
+        pct(0.50),
+        pct(0.99),
+        lat[n - 1],
+    );
+}

@@ -1,0 +1,110 @@
+//! imr HTTP API (spec §6.2 plus health/stats):
+//!
+//! * `GET /online?appid=&uid=` → `{"online": true|false}`
+//! * `GET /all_online` → `[{"appid": N, "users": [uid…]}, …]` (every subscribed user)
+//! * `GET /health` → `{"status":"ok","links":N,"redis":"up"|"down"|"disabled","push_buffered":N}`
+//! * `GET /stats` → all counters
+//!
+//! Bad parameters → 400 `{"meta":{"code":400,"message":"…"}}`.
+
+use crate::server::Shared;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Serialize;
+use serde_json::json;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+pub(crate) fn router(sh: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/online", get(online))
+        .route("/all_online", get(all_online))
+        .route("/health", get(health))
+        .route("/stats", get(stats))
+        .with_state(sh)
+}
+
+fn bad_request(message: impl Into<String>) -> Response {
+    (
+        StatusCode::BAD_REQUEST,
+        Json(json!({"meta": {"code": 400, "message": message.into()}})),
+    )
+        .into_response()
+}
+
+fn int_param(q: &HashMap<String, String>, name: &str) -> Result<i64, String> {
+    match q.get(name) {
+        None => Err(format!("missing parameter {name}")),
+        Some(v) => v
+            .trim()
+            .parse::<i64>()
+            .map_err(|_| format!("parameter {name} must be an integer")),
+    }
+}
+
+async fn online(
+    State(sh): State<Arc<Shared>>,
+    q: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> Response {
+    let Ok(Query(q)) = q else {
+        return bad_request("malformed query string");
+    };
+    match (int_param(&q, "appid"), int_param(&q, "uid")) {
+        (Ok(appid), Ok(uid)) => {
+            Json(json!({"online": sh.registry.is_online(appid, uid)})).into_response()
+        }
+        (Err(e), _) | (_, Err(e)) => bad_request(e),
+    }
+}
+
+#[derive(Serialize)]
+struct AppUsers {
+    appid: i64,
+    users: Vec<i64>,
+}
+
+async fn all_online(State(sh): State<Arc<Shared>>) -> Json<Vec<AppUsers>> {
+    Json(
+        sh.registry
+            .all_users()
+            .into_iter()
+            .map(|(appid, users)| AppUsers {
+                appid,
+                users: users.into_iter().collect(),
+            })
+            .collect(),
+    )
+}
+
+#[derive(Serialize)]
+struct Health {
+    status: &'static str,
+    links: usize,
+    redis: &'static str,
+    push_buffered: u64,
+}
+
+async fn health(State(sh): State<Arc<Shared>>) -> Json<Health> {
+    let redis = if sh.push.is_none() {
+        "disabled"
+    } else if sh.stats.redis_up.load(Ordering::Relaxed) {
+        "up"
+    } else {
+        "down"
+    };
+    Json(Health {
+        status: "ok",
+        links: sh.registry.len(),
+        redis,
+        push_buffered: sh.stats.push_buffered.load(Ordering::Relaxed),
+    })
+}
+
+async fn stats(State(sh): State<Arc<Shared>>) -> Json<crate::stats::StatsSnapshot> {
+    Json(sh.stats.snapshot())
+}
