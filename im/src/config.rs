@@ -24,9 +24,16 @@ pub struct ImOptions {
     /// Directory of the embedded store and the generated JWT secret [default: ./data].
     #[arg(long, env = "FERRY_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
-    /// Shared store URL (redis://…); without it the embedded store is used.
+    /// Message store: `fjall` (embedded, default), `sqlite` (embedded), or a
+    /// shared Redis `redis://host:port/db` / `redis+cluster://h1:p1,h2:p2`.
     #[arg(long, env = "FERRY_STORE")]
     pub store: Option<String>,
+    /// Newest messages kept per queue in the Redis store, 0 = no limit [default: 100000].
+    #[arg(long, env = "FERRY_RETENTION_COUNT")]
+    pub retention_count: Option<usize>,
+    /// Days a message is kept in the Redis store, 0 = no limit [default: 30].
+    #[arg(long, env = "FERRY_RETENTION_DAYS")]
+    pub retention_days: Option<u64>,
     /// Comma-separated imr addresses; without it the node runs alone.
     #[arg(long, env = "FERRY_IMR")]
     pub imr: Option<String>,
@@ -87,13 +94,53 @@ pub enum ConfigError {
     Invalid(String),
 }
 
-/// Resolved configuration.
-#[derive(Debug, Clone)]
+/// Which message store a node uses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreSpec {
+    /// fjall LSM tree under `<data-dir>/fjall` (the default).
+    Fjall,
+    /// SQLite (WAL) at `<data-dir>/ferry.db`.
+    Sqlite,
+    /// Shared Redis store, standalone (`redis://`, `rediss://`) or cluster
+    /// (`redis+cluster://`).
+    Redis(String),
+}
+
+impl StoreSpec {
+    /// Parses a `--store` value.
+    pub fn parse(s: &str) -> Result<StoreSpec, ConfigError> {
+        match s.trim() {
+            "" | "fjall" | "embedded" => Ok(StoreSpec::Fjall),
+            "sqlite" => Ok(StoreSpec::Sqlite),
+            u if u.starts_with("redis://")
+                || u.starts_with("rediss://")
+                || u.starts_with("redis+cluster://") =>
+            {
+                Ok(StoreSpec::Redis(u.to_string()))
+            }
+            other => Err(ConfigError::Invalid(format!(
+                "--store {other:?}: expected fjall, sqlite, redis://… or redis+cluster://…"
+            ))),
+        }
+    }
+
+    /// True for the stores every node of a cluster can read.
+    pub fn is_shared(&self) -> bool {
+        matches!(self, StoreSpec::Redis(_))
+    }
+}
+
+/// Resolved configuration. Its `Debug` output never shows secrets.
+#[derive(Clone)]
 pub struct ImConfig {
     pub listen: SocketAddr,
     pub http_listen: SocketAddr,
     pub data_dir: PathBuf,
-    pub store: Option<String>,
+    pub store: StoreSpec,
+    /// Redis store retention: newest messages kept per queue (0 = unlimited).
+    pub retention_count: usize,
+    /// Redis store retention by age (zero = unlimited).
+    pub retention_age: Duration,
     pub imr: Vec<String>,
     pub link_secret: Option<String>,
     pub link_buffer: usize,
@@ -122,7 +169,9 @@ impl ImOptions {
                 .http_listen
                 .unwrap_or_else(|| ([127, 0, 0, 1], 6666).into()),
             data_dir: o.data_dir.unwrap_or_else(|| PathBuf::from("./data")),
-            store: o.store.filter(|s| !s.is_empty()),
+            store: StoreSpec::parse(o.store.as_deref().unwrap_or(""))?,
+            retention_count: o.retention_count.unwrap_or(100_000),
+            retention_age: Duration::from_secs(o.retention_days.unwrap_or(30) * 24 * 3600),
             imr: o
                 .imr
                 .map(|s| {
@@ -156,6 +205,8 @@ impl ImOptions {
             http_listen: self.http_listen.or(f.http_listen),
             data_dir: self.data_dir.or(f.data_dir),
             store: self.store.or(f.store),
+            retention_count: self.retention_count.or(f.retention_count),
+            retention_days: self.retention_days.or(f.retention_days),
             imr: self.imr.or(f.imr),
             link_secret: self.link_secret.or(f.link_secret),
             link_buffer: self.link_buffer.or(f.link_buffer),
@@ -183,6 +234,48 @@ fn read_file(path: &Path) -> Result<ImOptions, ConfigError> {
     })
 }
 
+impl std::fmt::Debug for ImConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let set = |o: &Option<String>| if o.is_some() { "<set>" } else { "<none>" };
+        f.debug_struct("ImConfig")
+            .field("listen", &self.listen)
+            .field("http_listen", &self.http_listen)
+            .field("data_dir", &self.data_dir)
+            .field("store", &redacted_store(&self.store))
+            .field("imr", &self.imr)
+            .field("link_secret", &set(&self.link_secret))
+            .field("auth", &self.auth)
+            .field("jwt_secret", &set(&self.jwt_secret))
+            .field("redis", &redact_url(&self.redis))
+            .field("kefu_appid", &self.kefu_appid)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("api_token", &set(&self.api_token))
+            .finish_non_exhaustive()
+    }
+}
+
+pub fn redacted_store(s: &StoreSpec) -> String {
+    match s {
+        StoreSpec::Redis(u) => redact_url(u),
+        other => format!("{other:?}"),
+    }
+}
+
+/// The URL with any password replaced by `***`, for logs.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
+            format!("{scheme}://{user}:***@{host}{path}")
+        }
+        None => url.to_string(),
+    }
+}
+
 impl ImConfig {
     fn validate(&self) -> Result<(), ConfigError> {
         if self.api_token.is_none() && !self.http_listen.ip().is_loopback() {
@@ -206,9 +299,9 @@ impl ImConfig {
                 "--outbox-bytes must be at least 65536".into(),
             ));
         }
-        if self.store.is_some() {
+        if !self.imr.is_empty() && !self.store.is_shared() {
             return Err(ConfigError::Invalid(
-                "--store (shared Redis store) is not available in this build yet; omit it to use the embedded store".into(),
+                "--imr needs a shared store (--store redis://… or redis+cluster://…): a user's messages must be readable on every im node".into(),
             ));
         }
         Ok(())

@@ -2,11 +2,13 @@
 
 use crate::auth::{Authenticator, JwtAuth, RedisAuth, load_or_create_secret};
 use crate::cluster::{Cluster, NodeInbound};
-use crate::config::{AuthMethod, ImConfig};
+use crate::config::{AuthMethod, ImConfig, StoreSpec, redact_url};
 use crate::connection;
 use crate::http;
 use crate::node::Node;
-use crate::store::{SqliteOptions, SqliteStore, Store};
+use crate::store::{
+    FjallOptions, FjallStore, RedisStore, RedisStoreOptions, SqliteOptions, SqliteStore, Store,
+};
 use bytes::Bytes;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -16,8 +18,14 @@ use tokio::net::{TcpListener, TcpSocket};
 /// Startup failures, each naming what could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("cannot open the embedded store in {dir}: {message}")]
-    Store { dir: String, message: String },
+    #[error("cannot open the {what} store in {dir}: {message}")]
+    Store {
+        what: &'static str,
+        dir: String,
+        message: String,
+    },
+    #[error("cannot open the Redis store at {url}: {message}")]
+    SharedStore { url: String, message: String },
     #[error("cannot load the JWT secret from {dir}: {source}")]
     Secret { dir: String, source: std::io::Error },
     #[error("cannot connect to Redis for token auth: {0}")]
@@ -47,18 +55,7 @@ pub fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
 /// the store.
 pub async fn run(cfg: ImConfig, shutdown: impl Future<Output = ()>) -> Result<(), StartError> {
     let dir = cfg.data_dir.display().to_string();
-    let store = SqliteStore::open(
-        &cfg.data_dir,
-        SqliteOptions {
-            dedup_window: cfg.dedup_window,
-            ..SqliteOptions::default()
-        },
-    )
-    .map_err(|e| StartError::Store {
-        dir: dir.clone(),
-        message: e.to_string(),
-    })?;
-    let store: Arc<dyn Store> = Arc::new(store);
+    let store = open_store(&cfg).await?;
     let auth = match cfg.auth {
         AuthMethod::Jwt => {
             let key = load_or_create_secret(cfg.jwt_secret.as_deref(), &cfg.data_dir).map_err(
@@ -93,6 +90,7 @@ pub async fn run(cfg: ImConfig, shutdown: impl Future<Output = ()>) -> Result<()
         tcp = %node.cfg.listen,
         http = %node.cfg.http_listen,
         data_dir = %dir,
+        store = %crate::config::redacted_store(&node.cfg.store),
         auth = ?node.cfg.auth,
         "ferry im started"
     );
@@ -109,6 +107,51 @@ pub async fn run(cfg: ImConfig, shutdown: impl Future<Output = ()>) -> Result<()
         tracing::warn!(error = %e, "closing the store failed");
     }
     Ok(())
+}
+
+/// Opens the store `--store` names. Embedded stores live in the data dir.
+async fn open_store(cfg: &ImConfig) -> Result<Arc<dyn Store>, StartError> {
+    let dir = cfg.data_dir.display().to_string();
+    let embedded = |what: &'static str| {
+        let dir = dir.clone();
+        move |e: crate::store::StoreError| StartError::Store {
+            what,
+            dir,
+            message: e.to_string(),
+        }
+    };
+    Ok(match &cfg.store {
+        StoreSpec::Fjall => {
+            let opts = FjallOptions {
+                dedup_window: cfg.dedup_window,
+                ..FjallOptions::default()
+            };
+            Arc::new(FjallStore::open(&cfg.data_dir, opts).map_err(embedded("fjall"))?)
+        }
+        StoreSpec::Sqlite => {
+            let opts = SqliteOptions {
+                dedup_window: cfg.dedup_window,
+                ..SqliteOptions::default()
+            };
+            Arc::new(SqliteStore::open(&cfg.data_dir, opts).map_err(embedded("sqlite"))?)
+        }
+        StoreSpec::Redis(url) => {
+            let opts = RedisStoreOptions {
+                dedup_window: cfg.dedup_window,
+                retention_count: cfg.retention_count,
+                retention_age: cfg.retention_age,
+                ..RedisStoreOptions::default()
+            };
+            let store =
+                RedisStore::connect(url, opts)
+                    .await
+                    .map_err(|e| StartError::SharedStore {
+                        url: redact_url(url),
+                        message: e.to_string(),
+                    })?;
+            Arc::new(store)
+        }
+    })
 }
 
 async fn accept_loop(node: Arc<Node>, listener: TcpListener) {

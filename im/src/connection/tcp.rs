@@ -24,6 +24,8 @@ use tokio::time::{Instant, sleep_until};
 
 const WRITE_HIGH_WATER: usize = 256 * 1024;
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long replies may take to drain once the connection is closing.
+const CLOSE_FLUSH: Duration = Duration::from_secs(5);
 
 pub async fn serve(node: Arc<Node>, mut stream: TcpStream, peer: SocketAddr) {
     let _ = stream.set_nodelay(true);
@@ -88,6 +90,7 @@ async fn drive(
             _ => idle_deadline,
         };
         tokio::select! {
+            biased;
             r = stream.writable(), if writing => {
                 if r.is_err() {
                     return "write_error";
@@ -97,13 +100,16 @@ async fn drive(
                 if r.is_err() {
                     return "read_error";
                 }
+                // Frames that arrived before a bad header are still handled,
+                // and every reply produced is flushed before the close.
+                let mut failure = None;
                 match read_frames(stream, &mut partial, &mut frames) {
-                    Ok(ReadOutcome::Eof) => return "eof",
+                    Ok(ReadOutcome::Eof) => failure = Some("eof"),
                     Ok(ReadOutcome::Data) => {}
                     Err(ReadError::Io(_)) => return "read_error",
                     Err(ReadError::Protocol(e)) => {
                         tracing::debug!(error = %e, "protocol error");
-                        return "protocol_error";
+                        failure = Some("protocol_error");
                     }
                 }
                 if !frames.is_empty() {
@@ -112,12 +118,17 @@ async fn drive(
                 for f in frames.drain(..) {
                     match session.handle(f, &mut w).await {
                         Control::Continue => {}
-                        Control::Close(r) => return r,
-                        Control::CloseAfterFlush(r) => {
-                            closing = Some(r);
+                        Control::Close(r) | Control::CloseAfterFlush(r) => {
+                            failure = failure.or(Some(r));
                             break;
                         }
                     }
+                }
+                frames.clear();
+                if let Some(r) = failure {
+                    closing = Some(r);
+                    let flush_by = Instant::now() + CLOSE_FLUSH;
+                    write_deadline = Some(write_deadline.map_or(flush_by, |d| d.min(flush_by)));
                 }
             }
             _ = outbox.notified() => {}
