@@ -2,6 +2,9 @@
 //! loopback ports, waits until they accept connections, and kills them on drop.
 #![allow(dead_code)]
 
+mod imr;
+pub use imr::{Imr, LINK_SECRET, cluster_im};
+
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -161,19 +164,21 @@ pub struct Redis {
 
 impl Redis {
     pub fn start() -> Redis {
+        Redis::start_with(&["--save", "", "--appendonly", "no"])
+    }
+
+    /// Starts with AOF on (`appendfsync always`): survives a restart.
+    pub fn start_durable() -> Redis {
+        Redis::start_with(&["--appendonly", "yes", "--appendfsync", "always"])
+    }
+
+    /// Starts with these persistence flags.
+    pub fn start_with(persistence: &[&str]) -> Redis {
         let tmp = tempfile::tempdir().expect("tempdir");
         let port = free_port();
         let mut child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(persistence)
             .arg("--dir")
             .arg(tmp.path())
             .stdout(Stdio::null())
