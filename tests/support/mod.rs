@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 mod imr;
+#[allow(unused_imports)]
 pub use imr::{Imr, LINK_SECRET, cluster_im};
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
