@@ -5,6 +5,7 @@ pub mod cluster;
 pub mod config;
 pub mod connection;
 pub mod http;
+pub mod limits;
 pub mod messaging;
 pub mod node;
 pub mod outbox;

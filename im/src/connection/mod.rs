@@ -1,4 +1,5 @@
 //! Client transports. Each drives a [`crate::session::Session`].
 
+pub mod guard;
 mod read;
 pub mod tcp;
