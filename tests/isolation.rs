@@ -214,3 +214,31 @@ async fn imr_refuses_links_failing_the_handshake() {
     imr.wait_online(7, 9);
     assert!(imr.log().contains("link refused: wrong link secret"));
 }
+
+/// Groups are not provisioned on this branch: every group is unknown, so a
+/// client can neither post to nor read any group, its app's or another's.
+#[tokio::test]
+async fn no_group_of_any_app_can_be_posted_to_or_read() {
+    use ferry_common::protocol::ack::STATUS_GROUP_NOT_EXIST;
+    use ferry_common::protocol::group_sync::GroupSyncKey;
+    let im = Im::start(&[]);
+    let mut a = login_app(&im, 8, 1, "a8").await;
+    let body = ferry_common::protocol::im::Im {
+        sender: 1,
+        receiver: 77,
+        timestamp: 0,
+        msgid: 1,
+        content: Bytes::from_static(b"into a group"),
+    }
+    .encode(2);
+    let seq = a.send(GROUP_IM, 0, body).await;
+    a.expect_refused(seq, STATUS_GROUP_NOT_EXIST).await;
+    let g = GroupSyncKey {
+        group_id: 77,
+        sync_key: 0,
+    };
+    a.send(SYNC_GROUP, 0, g.encode()).await;
+    a.expect(SYNC_GROUP_BEGIN).await;
+    a.expect(SYNC_GROUP_END).await;
+    a.assert_quiet().await;
+}
