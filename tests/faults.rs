@@ -333,3 +333,119 @@ async fn faults_under_load() {
     assert_eq!(twice, 0, "messages stored twice");
     assert_eq!(could_not_resync, 0, "receivers that could not resync");
 }
+
+/// A tmpfs mounted on the data dir's `fjall` directory; unmounted on drop.
+struct TinyFs(std::path::PathBuf);
+
+impl TinyFs {
+    fn mount(path: std::path::PathBuf, size: &str) -> Result<TinyFs, String> {
+        std::fs::create_dir_all(&path).map_err(|e| e.to_string())?;
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&path)
+            .output()
+            .map_err(|e| e.to_string())?;
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+        }
+        Ok(TinyFs(path))
+    }
+}
+
+impl Drop for TinyFs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// Disk full with the embedded fjall store: the write that does not fit gets
+/// no ACK, the log says why, and once space is freed the resend is stored
+/// once and the node goes on. Needs root (mount); as root it always runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disk_full_gives_no_ack_and_the_node_recovers_when_space_returns() {
+    let mut im = Im::prepare(&[]);
+    let fs = match TinyFs::mount(im.dir.join("fjall"), "16m") {
+        Ok(f) => f,
+        Err(e) if !nix_is_root() => {
+            eprintln!("skipped: mounting a tmpfs needs root ({e})");
+            return;
+        }
+        Err(e) => panic!("mount tmpfs: {e}"),
+    };
+    tokio::task::block_in_place(|| im.launch());
+    let mut tx = Raw::login(im.tcp, 1, "tx", 2).await;
+    tx.im(1, 2, 1, "before").await;
+    // Fill the filesystem but for a little room.
+    let filler = fs.0.join("filler");
+    let _ = std::process::Command::new("dd")
+        .args(["if=/dev/zero", "bs=64k"])
+        .arg(format!("of={}", filler.display()))
+        .stderr(std::process::Stdio::null())
+        .status();
+    let content = "z".repeat(8 * 1024);
+    let mut msgid = 2;
+    let unacked = loop {
+        let seq = tx.send_im(1, 2, msgid, &content).await;
+        match tx.next(Duration::from_secs(5)).await {
+            Ok(f) if f.cmd == ferry_common::protocol::command::METADATA => {
+                let a = tx.expect(ferry_common::protocol::command::ACK).await;
+                assert_eq!(ack_of(&a), (seq, Some(0)));
+                msgid += 1;
+                assert!(msgid < 10_000, "the disk never filled up");
+            }
+            Ok(f) => panic!("unexpected {f:?}"),
+            Err(End::Timeout) => break msgid,
+            Err(e) => panic!("connection lost: {e:?}"),
+        }
+    };
+    wait_until(
+        "the store failure log line",
+        Duration::from_secs(10),
+        || im.log().contains("store failed; message not acknowledged"),
+    )
+    .await;
+    let log = im.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("store failed"))
+        .unwrap_or_default();
+    eprintln!("disk full after {} ACKed messages: {line}", unacked - 1);
+    // No late, false ACK.
+    assert!(tx.barrier().await.is_empty());
+    std::fs::remove_file(&filler).expect("free space");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let seq = tx.send_im(1, 2, unacked, &content).await;
+        match tx.next(Duration::from_secs(5)).await {
+            Ok(f) if f.cmd == ferry_common::protocol::command::METADATA => {
+                let a = tx.expect(ferry_common::protocol::command::ACK).await;
+                assert_eq!(ack_of(&a), (seq, Some(0)));
+                break;
+            }
+            Ok(f) => panic!("unexpected {f:?}"),
+            Err(End::Timeout) => assert!(Instant::now() < deadline, "never recovered"),
+            Err(e) => panic!("connection lost: {e:?}"),
+        }
+    }
+    tx.im(1, 2, unacked + 1, "after").await;
+    let q = queue_of(im.tcp, 2).await;
+    assert_eq!(q.len() as i32, unacked + 1, "every ACKed message once");
+    assert_eq!(q.first().map(String::as_str), Some("before"));
+    assert_eq!(q.last().map(String::as_str), Some("after"));
+    im.kill();
+    drop(fs);
+}
+
+fn nix_is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(1) == Some("0"))
+        })
+        .unwrap_or(false)
+}

@@ -69,6 +69,24 @@ pub fn ferry_bin() -> &'static str {
 }
 
 impl Im {
+    /// Like [`Im::start`] without starting: the test can prepare the data
+    /// dir (e.g. mount a tiny filesystem on it), then call [`Im::launch`].
+    pub fn prepare(extra: &[&str]) -> Im {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        Im {
+            child: None,
+            dir: tmp.path().to_path_buf(),
+            _tmp: Some(tmp),
+            tcp: SocketAddr::from(([127, 0, 0, 1], free_port())),
+            http: SocketAddr::from(([127, 0, 0, 1], free_port())),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    pub fn launch(&mut self) {
+        self.spawn();
+    }
+
     /// Starts a single node with the test JWT secret and extra flags.
     pub fn start(extra: &[&str]) -> Im {
         let tmp = tempfile::tempdir().expect("tempdir");
