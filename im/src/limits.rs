@@ -153,11 +153,7 @@ impl Limits {
     }
 
     fn log(&self, why: Refusal, total: u64, limit_or_value: u64) {
-        let slot = &self.logged[why as usize];
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        if slot.swap(now, Ordering::Relaxed) == now {
+        if !once_per_second(&self.logged[why as usize]) {
             return;
         }
         match why {
@@ -174,6 +170,15 @@ impl Limits {
             ),
         }
     }
+}
+
+/// True at most once per wall-clock second per `slot`: keeps an attack
+/// from turning into a log flood (the counters still count every event).
+pub fn once_per_second(slot: &AtomicU64) -> bool {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    slot.swap(now, Ordering::Relaxed) != now
 }
 
 /// Resident set size of this process, from `/proc/self/status` (`VmRSS`).

@@ -8,13 +8,18 @@
 //! Both close with a reason the transport logs at info level, with the peer
 //! address, and count in the node's stats.
 
-use crate::limits::LimitsConfig;
+use crate::limits::{LimitsConfig, once_per_second};
 use crate::node::Stats;
 use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
 use tokio::time::Instant;
 
 pub const AUTH_TIMEOUT: &str = "auth_timeout";
 pub const FRAME_RATE_EXCEEDED: &str = "frame_rate_exceeded";
+
+/// Last second a close of each kind was logged (see [`once_per_second`]).
+static LOGGED_AUTH_TIMEOUT: AtomicU64 = AtomicU64::new(0);
+static LOGGED_RATE: AtomicU64 = AtomicU64::new(0);
 
 pub struct Guard {
     auth_deadline: Option<Instant>,
@@ -61,7 +66,9 @@ impl Guard {
         let expired = self.auth_deadline.is_some_and(|d| d <= Instant::now());
         if expired {
             Stats::add(&stats.auth_timeouts, 1);
-            tracing::info!(%peer, reason = AUTH_TIMEOUT, "closing a connection that did not log in");
+            if once_per_second(&LOGGED_AUTH_TIMEOUT) {
+                tracing::info!(%peer, reason = AUTH_TIMEOUT, total = Stats::get(&stats.auth_timeouts), "closing a connection that did not log in");
+            }
         }
         expired
     }
@@ -95,7 +102,9 @@ impl Guard {
         b.tokens -= n as f64;
         if b.tokens < 0.0 {
             Stats::add(&stats.rate_limited, 1);
-            tracing::info!(%peer, reason = FRAME_RATE_EXCEEDED, limit = b.per_sec, "closing a connection that sends too many frames");
+            if once_per_second(&LOGGED_RATE) {
+                tracing::info!(%peer, reason = FRAME_RATE_EXCEEDED, limit = b.per_sec, total = Stats::get(&stats.rate_limited), "closing a connection that sends too many frames");
+            }
             return Err(FRAME_RATE_EXCEEDED);
         }
         Ok(())
