@@ -158,7 +158,15 @@ async fn accept_loop(node: Arc<Node>, listener: TcpListener) {
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
-                tokio::spawn(connection::tcp::serve(node.clone(), stream, peer));
+                // Refused connections are dropped at once (counted and logged by `limits`).
+                let Ok(permit) = node.limits.admit(&node.stats) else {
+                    continue;
+                };
+                let node = node.clone();
+                tokio::spawn(async move {
+                    connection::tcp::serve(node, stream, peer).await;
+                    drop(permit);
+                });
             }
             Err(e) => {
                 // EMFILE and friends: keep serving the connections we have.

@@ -7,6 +7,7 @@
 //! stops reading stops being served and is dropped after `write_timeout`
 //! (or earlier, when its outbox overflows).
 
+use super::guard::Guard;
 use super::read::{ReadError, ReadOutcome, read_frames};
 use crate::node::{Node, Stats};
 use crate::outbox::{CloseReason, OutFrame, Outbox};
@@ -31,7 +32,7 @@ pub async fn serve(node: Arc<Node>, mut stream: TcpStream, peer: SocketAddr) {
     let _ = stream.set_nodelay(true);
     let outbox = Arc::new(Outbox::new(node.cfg.outbox_bytes));
     let mut session = Session::new(node.clone(), outbox.clone(), peer);
-    let reason = drive(&node, &stream, &mut session, &outbox).await;
+    let reason = drive(&node, &stream, &mut session, &outbox, peer).await;
     if reason == CloseReason::SlowConsumer.as_str() {
         Stats::add(&node.stats.slow_consumer_drops, 1);
     }
@@ -45,7 +46,9 @@ async fn drive(
     stream: &TcpStream,
     session: &mut Session,
     outbox: &Outbox,
+    peer: SocketAddr,
 ) -> &'static str {
+    let mut guard = Guard::new(&node.cfg.limits);
     let idle = node.cfg.idle_timeout;
     let mut w = Writer::default();
     let mut partial: Option<BytesMut> = None;
@@ -89,6 +92,7 @@ async fn drive(
             Some(d) if writing => d.min(idle_deadline),
             _ => idle_deadline,
         };
+        let deadline = guard.earliest(deadline);
         tokio::select! {
             biased;
             r = stream.writable(), if writing => {
@@ -112,6 +116,10 @@ async fn drive(
                         failure = Some("protocol_error");
                     }
                 }
+                if let Err(r) = guard.charge(frames.len(), &node.stats, peer) {
+                    frames.clear();
+                    failure = Some(r);
+                }
                 if !frames.is_empty() {
                     idle_deadline = Instant::now() + idle;
                 }
@@ -125,6 +133,9 @@ async fn drive(
                     }
                 }
                 frames.clear();
+                if session.is_authed() {
+                    guard.authenticated();
+                }
                 if let Some(r) = failure {
                     closing = Some(r);
                     let flush_by = Instant::now() + CLOSE_FLUSH;
@@ -133,6 +144,9 @@ async fn drive(
             }
             _ = outbox.notified() => {}
             _ = sleep_until(deadline) => {
+                if guard.auth_expired(&node.stats, peer) {
+                    return super::guard::AUTH_TIMEOUT;
+                }
                 return if writing && write_deadline.is_some_and(|d| d <= Instant::now()) {
                     "write_timeout"
                 } else {

@@ -13,6 +13,8 @@
 //!   SYNC_NOTIFY, like a client send.
 
 mod error;
+#[cfg(test)]
+mod fuzz;
 mod load;
 mod params;
 mod post;
