@@ -17,12 +17,15 @@
 #[cfg(test)]
 mod conformance;
 mod fjall;
+pub mod group;
+#[cfg(test)]
+mod group_conformance;
 mod redis;
 mod sqlite;
 
-pub use self::fjall::{FjallOptions, FjallStore};
-pub use self::redis::{RedisStore, RedisStoreOptions};
-pub use sqlite::{SqliteOptions, SqliteStore, StoreStats};
+pub use self::fjall::{FjallGroupStore, FjallOptions, FjallStore};
+pub use self::redis::{RedisGroupStore, RedisStore, RedisStoreOptions};
+pub use sqlite::{SqliteGroupStore, SqliteOptions, SqliteStore, StoreStats};
 
 use bytes::Bytes;
 use std::future::Future;

@@ -12,6 +12,7 @@
 //! was fsync'd. Reads use fjall's concurrent readers and never wait for the
 //! writer (except while it reopens the database after a failed batch).
 
+mod group;
 mod layout;
 mod reader;
 mod writer;
@@ -23,6 +24,7 @@ use crate::store::{
     AppendOutcome, AppendRequest, QueueId, Store, StoreError, StoreFuture, StoreStats,
     StoredMessage, Window,
 };
+pub use group::FjallGroupStore;
 use layout::Db;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
