@@ -4,6 +4,7 @@ pub mod auth;
 pub mod cluster;
 pub mod config;
 pub mod connection;
+pub mod groups;
 pub mod http;
 pub mod messaging;
 pub mod node;
