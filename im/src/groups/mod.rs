@@ -49,7 +49,21 @@ impl Groups {
 
     /// The group from the cache, loading it on a miss.
     pub async fn get(&self, appid: i64, gid: i64) -> Result<Option<Arc<Group>>, StoreError> {
-        if let Some(g) = self.cached(appid, gid) {
+        self.get_version(appid, gid, None).await
+    }
+
+    /// Like [`Groups::get`], but a cached copy is used only if it has
+    /// `version` (from a fresh [`GroupStore::standing`] read): then the
+    /// member list is exact even if an invalidation is still on its way.
+    pub async fn get_version(
+        &self,
+        appid: i64,
+        gid: i64,
+        version: Option<i64>,
+    ) -> Result<Option<Arc<Group>>, StoreError> {
+        if let Some(g) = self.cached(appid, gid)
+            && version.is_none_or(|v| v == g.version)
+        {
             return Ok(Some(g));
         }
         let epoch = self.epoch.load(Ordering::Acquire);

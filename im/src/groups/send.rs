@@ -15,6 +15,14 @@
 //! only after the store confirmed every queue. Fan-outs of one group are
 //! serialised per node (striped lock) so all members see one order.
 //!
+//! # Membership
+//!
+//! A client send first reads the sender's standing and the group's version
+//! from the store (one point read); the cached member list is used only if
+//! its version matches, else the group is reloaded. A change made on any
+//! node therefore applies to the very next client send on every node. HTTP
+//! sends use the cache, kept current by GROUP_CHANGED through the imrs.
+//!
 //! # Super groups
 //!
 //! One queue per group ([`group_queue`]), one entry per message; members
@@ -92,9 +100,13 @@ fn now_nanos() -> i64 {
 
 impl Node {
     pub async fn send_group(&self, s: GroupSend) -> Result<GroupSent, GroupSendError> {
+        let mut version = None;
         if s.check_sender {
-            // Fresh read: a mute or removal is effective the moment it is stored.
-            match self.groups.store.standing(s.appid, s.gid, s.sender).await? {
+            // Fresh read: a mute or removal is effective the moment it is
+            // stored, and its version tells whether the cached member list
+            // is current (every node, without waiting for GROUP_CHANGED).
+            let standing = self.groups.store.standing(s.appid, s.gid, s.sender).await?;
+            match standing {
                 Standing::NoGroup => return Err(GroupSendError::NoGroup),
                 Standing::NotMember { .. } => return Err(GroupSendError::NotMember),
                 Standing::Member { member, .. } if member.mute => {
@@ -102,8 +114,9 @@ impl Node {
                 }
                 Standing::Member { .. } => {}
             }
+            version = standing.version();
         }
-        let Some(group) = self.groups.get(s.appid, s.gid).await? else {
+        let Some(group) = self.groups.get_version(s.appid, s.gid, version).await? else {
             return Err(GroupSendError::NoGroup);
         };
         let members: Vec<i64> = group.members.iter().map(|m| m.uid).collect();

@@ -125,6 +125,7 @@ impl Session {
             Standing::Member {
                 is_super: true,
                 member,
+                ..
             } => member,
             _ => return Ok(None),
         };

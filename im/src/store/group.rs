@@ -28,6 +28,10 @@ pub struct Group {
     pub gid: i64,
     pub is_super: bool,
     pub members: Vec<Member>,
+    /// Changes with every write to the group (random, never reused in
+    /// practice): a cached copy whose version matches a fresh
+    /// [`GroupStore::standing`] read is exact.
+    pub version: i64,
 }
 
 impl Group {
@@ -64,8 +68,38 @@ pub enum Update {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Standing {
     NoGroup,
-    NotMember { is_super: bool },
-    Member { is_super: bool, member: Member },
+    NotMember {
+        is_super: bool,
+        version: i64,
+    },
+    Member {
+        is_super: bool,
+        member: Member,
+        version: i64,
+    },
+}
+
+impl Standing {
+    /// The group's version, if it exists.
+    pub fn version(&self) -> Option<i64> {
+        match *self {
+            Standing::NoGroup => None,
+            Standing::NotMember { version, .. } | Standing::Member { version, .. } => Some(version),
+        }
+    }
+}
+
+/// A fresh group version: 63 random bits (a collision between two writes of
+/// one group is as likely as guessing a 63-bit key).
+pub(crate) fn new_version() -> i64 {
+    let mut b = [0u8; 8];
+    if getrandom::fill(&mut b).is_err() {
+        // No entropy source: fall back to the clock, still unique per write.
+        return std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as i64 & i64::MAX);
+    }
+    i64::from_le_bytes(b) & i64::MAX
 }
 
 /// Storage of groups; see the module docs.
@@ -75,7 +109,8 @@ pub trait GroupStore: Send + Sync + 'static {
     fn create(&self, g: NewGroup) -> StoreFuture<'_, Option<i64>>;
     /// The group with all members, `None` if it does not exist.
     fn group(&self, appid: i64, gid: i64) -> StoreFuture<'_, Option<Group>>;
-    /// One point read: does the group exist, is `uid` a member.
+    /// One point read: does the group exist, is `uid` a member, and the
+    /// group's current version.
     fn standing(&self, appid: i64, gid: i64, uid: i64) -> StoreFuture<'_, Standing>;
     /// Deletes the group and its members; false if it did not exist.
     fn delete(&self, appid: i64, gid: i64) -> StoreFuture<'_, bool>;

@@ -4,12 +4,13 @@
 //! read-modify-write operations; every change is one batch committed with
 //! `PersistMode::SyncAll`.
 //!
-//! Keyspaces: `groups`: `appid BE | gid BE` → `super u8`; `members`:
+//! Keyspaces: `groups`: `appid BE | gid BE` → `super u8 | version i64 BE`; `members`:
 //! `appid BE | gid BE | uid BE` → `joined i64 BE | mute u8`; `gmeta`:
 //! `next_gid` → last allocated gid.
 
 use crate::store::group::{
     Group, GroupStore, Member, NewGroup, Standing, Update, decode_member, encode_member,
+    new_version,
 };
 use crate::store::{StoreError, StoreFuture};
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
@@ -96,13 +97,32 @@ impl FjallGroupStore {
     }
 }
 
+fn group_value(is_super: bool) -> [u8; 9] {
+    let mut v = [0u8; 9];
+    v[0] = is_super as u8;
+    v[1..].copy_from_slice(&new_version().to_be_bytes());
+    v
+}
+
 impl Inner {
-    fn is_super(&self, appid: i64, gid: i64) -> Result<Option<bool>, StoreError> {
+    /// `(super, version)` of an existing group.
+    fn head(&self, appid: i64, gid: i64) -> Result<Option<(bool, i64)>, StoreError> {
         Ok(self
             .groups
             .get(group_key(appid, gid))
             .map_err(backend)?
-            .map(|v| v.first() == Some(&1)))
+            .map(|v| (v.first() == Some(&1), v.get(1..).and_then(be).unwrap_or(0))))
+    }
+
+    fn is_super(&self, appid: i64, gid: i64) -> Result<Option<bool>, StoreError> {
+        Ok(self.head(appid, gid)?.map(|h| h.0))
+    }
+
+    /// A batch that also gives the group a new version.
+    fn change(&self, appid: i64, gid: i64, is_super: bool) -> fjall::OwnedWriteBatch {
+        let mut b = self.db.batch();
+        b.insert(&self.groups, group_key(appid, gid), group_value(is_super));
+        b
     }
 
     fn member(&self, appid: i64, gid: i64, uid: i64) -> Result<Option<Member>, StoreError> {
@@ -142,7 +162,11 @@ impl Inner {
         if g.gid.is_none() {
             b.insert(&self.meta, NEXT_GID, gid.to_be_bytes());
         }
-        b.insert(&self.groups, group_key(g.appid, gid), [g.is_super as u8]);
+        b.insert(
+            &self.groups,
+            group_key(g.appid, gid),
+            group_value(g.is_super),
+        );
         for &uid in &g.members {
             b.insert(
                 &self.members,
@@ -155,7 +179,7 @@ impl Inner {
     }
 
     fn group(&self, appid: i64, gid: i64) -> Result<Option<Group>, StoreError> {
-        let Some(is_super) = self.is_super(appid, gid)? else {
+        let Some((is_super, version)) = self.head(appid, gid)? else {
             return Ok(None);
         };
         let mut members = Vec::new();
@@ -173,6 +197,7 @@ impl Inner {
             gid,
             is_super,
             members,
+            version,
         }))
     }
 
@@ -201,11 +226,15 @@ impl GroupStore for FjallGroupStore {
 
     fn standing(&self, appid: i64, gid: i64, uid: i64) -> StoreFuture<'_, Standing> {
         self.run(move |i| {
-            Ok(match i.is_super(appid, gid)? {
+            Ok(match i.head(appid, gid)? {
                 None => Standing::NoGroup,
-                Some(is_super) => match i.member(appid, gid, uid)? {
-                    Some(member) => Standing::Member { is_super, member },
-                    None => Standing::NotMember { is_super },
+                Some((is_super, version)) => match i.member(appid, gid, uid)? {
+                    Some(member) => Standing::Member {
+                        is_super,
+                        member,
+                        version,
+                    },
+                    None => Standing::NotMember { is_super, version },
                 },
             })
         })
@@ -223,10 +252,10 @@ impl GroupStore for FjallGroupStore {
         joined: i64,
     ) -> StoreFuture<'_, Update> {
         self.run(move |i| {
-            if i.is_super(appid, gid)?.is_none() {
+            let Some(is_super) = i.is_super(appid, gid)? else {
                 return Ok(Update::NoGroup);
-            }
-            let mut b = i.db.batch();
+            };
+            let mut b = i.change(appid, gid, is_super);
             for uid in uids {
                 if i.member(appid, gid, uid)?.is_none() {
                     b.insert(
@@ -243,10 +272,10 @@ impl GroupStore for FjallGroupStore {
 
     fn remove_member(&self, appid: i64, gid: i64, uid: i64) -> StoreFuture<'_, Update> {
         self.run(move |i| {
-            if i.is_super(appid, gid)?.is_none() {
+            let Some(is_super) = i.is_super(appid, gid)? else {
                 return Ok(Update::NoGroup);
-            }
-            let mut b = i.db.batch();
+            };
+            let mut b = i.change(appid, gid, is_super);
             b.remove(&i.members, member_key(appid, gid, uid));
             i.commit(b)?;
             Ok(Update::Done)
@@ -255,13 +284,13 @@ impl GroupStore for FjallGroupStore {
 
     fn set_mute(&self, appid: i64, gid: i64, uid: i64, mute: bool) -> StoreFuture<'_, Update> {
         self.run(move |i| {
-            if i.is_super(appid, gid)?.is_none() {
+            let Some(is_super) = i.is_super(appid, gid)? else {
                 return Ok(Update::NoGroup);
-            }
+            };
             let Some(m) = i.member(appid, gid, uid)? else {
                 return Ok(Update::NoMember);
             };
-            let mut b = i.db.batch();
+            let mut b = i.change(appid, gid, is_super);
             b.insert(
                 &i.members,
                 member_key(appid, gid, uid),
@@ -277,8 +306,7 @@ impl GroupStore for FjallGroupStore {
             if i.is_super(appid, gid)?.is_none() {
                 return Ok(Update::NoGroup);
             }
-            let mut b = i.db.batch();
-            b.insert(&i.groups, group_key(appid, gid), [1u8]);
+            let b = i.change(appid, gid, true);
             i.commit(b)?;
             Ok(Update::Done)
         })

@@ -1,32 +1,32 @@
 //! [`GroupStore`] on Redis, beside the queues. Per group two keys with the
 //! hash tag `{g<appid>:<gid>}` (one Cluster slot, so each Lua script below is
-//! atomic): `<prefix>:{g7:3110}:info` HASH (`super` = 0|1) and
+//! atomic): `<prefix>:{g7:3110}:info` HASH (`super` = 0|1, `ver` = version) and
 //! `<prefix>:{g7:3110}:m` HASH uid → `"<joined>,<mute>"`. Allocated ids come
 //! from `INCR <prefix>:groups:next_gid`, skipping ids already taken.
 
 use super::{RedisStore, rerr};
-use crate::store::group::{Group, GroupStore, Member, NewGroup, Standing, Update};
+use crate::store::group::{Group, GroupStore, Member, NewGroup, Standing, Update, new_version};
 use crate::store::{StoreError, StoreFuture};
 use ::redis::{AsyncCommands, Script};
 use std::sync::Arc;
 
 const CREATE: &str = r#"
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-redis.call('HSET', KEYS[1], 'super', ARGV[1])
-for i = 3, #ARGV do redis.call('HSET', KEYS[2], ARGV[i], ARGV[2]) end
+redis.call('HSET', KEYS[1], 'super', ARGV[2], 'ver', ARGV[1])
+for i = 4, #ARGV do redis.call('HSET', KEYS[2], ARGV[i], ARGV[3]) end
 return 1
 "#;
 
 const GET: &str = r#"
 local s = redis.call('HGET', KEYS[1], 'super')
 if not s then return false end
-return {s, redis.call('HGETALL', KEYS[2])}
+return {s, redis.call('HGET', KEYS[1], 'ver') or '0', redis.call('HGETALL', KEYS[2])}
 "#;
 
 const STANDING: &str = r#"
 local s = redis.call('HGET', KEYS[1], 'super')
 if not s then return false end
-return {s, redis.call('HGET', KEYS[2], ARGV[1]) or ''}
+return {s, redis.call('HGET', KEYS[1], 'ver') or '0', redis.call('HGET', KEYS[2], ARGV[1]) or ''}
 "#;
 
 const DELETE: &str = r#"
@@ -37,28 +37,31 @@ return 1
 
 const ADD: &str = r#"
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-for i = 2, #ARGV do redis.call('HSETNX', KEYS[2], ARGV[i], ARGV[1]) end
+redis.call('HSET', KEYS[1], 'ver', ARGV[1])
+for i = 3, #ARGV do redis.call('HSETNX', KEYS[2], ARGV[i], ARGV[2]) end
 return 1
 "#;
 
 const REMOVE: &str = r#"
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-redis.call('HDEL', KEYS[2], ARGV[1])
+redis.call('HSET', KEYS[1], 'ver', ARGV[1])
+redis.call('HDEL', KEYS[2], ARGV[2])
 return 1
 "#;
 
 const MUTE: &str = r#"
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-local v = redis.call('HGET', KEYS[2], ARGV[1])
+local v = redis.call('HGET', KEYS[2], ARGV[2])
 if not v then return 2 end
+redis.call('HSET', KEYS[1], 'ver', ARGV[1])
 local joined = string.match(v, '^(%-?%d+)') or '0'
-redis.call('HSET', KEYS[2], ARGV[1], joined .. ',' .. ARGV[2])
+redis.call('HSET', KEYS[2], ARGV[2], joined .. ',' .. ARGV[3])
 return 1
 "#;
 
 const UPGRADE: &str = r#"
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-redis.call('HSET', KEYS[1], 'super', '1')
+redis.call('HSET', KEYS[1], 'super', '1', 'ver', ARGV[1])
 return 1
 "#;
 
@@ -134,7 +137,10 @@ impl RedisGroupStore {
         gid: i64,
         args: Vec<String>,
     ) -> Result<Update, StoreError> {
-        let r: i64 = self.eval(script, appid, gid, args).await?;
+        // ARGV[1] of every change script is the group's new version.
+        let mut all = vec![new_version().to_string()];
+        all.extend(args);
+        let r: i64 = self.eval(script, appid, gid, all).await?;
         Ok(match r {
             0 => Update::NoGroup,
             2 => Update::NoMember,
@@ -143,7 +149,11 @@ impl RedisGroupStore {
     }
 
     async fn do_create(&self, g: NewGroup) -> Result<Option<i64>, StoreError> {
-        let mut args = vec![(g.is_super as u8).to_string(), format!("{},0", g.joined)];
+        let mut args = vec![
+            new_version().to_string(),
+            (g.is_super as u8).to_string(),
+            format!("{},0", g.joined),
+        ];
         args.extend(g.members.iter().map(|u| u.to_string()));
         if let Some(gid) = g.gid {
             let r: i64 = self.eval(&self.scripts.create, g.appid, gid, args).await?;
@@ -183,9 +193,11 @@ impl GroupStore for RedisGroupStore {
 
     fn group(&self, appid: i64, gid: i64) -> StoreFuture<'_, Option<Group>> {
         Box::pin(async move {
-            let r: Option<(String, Vec<String>)> =
+            let r: Option<(String, i64, Vec<String>)> =
                 self.eval(&self.scripts.get, appid, gid, vec![]).await?;
-            let Some((s, flat)) = r else { return Ok(None) };
+            let Some((s, version, flat)) = r else {
+                return Ok(None);
+            };
             let mut members: Vec<Member> = flat
                 .chunks_exact(2)
                 .filter_map(|kv| parse_member(kv[0].parse().ok()?, &kv[1]))
@@ -196,22 +208,27 @@ impl GroupStore for RedisGroupStore {
                 gid,
                 is_super: s == "1",
                 members,
+                version,
             }))
         })
     }
 
     fn standing(&self, appid: i64, gid: i64, uid: i64) -> StoreFuture<'_, Standing> {
         Box::pin(async move {
-            let r: Option<(String, String)> = self
+            let r: Option<(String, i64, String)> = self
                 .eval(&self.scripts.standing, appid, gid, vec![uid.to_string()])
                 .await?;
             Ok(match r {
                 None => Standing::NoGroup,
-                Some((s, v)) => {
+                Some((s, version, v)) => {
                     let is_super = s == "1";
                     match parse_member(uid, &v) {
-                        Some(member) => Standing::Member { is_super, member },
-                        None => Standing::NotMember { is_super },
+                        Some(member) => Standing::Member {
+                            is_super,
+                            member,
+                            version,
+                        },
+                        None => Standing::NotMember { is_super, version },
                     }
                 }
             })

@@ -2,7 +2,7 @@
 //! `synchronous=FULL`), one connection behind a mutex, every change one
 //! transaction.
 
-use crate::store::group::{Group, GroupStore, Member, NewGroup, Standing, Update};
+use crate::store::group::{Group, GroupStore, Member, NewGroup, Standing, Update, new_version};
 use crate::store::{StoreError, StoreFuture};
 use rusqlite::{Connection, OptionalExtension, params};
 use std::path::Path;
@@ -13,6 +13,7 @@ const FILE: &str = "groups.sqlite3";
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS groups (
   appid INTEGER NOT NULL, gid INTEGER NOT NULL, super INTEGER NOT NULL,
+  version INTEGER NOT NULL,
   PRIMARY KEY (appid, gid)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS members (
   appid INTEGER NOT NULL, gid INTEGER NOT NULL, uid INTEGER NOT NULL,
@@ -67,15 +68,30 @@ impl SqliteGroupStore {
     }
 }
 
-fn is_super(tx: &Connection, appid: i64, gid: i64) -> Result<Option<bool>, StoreError> {
+/// `(super, version)` of an existing group.
+fn head(tx: &Connection, appid: i64, gid: i64) -> Result<Option<(bool, i64)>, StoreError> {
     tx.query_row(
-        "SELECT super FROM groups WHERE appid = ?1 AND gid = ?2",
+        "SELECT super, version FROM groups WHERE appid = ?1 AND gid = ?2",
         params![appid, gid],
-        |r| r.get::<_, i64>(0),
+        |r| Ok((r.get::<_, i64>(0)? != 0, r.get::<_, i64>(1)?)),
     )
     .optional()
-    .map(|o| o.map(|s| s != 0))
     .map_err(backend)
+}
+
+fn is_super(tx: &Connection, appid: i64, gid: i64) -> Result<Option<bool>, StoreError> {
+    Ok(head(tx, appid, gid)?.map(|h| h.0))
+}
+
+/// Gives the group a new version; false if it does not exist.
+fn bump(tx: &Connection, appid: i64, gid: i64) -> Result<bool, StoreError> {
+    let n = tx
+        .execute(
+            "UPDATE groups SET version = ?3 WHERE appid = ?1 AND gid = ?2",
+            params![appid, gid, new_version()],
+        )
+        .map_err(backend)?;
+    Ok(n > 0)
 }
 
 fn member(tx: &Connection, appid: i64, gid: i64, uid: i64) -> Result<Option<Member>, StoreError> {
@@ -140,8 +156,8 @@ impl GroupStore for SqliteGroupStore {
                 }
             };
             tx.execute(
-                "INSERT INTO groups (appid, gid, super) VALUES (?1, ?2, ?3)",
-                params![g.appid, gid, g.is_super as i64],
+                "INSERT INTO groups (appid, gid, super, version) VALUES (?1, ?2, ?3, ?4)",
+                params![g.appid, gid, g.is_super as i64, new_version()],
             )
             .map_err(backend)?;
             add(tx, g.appid, gid, &g.members, g.joined)?;
@@ -151,7 +167,7 @@ impl GroupStore for SqliteGroupStore {
 
     fn group(&self, appid: i64, gid: i64) -> StoreFuture<'_, Option<Group>> {
         self.run(move |tx| {
-            let Some(is_super) = is_super(tx, appid, gid)? else {
+            let Some((is_super, version)) = head(tx, appid, gid)? else {
                 return Ok(None);
             };
             let mut st = tx
@@ -175,17 +191,22 @@ impl GroupStore for SqliteGroupStore {
                 gid,
                 is_super,
                 members,
+                version,
             }))
         })
     }
 
     fn standing(&self, appid: i64, gid: i64, uid: i64) -> StoreFuture<'_, Standing> {
         self.run(move |tx| {
-            Ok(match is_super(tx, appid, gid)? {
+            Ok(match head(tx, appid, gid)? {
                 None => Standing::NoGroup,
-                Some(is_super) => match member(tx, appid, gid, uid)? {
-                    Some(member) => Standing::Member { is_super, member },
-                    None => Standing::NotMember { is_super },
+                Some((is_super, version)) => match member(tx, appid, gid, uid)? {
+                    Some(member) => Standing::Member {
+                        is_super,
+                        member,
+                        version,
+                    },
+                    None => Standing::NotMember { is_super, version },
                 },
             })
         })
@@ -216,7 +237,7 @@ impl GroupStore for SqliteGroupStore {
         joined: i64,
     ) -> StoreFuture<'_, Update> {
         self.run(move |tx| {
-            if is_super(tx, appid, gid)?.is_none() {
+            if !bump(tx, appid, gid)? {
                 return Ok(Update::NoGroup);
             }
             add(tx, appid, gid, &uids, joined)?;
@@ -226,7 +247,7 @@ impl GroupStore for SqliteGroupStore {
 
     fn remove_member(&self, appid: i64, gid: i64, uid: i64) -> StoreFuture<'_, Update> {
         self.run(move |tx| {
-            if is_super(tx, appid, gid)?.is_none() {
+            if !bump(tx, appid, gid)? {
                 return Ok(Update::NoGroup);
             }
             tx.execute(
@@ -240,7 +261,7 @@ impl GroupStore for SqliteGroupStore {
 
     fn set_mute(&self, appid: i64, gid: i64, uid: i64, mute: bool) -> StoreFuture<'_, Update> {
         self.run(move |tx| {
-            if is_super(tx, appid, gid)?.is_none() {
+            if !bump(tx, appid, gid)? {
                 return Ok(Update::NoGroup);
             }
             let n = tx
@@ -261,8 +282,8 @@ impl GroupStore for SqliteGroupStore {
         self.run(move |tx| {
             let n = tx
                 .execute(
-                    "UPDATE groups SET super = 1 WHERE appid = ?1 AND gid = ?2",
-                    params![appid, gid],
+                    "UPDATE groups SET super = 1, version = ?3 WHERE appid = ?1 AND gid = ?2",
+                    params![appid, gid, new_version()],
                 )
                 .map_err(backend)?;
             Ok(if n == 0 {
