@@ -83,6 +83,28 @@ async fn expect_group_im(c: &mut Client, want: &str) -> (u8, Option<i64>) {
     }
 }
 
+/// Waits (bounded) until the imr has written `n` entries to
+/// `group_push_queue`, and returns them.
+fn wait_push_entries(redis: &Redis, n: usize) -> Vec<Value> {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let out = redis.cli(&["LRANGE", "group_push_queue", "0", "-1"]);
+        let entries: Vec<Value> = out
+            .lines()
+            .filter_map(|l| serde_json::from_str(l.trim()).ok())
+            .collect();
+        if entries.len() >= n {
+            return entries;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {n} group push entries after {WAIT:?}: {out}",
+            entries.len()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 struct Cluster {
     _redis: Redis,
     imr: Imr,
@@ -208,6 +230,14 @@ async fn super_group_sync_after_being_offline() {
     assert_eq!(id, Some(5));
     // Nothing in personal queues: one queue per group.
     assert_eq!(queue_len(&c.a, 2), 0);
+    // Offline push: one group_push_queue entry per message, listing only
+    // the member online nowhere (2), not the sender (1) or 3 (online).
+    let entries = tokio::task::block_in_place(|| wait_push_entries(&c._redis, 5));
+    for e in &entries {
+        assert_eq!(e["group_id"], 200, "{e}");
+        assert_eq!(e["receivers"], json!([2]), "{e}");
+        assert_eq!(e["sender"], 1, "{e}");
+    }
 
     // u2 was offline: syncs the group on node B from key 0.
     let mut u2 = login(&c.b, 2).await;
@@ -393,4 +423,11 @@ async fn ten_thousand_member_group_message_reaches_every_queue_once() {
         wrong.is_empty(),
         "queues without exactly one copy: {wrong:?}"
     );
+    // One push entry for the message (none for the resend), listing the
+    // 9,998 members online nowhere.
+    let entries = tokio::task::block_in_place(|| wait_push_entries(&c._redis, 1));
+    assert_eq!(entries.len(), 1);
+    let receivers = entries[0]["receivers"].as_array().expect("receivers");
+    assert_eq!(receivers.len(), (N - 2) as usize);
+    assert!(!receivers.contains(&json!(1)) && !receivers.contains(&json!(2)));
 }

@@ -154,11 +154,7 @@ impl Session {
         let mut after = 0;
         loop {
             let win = node.store.window(q, after, limit).await?;
-            let cut = win
-                .messages
-                .iter()
-                .rposition(|m| m.cmd == GROUP_IM && sent_at(m).is_some_and(|t| t < member.joined));
-            let Some(cut) = cut else {
+            let Some(cut) = join_cut(&win.messages, member.joined) else {
                 let new_key = win.messages.last().map_or(after, |m| m.msgid);
                 return Ok(Some((
                     win.messages,
@@ -176,8 +172,66 @@ impl Session {
     }
 }
 
+/// Index of the last GROUP_IM sent before `joined` (Unix seconds): it and
+/// everything older is history from before the member joined.
+fn join_cut(messages: &[StoredMessage], joined: i64) -> Option<usize> {
+    messages
+        .iter()
+        .rposition(|m| m.cmd == GROUP_IM && sent_at(m).is_some_and(|t| t < joined))
+}
+
 /// Timestamp (Unix seconds) of a stored GROUP_IM body (version 2 layout).
 fn sent_at(m: &StoredMessage) -> Option<i64> {
     let b = m.body.get(16..20)?;
     Some(i32::from_be_bytes(b.try_into().ok()?) as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferry_common::protocol::command::GROUP_NOTIFICATION;
+
+    fn msg(msgid: i64, cmd: u8, ts: i32) -> StoredMessage {
+        let body = if cmd == GROUP_IM {
+            Im {
+                sender: 1,
+                receiver: 9,
+                timestamp: ts,
+                msgid: 0,
+                content: bytes::Bytes::from_static(b"x"),
+            }
+            .encode(2)
+        } else {
+            bytes::Bytes::from_static(b"notification")
+        };
+        StoredMessage {
+            msgid,
+            cmd,
+            flag: 0,
+            device_id: 0,
+            body,
+        }
+    }
+
+    #[test]
+    fn key_zero_starts_after_the_last_message_before_joining() {
+        let joined = 1000;
+        let ms = vec![
+            msg(1, GROUP_IM, 990),
+            msg(2, GROUP_NOTIFICATION, 0),
+            msg(3, GROUP_IM, 999),
+            msg(4, GROUP_NOTIFICATION, 0),
+            msg(5, GROUP_IM, 1000),
+            msg(6, GROUP_IM, 1001),
+        ];
+        assert_eq!(join_cut(&ms, joined), Some(2));
+        // Sent in the joining second: kept.
+        assert_eq!(join_cut(&ms[4..], joined), None);
+        // Only notifications: nothing to cut by.
+        assert_eq!(join_cut(&[msg(1, GROUP_NOTIFICATION, 0)], joined), None);
+        // A truncated body is never mistaken for an old message.
+        let mut short = msg(1, GROUP_IM, 5);
+        short.body = short.body.slice(..10);
+        assert_eq!(join_cut(&[short], joined), None);
+    }
 }

@@ -257,9 +257,66 @@ mod fjall {
 
 mod redis_standalone {
     use super::Shared;
+    use crate::store::group::group_dedup_receiver;
     use crate::store::redis::test_server::RedisServer;
-    use crate::store::{RedisGroupStore, RedisStore, RedisStoreOptions};
+    use crate::store::{
+        AppendRequest, DedupKey, NewEntry, QueueId, RedisGroupStore, RedisStore, RedisStoreOptions,
+        Store,
+    };
     use std::sync::Arc;
+
+    /// Redis writes a fan-out queue by queue; a fan-out cut short (im or
+    /// Redis crash after some queues) is completed by the resend with the
+    /// same fan-out record, and no member gets a second copy.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn interrupted_fan_out_is_completed_once_by_the_resend() {
+        let server = tokio::task::spawn_blocking(RedisServer::start)
+            .await
+            .expect("start redis");
+        let store = RedisStore::connect(&server.url(), RedisStoreOptions::default())
+            .await
+            .expect("connect");
+        let key = DedupKey {
+            appid: 7,
+            sender: 1,
+            device_id: 3,
+            client_msgid: 42,
+            receiver: group_dedup_receiver(100),
+        };
+        let fan_out = |uids: &[i64]| AppendRequest {
+            entries: uids
+                .iter()
+                .map(|&uid| NewEntry {
+                    queue: QueueId { appid: 7, uid },
+                    cmd: 8,
+                    flag: 0,
+                    device_id: 3,
+                    body: bytes::Bytes::from_static(b"g"),
+                })
+                .collect(),
+            dedup: Some(key),
+        };
+        // The crash: only the first two members' queues were written.
+        let partial = store.append(fan_out(&[1, 2])).await.expect("partial");
+        let full = store.append(fan_out(&[1, 2, 3, 4])).await.expect("resend");
+        assert_eq!(full.placed[..2], partial.placed[..]);
+        for uid in 1..=4 {
+            let w = store
+                .window(QueueId { appid: 7, uid }, 0, 10)
+                .await
+                .expect("window");
+            assert_eq!(w.messages.len(), 1, "uid {uid}");
+        }
+        // A third try changes nothing.
+        store.append(fan_out(&[1, 2, 3, 4])).await.expect("again");
+        for uid in 1..=4 {
+            let w = store
+                .window(QueueId { appid: 7, uid }, 0, 10)
+                .await
+                .expect("w");
+            assert_eq!(w.messages.len(), 1, "uid {uid}");
+        }
+    }
 
     async fn fixture() -> (Shared, RedisServer) {
         let server = tokio::task::spawn_blocking(RedisServer::start)
