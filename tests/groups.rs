@@ -431,3 +431,42 @@ async fn ten_thousand_member_group_message_reaches_every_queue_once() {
     assert_eq!(receivers.len(), (N - 2) as usize);
     assert!(!receivers.contains(&json!(1)) && !receivers.contains(&json!(2)));
 }
+
+/// The default embedded store (fjall) on one node: normal and super groups,
+/// refusals for unknown groups and non-members.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn single_node_embedded_store() {
+    let node = Im::start(&[]);
+    ok(
+        node.http,
+        "POST",
+        "/groups",
+        &json!({"appid":APPID,"group_id":1,"members":[1,2]}).to_string(),
+    );
+    let v = ok(
+        node.http,
+        "POST",
+        "/groups",
+        &json!({"appid":APPID,"super":true,"members":[1,2]}).to_string(),
+    );
+    let sgid = v["data"]["group_id"].as_i64().expect("gid");
+    let u1 = login(&node, 1).await;
+    let mut u2 = login(&node, 2).await;
+    let u5 = login(&node, 5).await;
+    assert!(u1.send_group_im(1, "normal", 1).await.expect("ack").is_ok());
+    expect_group_im(&mut u2, "normal").await;
+    assert_eq!(queue_len(&node, 2), 1);
+    let ack = u1.send_group_im(sgid, "super", 2).await.expect("ack");
+    assert_eq!((ack.status, ack.flag), (0, SUPER_GROUP));
+    let (flag, id) = expect_group_im(&mut u2, "super").await;
+    assert_ne!(flag & SUPER_GROUP, 0);
+    assert_eq!(id, Some(1));
+    assert_eq!(
+        u1.send_group_im(999, "x", 3).await.expect("ack").status,
+        ferry_common::protocol::ack::STATUS_GROUP_NOT_EXIST
+    );
+    assert_eq!(
+        u5.send_group_im(1, "x", 1).await.expect("ack").status,
+        STATUS_NOT_GROUP_MEMBER
+    );
+}

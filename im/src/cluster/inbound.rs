@@ -69,6 +69,8 @@ impl Inbound for NodeInbound {
 
     fn on_gap(&self, link: usize) {
         let Some(node) = self.0.upgrade() else { return };
+        // GROUP_CHANGED frames may have been lost with the link.
+        node.groups.clear();
         tokio::spawn(notify_after_gap(node, link));
     }
 }

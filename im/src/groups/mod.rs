@@ -97,6 +97,14 @@ impl Groups {
         cache.remove(&(appid, gid));
     }
 
+    /// Drops every cached group (after an imr link gap, when GROUP_CHANGED
+    /// frames may have been lost).
+    pub fn clear(&self) {
+        let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        cache.clear();
+    }
+
     /// The ordering lock of a group (striped, so the set stays bounded).
     pub fn order_lock(&self, appid: i64, gid: i64) -> &tokio::sync::Mutex<()> {
         let h = (appid as u64)
