@@ -470,3 +470,45 @@ async fn single_node_embedded_store() {
         STATUS_NOT_GROUP_MEMBER
     );
 }
+
+/// The same 10,000-member fan-out on one node with the default embedded
+/// store (fjall): every queue once, resend included; prints the time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_member_group_on_the_embedded_store() {
+    const N: i64 = 10_000;
+    let node = Im::start(&[]);
+    let members: Vec<i64> = (1..=N).collect();
+    ok(
+        node.http,
+        "POST",
+        "/groups",
+        &json!({"appid":APPID,"group_id":400,"members":members}).to_string(),
+    );
+    let u1 = login(&node, 1).await;
+    let mut u2 = login(&node, 2).await;
+    let t = Instant::now();
+    let ack = u1.send_group_im(400, "fjall", 1).await.expect("ack");
+    let stored = t.elapsed();
+    assert!(ack.is_ok(), "{ack:?}");
+    expect_group_im(&mut u2, "fjall").await;
+    eprintln!(
+        "10,000-member normal group (fjall, one node): stored and pushed (ACK) after {stored:?}, received after {:?}",
+        t.elapsed()
+    );
+    assert!(
+        u1.send_group_im(400, "fjall", 1)
+            .await
+            .expect("ack")
+            .is_ok()
+    );
+    let wrong: Vec<i64> = tokio::task::block_in_place(|| {
+        (1..=N)
+            .filter(|&uid| queue_len(&node, uid) != 1)
+            .take(10)
+            .collect()
+    });
+    assert!(
+        wrong.is_empty(),
+        "queues without exactly one copy: {wrong:?}"
+    );
+}
