@@ -12,8 +12,11 @@
 //! node or of Redis is completed by the client's resend (it gets no ACK and
 //! resends the same msgid): queues already written return their original ids,
 //! the missing ones are written, nobody gets a second copy. The ACK is sent
-//! only after the store confirmed every queue. Fan-outs of one group are
-//! serialised per node (striped lock) so all members see one order.
+//! only after the store confirmed every queue. One order per group: the
+//! embedded stores apply requests one at a time ([`Store::orders_appends`]);
+//! on Redis, fan-outs of one group are serialised per node (striped lock).
+//!
+//! [`Store::orders_appends`]: crate::store::Store::orders_appends
 //!
 //! # Membership
 //!
@@ -157,8 +160,9 @@ impl Node {
             client_msgid: m,
             receiver: group_dedup_receiver(gid),
         });
-        // Held until every member was handed its copy: one order per group.
-        let _order = self.groups.order_lock(appid, gid).lock().await;
+        // Held until every member was handed its copy: one order per group
+        // (not needed when the store itself applies requests in order).
+        let _order = self.group_order(appid, gid).await;
         let out = self.store.append(AppendRequest { entries, dedup }).await?;
         let mut sender_placed = None;
         for (&uid, p) in members.iter().zip(&out.placed) {
@@ -249,6 +253,14 @@ impl Node {
             placed: Some(p),
             duplicate: out.duplicate,
         })
+    }
+
+    /// The group's fan-out lock, unless the store keeps the order itself.
+    async fn group_order(&self, appid: i64, gid: i64) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        if self.store.orders_appends() {
+            return None;
+        }
+        Some(self.groups.order_lock(appid, gid).lock().await)
     }
 
     /// Hands a super-group frame to this node's member connections: a
@@ -343,7 +355,7 @@ impl Node {
                 body: content.clone(),
             })
             .collect();
-        let _order = self.groups.order_lock(appid, gid).lock().await;
+        let _order = self.group_order(appid, gid).await;
         let out = self
             .store
             .append(AppendRequest {

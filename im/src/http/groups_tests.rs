@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::store::group::group_queue;
+use bytes::Bytes;
 use ferry_common::protocol::command::{GROUP_IM, GROUP_NOTIFICATION, SYNC_GROUP_NOTIFY};
 use ferry_common::protocol::group_sync::GroupSyncKey;
 
@@ -274,4 +275,48 @@ async fn group_notifications_normal_and_super() {
         )
         .await;
     assert_eq!(r.error(), (400, "group no member".to_string()));
+}
+
+/// Concurrent sends to one group land in the same order in every member's
+/// queue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_order_per_group_under_concurrent_sends() {
+    let api = Arc::new(start(None).await);
+    let members: Vec<i64> = (1..=20).collect();
+    create(&api, json!({"appid":7,"group_id":5,"members":members})).await;
+    let sends: Vec<_> = (0..30)
+        .map(|i| {
+            let api = api.clone();
+            tokio::spawn(async move {
+                let r = api
+                    .post(
+                        &format!(
+                            "/post_group_message?appid=7&sender={}&receiver=5",
+                            i % 20 + 1
+                        ),
+                        format!("m{i}").as_bytes(),
+                    )
+                    .await;
+                assert_eq!(r.status, 200);
+            })
+        })
+        .collect();
+    for s in sends {
+        s.await.expect("send");
+    }
+    let mut first: Option<Vec<Bytes>> = None;
+    for uid in 1..=20 {
+        let w = api
+            .node
+            .store
+            .window(QueueId { appid: 7, uid }, 0, 100)
+            .await
+            .expect("window");
+        let bodies: Vec<Bytes> = w.messages.iter().map(|m| m.body.slice(20..)).collect();
+        assert_eq!(bodies.len(), 30);
+        match &first {
+            None => first = Some(bodies),
+            Some(f) => assert_eq!(&bodies, f, "uid {uid}"),
+        }
+    }
 }

@@ -144,6 +144,13 @@ pub trait Store: Send + Sync + 'static {
     /// Device number for `(device_id, platform)`, allocated on first use and
     /// stable afterwards (spec §3.1 step 5); never two numbers for one device.
     fn device_number(&self, device_id: &str, platform: u8) -> StoreFuture<'_, i64>;
+    /// True when requests are applied one at a time in arrival order (one
+    /// writer), so two requests that share queues land in the same relative
+    /// order in every one of them: group fan-outs then need no lock of
+    /// their own to keep one order per group.
+    fn orders_appends(&self) -> bool {
+        false
+    }
     /// Flush and stop; later calls fail with [`StoreError::Closed`].
     fn close(&self) -> StoreFuture<'_, ()>;
 }

@@ -250,6 +250,11 @@ impl Store for SqliteStore {
         })
     }
 
+    /// The one writer thread applies requests in arrival order.
+    fn orders_appends(&self) -> bool {
+        true
+    }
+
     /// Idempotent: a second call (or a call after the writer died) returns
     /// `Ok` once the writer is gone.
     fn close(&self) -> StoreFuture<'_, ()> {
