@@ -512,3 +512,77 @@ async fn ten_thousand_member_group_on_the_embedded_store() {
         "queues without exactly one copy: {wrong:?}"
     );
 }
+
+/// Group delivery rate on one node (fjall): 10 senders and 90 receivers in
+/// a group of 100, each send waiting for its ACK, like gobelieve's
+/// `benchmark_group`. Measurement only (`cargo test --release --test groups
+/// -- --ignored --nocapture group_delivery_rate`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "measurement; run in release"]
+async fn group_delivery_rate() {
+    const PER_SENDER: usize = 300;
+    let node = Im::start(&[]);
+    let members: Vec<i64> = (1..=100).collect();
+    ok(
+        node.http,
+        "POST",
+        "/groups",
+        &json!({"appid":APPID,"group_id":500,"members":members}).to_string(),
+    );
+    let mut receivers = Vec::new();
+    for uid in 11..=100 {
+        receivers.push(login(&node, uid).await);
+    }
+    let mut senders = Vec::new();
+    for uid in 1..=10 {
+        senders.push(login(&node, uid).await);
+    }
+    let total = 10 * PER_SENDER;
+    let t = Instant::now();
+    let counting: Vec<_> = receivers
+        .into_iter()
+        .map(|mut c| {
+            tokio::spawn(async move {
+                let mut n = 0;
+                while n < total {
+                    match c.recv_timeout(Duration::from_secs(30)).await {
+                        Ok(Event::Message {
+                            msg: Message::GroupIm(_),
+                            ..
+                        })
+                        | Ok(Event::Synced {
+                            msg: Message::GroupIm(_),
+                            ..
+                        }) => n += 1,
+                        Ok(_) => {}
+                        Err(e) => panic!("receiver stopped after {n}: {e}"),
+                    }
+                }
+            })
+        })
+        .collect();
+    let sending: Vec<_> = senders
+        .into_iter()
+        .map(|c| {
+            tokio::spawn(async move {
+                for i in 0..PER_SENDER {
+                    let ack = c.send_group_im(500, "x", i as i32 + 1).await.expect("ack");
+                    assert!(ack.is_ok());
+                }
+            })
+        })
+        .collect();
+    for s in sending {
+        s.await.expect("sender");
+    }
+    let sent = t.elapsed();
+    for c in counting {
+        c.await.expect("receiver");
+    }
+    let all = t.elapsed();
+    let deliveries = 90 * total;
+    eprintln!(
+        "group of 100, 10 senders, 90 receivers: {total} messages sent in {sent:?}, {deliveries} deliveries in {all:?} = {:.0} deliveries/s",
+        deliveries as f64 / all.as_secs_f64()
+    );
+}
