@@ -8,6 +8,7 @@ pub mod connection;
 #[cfg(test)]
 #[path = "../../common/tests/fuzz_engine/mod.rs"]
 mod fuzz_engine;
+pub mod groups;
 pub mod http;
 pub mod limits;
 pub mod messaging;

@@ -56,20 +56,20 @@ fn now_nanos() -> i64 {
 }
 
 /// One frame addressed to one user, everywhere.
-struct UserFrame<'a> {
-    queue: QueueId,
-    cmd: u8,
-    flag: u8,
-    body: &'a Bytes,
+pub(crate) struct UserFrame<'a> {
+    pub(crate) queue: QueueId,
+    pub(crate) cmd: u8,
+    pub(crate) flag: u8,
+    pub(crate) body: &'a Bytes,
     /// Stored message: sent with METADATA and followed by SYNC_NOTIFY.
-    placed: Option<Placed>,
+    pub(crate) placed: Option<Placed>,
     /// Connections of this device are skipped (0 = none).
-    skip_device: i64,
+    pub(crate) skip_device: i64,
 }
 
 impl Node {
     /// Local connections first, then the other nodes through the imr.
-    fn to_user(&self, f: UserFrame<'_>) {
+    pub(crate) fn to_user(&self, f: UserFrame<'_>) {
         self.registry.deliver(f.queue.appid, f.queue.uid, |h| {
             if f.skip_device != 0 && h.device_id == f.skip_device {
                 return None;
@@ -97,7 +97,14 @@ impl Node {
     }
 
     /// Asks the receivers' imrs to queue offline pushes for those online nowhere.
-    fn offline_push(&self, appid: i64, receivers: &[i64], cmd: u8, flag: u8, body: &Bytes) {
+    pub(crate) fn offline_push(
+        &self,
+        appid: i64,
+        receivers: &[i64],
+        cmd: u8,
+        flag: u8,
+        body: &Bytes,
+    ) {
         if let Some(c) = &self.cluster {
             c.push(
                 appid,

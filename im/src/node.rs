@@ -3,9 +3,11 @@
 use crate::auth::Authenticator;
 use crate::cluster::Cluster;
 use crate::config::ImConfig;
+use crate::groups::Groups;
 use crate::registry::Registry;
 use crate::rooms::Rooms;
 use crate::store::Store;
+use crate::store::group::GroupStore;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -44,6 +46,8 @@ pub struct Node {
     pub auth: Authenticator,
     pub registry: Registry,
     pub rooms: Rooms,
+    /// Group membership cache and store.
+    pub groups: Groups,
     pub stats: Stats,
     /// Admission limits (connections per node and per user, memory guard).
     pub limits: std::sync::Arc<crate::limits::Limits>,
@@ -58,6 +62,7 @@ impl Node {
     pub fn new(
         cfg: ImConfig,
         store: Arc<dyn Store>,
+        groups: Arc<dyn GroupStore>,
         auth: Authenticator,
         cluster: Option<Cluster>,
     ) -> Node {
@@ -70,6 +75,7 @@ impl Node {
             auth,
             registry: Registry::default(),
             rooms: Rooms::default(),
+            groups: Groups::new(groups),
             stats: Stats::default(),
             cluster,
             node_tag: (u32::from_be_bytes(tag) & 0x7fff_ffff) as i64,

@@ -6,8 +6,10 @@ use crate::config::{AuthMethod, ImConfig, StoreSpec, redact_url};
 use crate::connection;
 use crate::http;
 use crate::node::Node;
+use crate::store::group::GroupStore;
 use crate::store::{
-    FjallOptions, FjallStore, RedisStore, RedisStoreOptions, SqliteOptions, SqliteStore, Store,
+    FjallGroupStore, FjallOptions, FjallStore, RedisGroupStore, RedisStore, RedisStoreOptions,
+    SqliteGroupStore, SqliteOptions, SqliteStore, Store,
 };
 use bytes::Bytes;
 use std::future::Future;
@@ -56,6 +58,7 @@ pub fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
 pub async fn run(cfg: ImConfig, shutdown: impl Future<Output = ()>) -> Result<(), StartError> {
     let dir = cfg.data_dir.display().to_string();
     let store = open_store(&cfg).await?;
+    let groups = open_group_store(&cfg).await?;
     let auth = match cfg.auth {
         AuthMethod::Jwt => {
             let key = load_or_create_secret(cfg.jwt_secret.as_deref(), &cfg.data_dir).map_err(
@@ -81,7 +84,7 @@ pub async fn run(cfg: ImConfig, shutdown: impl Future<Output = ()>) -> Result<()
             cfg.link_buffer,
         )
     });
-    let node = Arc::new(Node::new(cfg, store.clone(), auth, cluster));
+    let node = Arc::new(Node::new(cfg, store.clone(), groups, auth, cluster));
     let links = match &node.cluster {
         Some(c) => c.start(Arc::new(NodeInbound(Arc::downgrade(&node)))),
         None => Vec::new(),
@@ -150,6 +153,38 @@ async fn open_store(cfg: &ImConfig) -> Result<Arc<dyn Store>, StartError> {
                         message: e.to_string(),
                     })?;
             Arc::new(store)
+        }
+    })
+}
+
+/// Opens the group store matching `--store`: the embedded backends keep
+/// groups in their own small database in the data dir; Redis keeps them
+/// beside the queues (own connection, same key prefix).
+async fn open_group_store(cfg: &ImConfig) -> Result<Arc<dyn GroupStore>, StartError> {
+    let dir = cfg.data_dir.display().to_string();
+    let embedded = |what: &'static str| {
+        let dir = dir.clone();
+        move |e: crate::store::StoreError| StartError::Store {
+            what,
+            dir,
+            message: e.to_string(),
+        }
+    };
+    Ok(match &cfg.store {
+        StoreSpec::Fjall => {
+            Arc::new(FjallGroupStore::open(&cfg.data_dir).map_err(embedded("fjall group"))?)
+        }
+        StoreSpec::Sqlite => {
+            Arc::new(SqliteGroupStore::open(&cfg.data_dir).map_err(embedded("sqlite group"))?)
+        }
+        StoreSpec::Redis(url) => {
+            let store = RedisStore::connect(url, RedisStoreOptions::default())
+                .await
+                .map_err(|e| StartError::SharedStore {
+                    url: redact_url(url),
+                    message: e.to_string(),
+                })?;
+            Arc::new(RedisGroupStore::new(Arc::new(store)))
         }
     })
 }

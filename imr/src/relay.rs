@@ -6,7 +6,9 @@ use crate::registry::Registry;
 use crate::stats::{self, Stats};
 use crate::table::Table;
 use bytes::Bytes;
-use ferry_common::link::{PUBLISH, PUBLISH_APP, PUBLISH_GROUP, PUBLISH_ROOM, RouteMessage};
+use ferry_common::link::{
+    GROUP_CHANGED, PUBLISH, PUBLISH_APP, PUBLISH_GROUP, PUBLISH_ROOM, RouteMessage,
+};
 
 /// Where a routed frame goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,7 +35,8 @@ impl Route {
                 appid: rm.appid,
                 room: rm.receiver,
             },
-            PUBLISH_GROUP => Route::Group,
+            // Every im caches groups, so every im must drop its copy.
+            PUBLISH_GROUP | GROUP_CHANGED => Route::Group,
             PUBLISH_APP => Route::App { appid: rm.appid },
             _ => return None,
         })
@@ -51,7 +54,10 @@ impl Route {
 
 /// True for the commands routed by [`relay`].
 pub fn is_routed(cmd: u8) -> bool {
-    matches!(cmd, PUBLISH | PUBLISH_ROOM | PUBLISH_GROUP | PUBLISH_APP)
+    matches!(
+        cmd,
+        PUBLISH | PUBLISH_ROOM | PUBLISH_GROUP | PUBLISH_APP | GROUP_CHANGED
+    )
 }
 
 /// Queues `frame` on every link except `from` that matches `route`; a link
@@ -150,12 +156,16 @@ mod tests {
         assert_eq!(relay(&r, &st, a.id, route, &f), 2);
         assert_eq!((drained(&b).await, drained(&c).await), (5, 5));
 
+        let route = Route::of(GROUP_CHANGED, &rm(1, 99)).expect("route");
+        assert_eq!(relay(&r, &st, a.id, route, &f), 2);
+        assert_eq!((drained(&b).await, drained(&c).await), (5, 5));
+
         let route = Route::of(PUBLISH_APP, &rm(2, 0)).expect("route");
         assert_eq!(relay(&r, &st, a.id, route, &f), 1);
         assert_eq!(drained(&c).await, 5);
 
         assert_eq!(Route::of(0x55, &rm(1, 1)), None);
-        assert_eq!(st.snapshot().frames_relayed, 5);
+        assert_eq!(st.snapshot().frames_relayed, 7);
     }
 
     #[test]

@@ -7,8 +7,8 @@ mod common;
 use bytes::Bytes;
 use common::*;
 use ferry_common::link::{
-    HELLO, Hello, LINK_VERSION, PUBLISH, PUBLISH_GROUP, PUBLISH_ROOM, RoomSubscription,
-    RouteMessage, SUBSCRIBE, UNSUBSCRIBE_ROOM,
+    GROUP_CHANGED, HELLO, Hello, LINK_VERSION, PUBLISH, PUBLISH_GROUP, PUBLISH_ROOM,
+    RoomSubscription, RouteMessage, SUBSCRIBE, UNSUBSCRIBE_ROOM,
 };
 use ferry_common::protocol::Frame;
 use ferry_imr::PUBLISH_APP;
@@ -369,4 +369,23 @@ async fn slow_im_is_dropped_without_stalling_others() {
     assert!(!reader.is_finished(), "fast link still open");
     reader.abort();
     drop(slow);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_changed_reaches_every_other_link() {
+    let imr = Imr::start(config(None)).await;
+    let mut a = FakeIm::linked(&imr, "").await;
+    let mut b = FakeIm::linked(&imr, "").await;
+    let mut c = FakeIm::linked(&imr, "").await;
+    imr.wait_links(3).await;
+    let mut rm = route(7, 3110, "");
+    rm.msg = Bytes::new();
+    a.publish(GROUP_CHANGED, &rm).await;
+    assert_routed(&b.recv().await, GROUP_CHANGED, &rm);
+    assert_routed(&c.recv().await, GROUP_CHANGED, &rm);
+    a.subscribe(7, 1, true).await;
+    imr.wait_subscribed(7, 1).await;
+    let m = route(7, 1, "marker");
+    b.publish(PUBLISH, &m).await;
+    assert_routed(&a.recv().await, PUBLISH, &m);
 }

@@ -31,6 +31,10 @@ pub const PUBLISH_ROOM: u8 = 138;
 /// RouteMessage whose `receiver` is ignored; the imr forwards it to every
 /// other link with at least one user of `appid` subscribed.
 pub const PUBLISH_APP: u8 = 139;
+/// Ferry addition: a group's membership changed. Body: a RouteMessage with
+/// `appid`, `receiver` = gid and an empty `msg`; the imr relays it to every
+/// other link and each im drops its cached copy of the group.
+pub const GROUP_CHANGED: u8 = 140;
 
 /// Largest link frame body: 16 MiB, far above any valid client message.
 pub const MAX_LINK_BODY: usize = 16 * 1024 * 1024;

@@ -5,7 +5,7 @@ use super::link::Inbound;
 use crate::node::Node;
 use crate::outbox::OutFrame;
 use crate::store::QueueId;
-use ferry_common::link::PUBLISH_APP;
+use ferry_common::link::{GROUP_CHANGED, PUBLISH_APP};
 use ferry_common::link::{MAX_LINK_BODY, PUBLISH, PUBLISH_GROUP, PUBLISH_ROOM, RouteMessage};
 use ferry_common::protocol::command::SYNC_NOTIFY;
 use ferry_common::protocol::metadata::Metadata;
@@ -31,6 +31,10 @@ impl Inbound for NodeInbound {
                 return;
             }
         };
+        if frame.cmd == GROUP_CHANGED {
+            node.groups.invalidate(rm.appid, rm.receiver);
+            return;
+        }
         let Some(inner) = embedded(&rm) else {
             tracing::warn!(
                 cmd = frame.cmd,
@@ -58,15 +62,48 @@ impl Inbound for NodeInbound {
                 let f = OutFrame::new(inner.cmd, inner.flag, inner.body);
                 node.deliver_app_local(rm.appid, Some(link), &f);
             }
-            PUBLISH_GROUP => tracing::debug!("group publish ignored: groups are not provisioned"),
+            PUBLISH_GROUP => deliver_group(node, rm, inner),
             other => tracing::warn!(cmd = other, "unexpected command from imr ignored"),
         }
     }
 
     fn on_gap(&self, link: usize) {
         let Some(node) = self.0.upgrade() else { return };
+        // GROUP_CHANGED frames may have been lost with the link.
+        node.groups.clear();
         tokio::spawn(notify_after_gap(node, link));
     }
+}
+
+/// A super-group frame from another node, to this node's member
+/// connections. A group not cached here is loaded first (in a task: the link
+/// reader never waits for the store).
+fn deliver_group(node: Arc<Node>, rm: RouteMessage, inner: Frame) {
+    let placed = crate::store::Placed {
+        msgid: rm.msgid,
+        prev: rm.prev_msgid,
+    };
+    let sender = inner
+        .body
+        .get(..8)
+        .and_then(|b| b.try_into().ok())
+        .map(i64::from_be_bytes);
+    let skip = sender.map(|s| (s, rm.device_id));
+    if let Some(g) = node.groups.cached(rm.appid, rm.receiver) {
+        let members: Vec<i64> = g.members.iter().map(|m| m.uid).collect();
+        node.deliver_super_local(rm.appid, rm.receiver, &members, &inner, placed, skip);
+        return;
+    }
+    tokio::spawn(async move {
+        match node.groups.get(rm.appid, rm.receiver).await {
+            Ok(Some(g)) => {
+                let members: Vec<i64> = g.members.iter().map(|m| m.uid).collect();
+                node.deliver_super_local(rm.appid, rm.receiver, &members, &inner, placed, skip);
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "loading a group for a relayed message failed"),
+        }
+    });
 }
 
 /// After a link gap, frames routed to our users may have been lost: tell

@@ -9,7 +9,9 @@ mod link;
 pub use link::{Link, LinkError};
 
 use bytes::Bytes;
-use ferry_common::link::{BatchPush, PUBLISH, PUBLISH_APP, PUBLISH_ROOM, PUSH, RouteMessage};
+use ferry_common::link::{
+    BatchPush, GROUP_CHANGED, PUBLISH, PUBLISH_APP, PUBLISH_GROUP, PUBLISH_ROOM, PUSH, RouteMessage,
+};
 use link::link_frame;
 use std::sync::Arc;
 
@@ -83,6 +85,33 @@ impl Cluster {
     pub fn publish_room(&self, rm: &RouteMessage) {
         if let Some(l) = self.room_link(rm.receiver) {
             l.send(link_frame(PUBLISH_ROOM, rm.encode()));
+        }
+    }
+
+    /// A super-group frame to every other node, through the group's imr
+    /// (`links[|gid| mod N]`) only, so each node gets one copy.
+    pub fn publish_group(&self, rm: &RouteMessage) {
+        if let Some(l) = self.room_link(rm.receiver) {
+            l.send(link_frame(PUBLISH_GROUP, rm.encode()));
+        }
+    }
+
+    /// Tells every other node to drop its cached copy of the group. Sent
+    /// through every imr: an invalidation must not depend on one link.
+    pub fn group_changed(&self, appid: i64, gid: i64) {
+        let body = RouteMessage {
+            appid,
+            receiver: gid,
+            msgid: 0,
+            prev_msgid: 0,
+            device_id: 0,
+            timestamp: 0,
+            msg: Bytes::new(),
+        }
+        .encode();
+        let frame = link_frame(GROUP_CHANGED, body);
+        for l in &self.links {
+            l.send(frame.clone());
         }
     }
 

@@ -171,9 +171,11 @@ fn fuzz_raw_requests_against_live_api() {
         .expect("config");
         let store =
             Arc::new(SqliteStore::open(dir.path(), SqliteOptions::default()).expect("store"));
+        let groups = Arc::new(crate::store::SqliteGroupStore::open(dir.path()).expect("groups"));
         let node = Arc::new(Node::new(
             cfg,
             store,
+            groups,
             Authenticator::Jwt(JwtAuth::new(vec![7; 32])),
             None,
         ));

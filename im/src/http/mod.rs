@@ -15,6 +15,7 @@
 mod error;
 #[cfg(test)]
 mod fuzz;
+mod groups;
 mod load;
 mod params;
 mod post;
@@ -51,12 +52,16 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/post_room_message", any(post::room_message))
         .route("/post_realtime_message", any(post::realtime_message))
         .route("/post_customer_message", any(post::customer_message))
-        .route("/post_group_message", any(not_implemented))
-        .route("/post_group_notification", any(not_implemented))
+        .route("/post_group_message", any(groups::post_group_message))
+        .route(
+            "/post_group_notification",
+            any(groups::post_group_notification),
+        )
         .route("/get_offline_count", any(load::offline_count))
         .route("/load_latest_message", any(load::latest))
         .route("/load_history_message", any(load::history))
         .route("/summary", any(summary::summary))
+        .merge(group_routes())
         .fallback(not_found);
     if let Some(token) = &node.cfg.api_token {
         let token: Arc<[u8]> = token.as_bytes().into();
@@ -76,11 +81,39 @@ async fn not_found() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "not found")
 }
 
-async fn not_implemented() -> ApiError {
-    ApiError::new(
-        StatusCode::NOT_IMPLEMENTED,
-        "groups are not implemented yet",
-    )
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
+}
+
+/// The group management API (REST methods; see `groups.rs`), with a body
+/// limit that fits large member lists.
+fn group_routes() -> Router<Arc<Node>> {
+    use axum::routing::{delete, get, post};
+    Router::new()
+        .route("/groups", post(groups::create).fallback(method_not_allowed))
+        .route(
+            "/groups/{gid}",
+            get(groups::get)
+                .delete(groups::delete)
+                .fallback(method_not_allowed),
+        )
+        .route(
+            "/groups/{gid}/members",
+            post(groups::add_members).fallback(method_not_allowed),
+        )
+        .route(
+            "/groups/{gid}/members/{uid}",
+            delete(groups::remove_member).fallback(method_not_allowed),
+        )
+        .route(
+            "/groups/{gid}/mute",
+            post(groups::mute).fallback(method_not_allowed),
+        )
+        .route(
+            "/groups/{gid}/upgrade",
+            post(groups::upgrade).fallback(method_not_allowed),
+        )
+        .layer(DefaultBodyLimit::max(groups::GROUP_BODY_LIMIT))
 }
 
 async fn require_token(State(token): State<Arc<[u8]>>, req: Request, next: Next) -> Response {

@@ -39,9 +39,11 @@ async fn start_with(api_token: Option<&str>, store: Option<Arc<dyn Store>>) -> A
     let store = store.unwrap_or_else(|| {
         Arc::new(SqliteStore::open(dir.path(), SqliteOptions::default()).expect("store"))
     });
+    let groups = Arc::new(crate::store::SqliteGroupStore::open(dir.path()).expect("groups"));
     let node = Arc::new(Node::new(
         cfg,
         store,
+        groups,
         Authenticator::Jwt(JwtAuth::new(vec![7; 32])),
         None,
     ));
@@ -522,11 +524,11 @@ async fn bad_params_sizes_and_unknown_paths() {
             .await
             .error()
             .0,
-        501
+        404
     );
     assert_eq!(
         api.post("/post_group_notification", b"{}").await.error().0,
-        501
+        400
     );
     let h = api.get("/health").await;
     assert_eq!((h.status, h.json()), (200, json!({"status": "ok"})));
@@ -658,3 +660,6 @@ fn constant_time_eq_basics() {
     assert!(!constant_time_eq(b"abc", b"ab"));
     assert!(constant_time_eq(b"", b""));
 }
+
+#[path = "groups_tests.rs"]
+mod groups;

@@ -2,6 +2,7 @@
 //! now; TLS and WebSocket drive the same `Session`). The transport feeds it
 //! decoded frames and flushes what it writes into the [`Writer`].
 
+mod group;
 mod login;
 mod peer;
 mod realtime;
@@ -117,14 +118,14 @@ impl Session {
             Message::AuthToken(_) => Control::Continue,
             Message::Im(m) => self.peer_im(a, frame.seq, frame.flag, m, w).await,
             Message::CustomerV2(m) => self.customer(a, frame.seq, frame.flag, m, w).await,
-            Message::GroupIm(m) => self.group_im(a, frame.seq, m, w),
+            Message::GroupIm(m) => self.group_im(a, frame.seq, frame.flag, m, w).await,
             Message::Rt(m) => self.rt(a, frame.seq, m, w),
             Message::EnterRoom(r) => self.enter_room(a, r),
             Message::LeaveRoom(r) => self.leave_room(a, r),
             Message::RoomIm(m) => self.room_im(a, frame.seq, m, w),
             Message::Sync(k) => self.sync(a, k, w).await,
             Message::SyncKey(k) => self.sync_key(a, k).await,
-            Message::SyncGroup(g) => self.sync_group(a, g, w),
+            Message::SyncGroup(g) => self.sync_group(a, g, w).await,
             Message::GroupSyncKey(g) => self.group_sync_key(a, g).await,
             Message::UnreadCount(n) => self.unread(a, n).await,
             // Client ACKs, PONGs, METADATA and legacy customer frames are
@@ -136,7 +137,7 @@ impl Session {
     /// Replies ACK(seq, status). A refusal (status ≠ 0) cannot be seen by a
     /// version-1 client, so instead of a misleading ACK it gets its
     /// connection closed (documented in README, "Refused messages").
-    fn ack(&self, seq: i32, status: u8, flag: u8, w: &mut Writer) -> Control {
+    pub(super) fn ack(&self, seq: i32, status: u8, flag: u8, w: &mut Writer) -> Control {
         if status != 0 && w.version() < 2 {
             tracing::info!(peer = %self.peer, status, "refusing a v1 client's frame: closing");
             return Control::CloseAfterFlush("refused_v1");

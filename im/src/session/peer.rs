@@ -1,4 +1,4 @@
-//! IM (spec §3.5), CUSTOMER_V2 (§3.9) and, until groups exist, GROUP_IM.
+//! IM (spec §3.5) and CUSTOMER_V2 (§3.9).
 
 use super::writer::Writer;
 use super::{Authed, Control, Session};
@@ -6,7 +6,7 @@ use crate::messaging::PeerSend;
 use crate::node::now_secs;
 use crate::outbox::OutFrame;
 use crate::store::{DedupKey, QueueId};
-use ferry_common::protocol::ack::{STATUS_GROUP_NOT_EXIST, STATUS_INVALID_SENDER};
+use ferry_common::protocol::ack::STATUS_INVALID_SENDER;
 use ferry_common::protocol::command::{ACK, CUSTOMER_V2, IM};
 use ferry_common::protocol::customer::CustomerV2;
 use ferry_common::protocol::im::Im;
@@ -100,13 +100,5 @@ impl Session {
                 Control::Continue
             }
         }
-    }
-
-    /// Groups are not provisioned on this node yet: every group is unknown.
-    pub(super) fn group_im(&mut self, a: Authed, seq: i32, m: Im, w: &mut Writer) -> Control {
-        if m.sender != a.uid {
-            return self.ack(seq, STATUS_INVALID_SENDER, 0, w);
-        }
-        self.ack(seq, STATUS_GROUP_NOT_EXIST, 0, w)
     }
 }

@@ -1,12 +1,9 @@
-//! Personal sync (spec §3.6) and sync keys; super-group sync answers until
-//! groups exist (never silence, §10.10).
+//! Personal sync (spec §3.6) and sync keys.
 
 use super::writer::Writer;
 use super::{Authed, Control, Session};
 use crate::store::StoredMessage;
-use ferry_common::protocol::command::{
-    CUSTOMER_V2, SYNC_BEGIN, SYNC_END, SYNC_GROUP_BEGIN, SYNC_GROUP_END, SYNC_NOTIFY,
-};
+use ferry_common::protocol::command::{CUSTOMER_V2, SYNC_BEGIN, SYNC_END, SYNC_NOTIFY};
 use ferry_common::protocol::flag::{SELF, TEXT};
 use ferry_common::protocol::group_sync::GroupSyncKey;
 use ferry_common::protocol::scalar::encode_i64;
@@ -57,7 +54,7 @@ impl Session {
     }
 
     /// SELF when this device sent it; TEXT is kept (stored, unlike gobelieve).
-    fn sync_flag(&self, a: Authed, m: &StoredMessage) -> u8 {
+    pub(super) fn sync_flag(&self, a: Authed, m: &StoredMessage) -> u8 {
         let mut flag = m.flag & TEXT;
         let sender = m
             .body
@@ -85,14 +82,6 @@ impl Session {
         {
             tracing::warn!(error = %e, "storing sync key failed");
         }
-        Control::Continue
-    }
-
-    /// No super groups exist yet: answer with an empty window so the client
-    /// is never left waiting.
-    pub(super) fn sync_group(&mut self, _a: Authed, g: GroupSyncKey, w: &mut Writer) -> Control {
-        w.frame(SYNC_GROUP_BEGIN, 0, &g.encode());
-        w.frame(SYNC_GROUP_END, 0, &g.encode());
         Control::Continue
     }
 

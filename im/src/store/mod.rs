@@ -17,14 +17,17 @@
 #[cfg(test)]
 mod conformance;
 mod fjall;
+pub mod group;
+#[cfg(test)]
+mod group_conformance;
 mod redis;
 mod sqlite;
 #[cfg(test)]
 mod test_support;
 
-pub use self::fjall::{FjallOptions, FjallStore};
-pub use self::redis::{RedisStore, RedisStoreOptions};
-pub use sqlite::{SqliteOptions, SqliteStore, StoreStats};
+pub use self::fjall::{FjallGroupStore, FjallOptions, FjallStore};
+pub use self::redis::{RedisGroupStore, RedisStore, RedisStoreOptions};
+pub use sqlite::{SqliteGroupStore, SqliteOptions, SqliteStore, StoreStats};
 
 use bytes::Bytes;
 use std::future::Future;
@@ -143,6 +146,13 @@ pub trait Store: Send + Sync + 'static {
     /// Device number for `(device_id, platform)`, allocated on first use and
     /// stable afterwards (spec §3.1 step 5); never two numbers for one device.
     fn device_number(&self, device_id: &str, platform: u8) -> StoreFuture<'_, i64>;
+    /// True when requests are applied one at a time in arrival order (one
+    /// writer), so two requests that share queues land in the same relative
+    /// order in every one of them: group fan-outs then need no lock of
+    /// their own to keep one order per group.
+    fn orders_appends(&self) -> bool {
+        false
+    }
     /// Flush and stop; later calls fail with [`StoreError::Closed`].
     fn close(&self) -> StoreFuture<'_, ()>;
 }

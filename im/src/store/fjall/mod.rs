@@ -12,6 +12,7 @@
 //! was fsync'd. Reads use fjall's concurrent readers and never wait for the
 //! writer (except while it reopens the database after a failed batch).
 
+mod group;
 mod layout;
 mod reader;
 mod writer;
@@ -23,6 +24,7 @@ use crate::store::{
     AppendOutcome, AppendRequest, QueueId, Store, StoreError, StoreFuture, StoreStats,
     StoredMessage, Window,
 };
+pub use group::FjallGroupStore;
 use layout::Db;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -255,6 +257,11 @@ impl Store for FjallStore {
                 _ => Err(mismatch()),
             }
         })
+    }
+
+    /// The one writer thread applies requests in arrival order.
+    fn orders_appends(&self) -> bool {
+        true
     }
 
     /// Idempotent: a second call (or a call after the writer died) returns

@@ -47,6 +47,7 @@
 //! host crash; a Redis process crash alone loses nothing acknowledged).
 
 mod conn;
+mod group;
 mod keys;
 mod scripts;
 #[cfg(test)]
@@ -61,6 +62,7 @@ use crate::store::{
 use ::redis::{AsyncCommands, RedisError, RetryMethod, Script};
 use conn::Conn;
 use futures_util::future::join_all;
+pub use group::RedisGroupStore;
 use keys::{DedupId, QueueKeys};
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

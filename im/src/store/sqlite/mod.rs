@@ -9,6 +9,7 @@
 //! committed with an fsync. Reads go to separate connections and never wait
 //! for the writer.
 
+mod group;
 mod reader;
 mod schema;
 mod writer;
@@ -19,6 +20,7 @@ mod tests;
 use crate::store::{
     AppendOutcome, AppendRequest, QueueId, Store, StoreError, StoreFuture, StoredMessage, Window,
 };
+pub use group::SqliteGroupStore;
 use reader::ReadPool;
 use std::path::Path;
 use std::sync::Arc;
@@ -246,6 +248,11 @@ impl Store for SqliteStore {
                 _ => Err(mismatch()),
             }
         })
+    }
+
+    /// The one writer thread applies requests in arrival order.
+    fn orders_appends(&self) -> bool {
+        true
     }
 
     /// Idempotent: a second call (or a call after the writer died) returns

@@ -1,0 +1,371 @@
+//! Group sends (spec §3.7): GROUP_IM from clients and the HTTP API, and group
+//! notifications.
+//!
+//! # Normal groups: exactly-once fan-out
+//!
+//! A message is written into every member's personal queue by ONE
+//! [`AppendRequest`] (one entry per member, batched by the backend) whose
+//! dedup key is `(appid, sender, device, client msgid, !gid)` — the per-group
+//! fan-out record. fjall and SQLite apply a request atomically (all queues or
+//! none, one fsync). Redis writes each queue with a script that first checks
+//! the record *in that queue*, so a fan-out interrupted by a crash of this
+//! node or of Redis is completed by the client's resend (it gets no ACK and
+//! resends the same msgid): queues already written return their original ids,
+//! the missing ones are written, nobody gets a second copy. The ACK is sent
+//! only after the store confirmed every queue. One order per group: the
+//! embedded stores apply requests one at a time ([`Store::orders_appends`]);
+//! on Redis, fan-outs of one group are serialised per node (striped lock).
+//!
+//! [`Store::orders_appends`]: crate::store::Store::orders_appends
+//!
+//! # Membership
+//!
+//! A client send first reads the sender's standing and the group's version
+//! from the store (one point read); the cached member list is used only if
+//! its version matches, else the group is reloaded. A change made on any
+//! node therefore applies to the very next client send on every node. HTTP
+//! sends use the cache, kept current by GROUP_CHANGED through the imrs.
+//!
+//! # Super groups
+//!
+//! One queue per group ([`group_queue`]), one entry per message; members
+//! learn about it by METADATA + GROUP_IM + SYNC_GROUP_NOTIFY and sync the
+//! group queue.
+
+use crate::messaging::UserFrame;
+use crate::node::Node;
+use crate::outbox::OutFrame;
+use crate::store::group::{Standing, group_dedup_receiver, group_queue};
+use crate::store::{AppendRequest, DedupKey, NewEntry, Placed, QueueId, StoreError};
+use bytes::Bytes;
+use ferry_common::link::RouteMessage;
+use ferry_common::protocol::Frame;
+use ferry_common::protocol::command::{GROUP_IM, GROUP_NOTIFICATION, SYNC_GROUP_NOTIFY};
+use ferry_common::protocol::flag::{PUSH, SUPER_GROUP, TEXT};
+use ferry_common::protocol::group_sync::GroupSyncKey;
+use ferry_common::protocol::metadata::Metadata;
+
+/// One GROUP_IM to send.
+#[derive(Debug, Clone)]
+pub struct GroupSend {
+    pub appid: i64,
+    pub sender: i64,
+    pub gid: i64,
+    /// Sending device (0 for HTTP); its connections get no push copy.
+    pub device_id: i64,
+    /// Client flags (only TEXT is kept).
+    pub flag: u8,
+    /// GROUP_IM body at version 2, timestamp set by the server.
+    pub body: Bytes,
+    /// The client's msgid (None for HTTP): identity of the fan-out.
+    pub client_msgid: Option<i64>,
+    /// Client sends must come from an unmuted member; HTTP sends are not
+    /// checked (as gobelieve).
+    pub check_sender: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum GroupSendError {
+    #[error("group does not exist")]
+    NoGroup,
+    #[error("sender is not a member")]
+    NotMember,
+    #[error("sender is muted")]
+    Muted,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What a successful send produced.
+#[derive(Debug, Clone, Copy)]
+pub struct GroupSent {
+    pub is_super: bool,
+    /// The sender's copy (normal group, sender a member) or the group
+    /// queue entry (super group).
+    pub placed: Option<Placed>,
+    pub duplicate: bool,
+}
+
+/// SYNC_GROUP_NOTIFY body.
+pub fn group_notify_body(gid: i64, msgid: i64) -> Bytes {
+    GroupSyncKey {
+        group_id: gid,
+        sync_key: msgid,
+    }
+    .encode()
+}
+
+fn now_nanos() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64)
+}
+
+impl Node {
+    pub async fn send_group(&self, s: GroupSend) -> Result<GroupSent, GroupSendError> {
+        let mut version = None;
+        if s.check_sender {
+            // Fresh read: a mute or removal is effective the moment it is
+            // stored, and its version tells whether the cached member list
+            // is current (every node, without waiting for GROUP_CHANGED).
+            let standing = self.groups.store.standing(s.appid, s.gid, s.sender).await?;
+            match standing {
+                Standing::NoGroup => return Err(GroupSendError::NoGroup),
+                Standing::NotMember { .. } => return Err(GroupSendError::NotMember),
+                Standing::Member { member, .. } if member.mute => {
+                    return Err(GroupSendError::Muted);
+                }
+                Standing::Member { .. } => {}
+            }
+            version = standing.version();
+        }
+        let Some(group) = self.groups.get_version(s.appid, s.gid, version).await? else {
+            return Err(GroupSendError::NoGroup);
+        };
+        let members: Vec<i64> = group.members.iter().map(|m| m.uid).collect();
+        if group.is_super {
+            self.send_super(&s, &members).await
+        } else {
+            self.send_normal(&s, &members).await
+        }
+    }
+
+    async fn send_normal(
+        &self,
+        s: &GroupSend,
+        members: &[i64],
+    ) -> Result<GroupSent, GroupSendError> {
+        let (appid, gid) = (s.appid, s.gid);
+        if members.is_empty() {
+            return Ok(GroupSent {
+                is_super: false,
+                placed: None,
+                duplicate: false,
+            });
+        }
+        let entries = members
+            .iter()
+            .map(|&uid| NewEntry {
+                queue: QueueId { appid, uid },
+                cmd: GROUP_IM,
+                flag: s.flag & TEXT,
+                device_id: s.device_id,
+                body: s.body.clone(),
+            })
+            .collect();
+        let dedup = s.client_msgid.map(|m| DedupKey {
+            appid,
+            sender: s.sender,
+            device_id: s.device_id,
+            client_msgid: m,
+            receiver: group_dedup_receiver(gid),
+        });
+        // Held until every member was handed its copy: one order per group
+        // (not needed when the store itself applies requests in order).
+        let _order = self.group_order(appid, gid).await;
+        let out = self.store.append(AppendRequest { entries, dedup }).await?;
+        let mut sender_placed = None;
+        for (&uid, p) in members.iter().zip(&out.placed) {
+            let queue = QueueId { appid, uid };
+            if uid == s.sender {
+                sender_placed = Some(*p);
+            }
+            if out.duplicate {
+                self.notify_sync(queue, p.msgid);
+                continue;
+            }
+            self.to_user(UserFrame {
+                queue,
+                cmd: GROUP_IM,
+                flag: s.flag | PUSH,
+                body: &s.body,
+                placed: Some(*p),
+                skip_device: if uid == s.sender { s.device_id } else { 0 },
+            });
+        }
+        if !out.duplicate {
+            let offline: Vec<i64> = members.iter().copied().filter(|&u| u != s.sender).collect();
+            self.offline_push(appid, &offline, GROUP_IM, s.flag, &s.body);
+        }
+        Ok(GroupSent {
+            is_super: false,
+            placed: sender_placed,
+            duplicate: out.duplicate,
+        })
+    }
+
+    async fn send_super(
+        &self,
+        s: &GroupSend,
+        members: &[i64],
+    ) -> Result<GroupSent, GroupSendError> {
+        let (appid, gid) = (s.appid, s.gid);
+        let dedup = s.client_msgid.map(|m| DedupKey {
+            appid,
+            sender: s.sender,
+            device_id: s.device_id,
+            client_msgid: m,
+            receiver: group_dedup_receiver(gid),
+        });
+        let out = self
+            .store
+            .append(AppendRequest {
+                entries: vec![NewEntry {
+                    queue: group_queue(appid, gid),
+                    cmd: GROUP_IM,
+                    flag: s.flag & TEXT,
+                    device_id: s.device_id,
+                    body: s.body.clone(),
+                }],
+                dedup,
+            })
+            .await?;
+        let p = *out
+            .placed
+            .first()
+            .ok_or_else(|| StoreError::Backend("empty append result".into()))?;
+        // HTTP sends (and resends) only notify; client sends also push the
+        // message itself (spec §3.7 step 3 and 5).
+        let inner = if s.check_sender && !out.duplicate {
+            Frame::new(GROUP_IM, 2, s.flag | PUSH | SUPER_GROUP, 0, s.body.clone())
+        } else {
+            Frame::new(SYNC_GROUP_NOTIFY, 2, 0, 0, group_notify_body(gid, p.msgid))
+        };
+        let skip = (s.sender, s.device_id);
+        self.deliver_super_local(appid, gid, members, &inner, p, Some(skip));
+        if let Some(c) = &self.cluster {
+            c.publish_group(&RouteMessage {
+                appid,
+                receiver: gid,
+                msgid: p.msgid,
+                prev_msgid: p.prev,
+                device_id: s.device_id,
+                timestamp: now_nanos(),
+                msg: inner.to_bytes(),
+            });
+        }
+        if !out.duplicate {
+            let offline: Vec<i64> = members.iter().copied().filter(|&u| u != s.sender).collect();
+            self.offline_push(appid, &offline, GROUP_IM, s.flag, &s.body);
+        }
+        Ok(GroupSent {
+            is_super: true,
+            placed: Some(p),
+            duplicate: out.duplicate,
+        })
+    }
+
+    /// The group's fan-out lock, unless the store keeps the order itself.
+    async fn group_order(&self, appid: i64, gid: i64) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        if self.store.orders_appends() {
+            return None;
+        }
+        Some(self.groups.order_lock(appid, gid).lock().await)
+    }
+
+    /// Hands a super-group frame to this node's member connections: a
+    /// GROUP_IM goes with METADATA and is followed by SYNC_GROUP_NOTIFY; any
+    /// other frame (a notify) goes alone. `skip` = the sending (uid, device).
+    pub fn deliver_super_local(
+        &self,
+        appid: i64,
+        gid: i64,
+        members: &[i64],
+        inner: &Frame,
+        p: Placed,
+        skip: Option<(i64, i64)>,
+    ) {
+        let meta = Metadata {
+            sync_key: p.msgid,
+            prev_sync_key: p.prev,
+        };
+        let notify = OutFrame::new(SYNC_GROUP_NOTIFY, 0, group_notify_body(gid, p.msgid));
+        for &uid in members {
+            self.registry.deliver(appid, uid, |h| {
+                if skip.is_some_and(|(su, sd)| su == uid && sd != 0 && sd == h.device_id) {
+                    return None;
+                }
+                Some(if inner.cmd == GROUP_IM {
+                    vec![
+                        OutFrame::with_meta(GROUP_IM, inner.flag, inner.body.clone(), meta),
+                        notify.clone(),
+                    ]
+                } else {
+                    vec![OutFrame::new(inner.cmd, inner.flag, inner.body.clone())]
+                })
+            });
+        }
+    }
+
+    /// `/post_group_notification`: a GROUP_NOTIFICATION to `members`. Normal
+    /// group: stored in every member's queue (one atomic request) and
+    /// SYNC_NOTIFY to each; super group: stored once in the group queue and
+    /// SYNC_GROUP_NOTIFY to each member on every node.
+    pub async fn send_group_notification(
+        &self,
+        appid: i64,
+        gid: i64,
+        is_super: bool,
+        members: &[i64],
+        content: Bytes,
+    ) -> Result<(), StoreError> {
+        if is_super {
+            let out = self
+                .store
+                .append(AppendRequest {
+                    entries: vec![NewEntry {
+                        queue: group_queue(appid, gid),
+                        cmd: GROUP_NOTIFICATION,
+                        flag: 0,
+                        device_id: 0,
+                        body: content,
+                    }],
+                    dedup: None,
+                })
+                .await?;
+            let p = *out
+                .placed
+                .first()
+                .ok_or_else(|| StoreError::Backend("empty append result".into()))?;
+            let inner = Frame::new(SYNC_GROUP_NOTIFY, 2, 0, 0, group_notify_body(gid, p.msgid));
+            self.deliver_super_local(appid, gid, members, &inner, p, None);
+            if let Some(c) = &self.cluster {
+                c.publish_group(&RouteMessage {
+                    appid,
+                    receiver: gid,
+                    msgid: p.msgid,
+                    prev_msgid: p.prev,
+                    device_id: 0,
+                    timestamp: now_nanos(),
+                    msg: inner.to_bytes(),
+                });
+            }
+            return Ok(());
+        }
+        if members.is_empty() {
+            return Ok(());
+        }
+        let entries = members
+            .iter()
+            .map(|&uid| NewEntry {
+                queue: QueueId { appid, uid },
+                cmd: GROUP_NOTIFICATION,
+                flag: 0,
+                device_id: 0,
+                body: content.clone(),
+            })
+            .collect();
+        let _order = self.group_order(appid, gid).await;
+        let out = self
+            .store
+            .append(AppendRequest {
+                entries,
+                dedup: None,
+            })
+            .await?;
+        for (&uid, p) in members.iter().zip(&out.placed) {
+            self.notify_sync(QueueId { appid, uid }, p.msgid);
+        }
+        Ok(())
+    }
+}
