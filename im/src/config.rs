@@ -18,6 +18,21 @@ pub struct ImOptions {
     /// Client TCP listener [default: 0.0.0.0:23000].
     #[arg(long, env = "FERRY_LISTEN")]
     pub listen: Option<SocketAddr>,
+    /// WebSocket listener, path /ws [default: 0.0.0.0:13891].
+    #[arg(long, env = "FERRY_WS_LISTEN")]
+    pub ws_listen: Option<SocketAddr>,
+    /// Raw protocol over TLS; started only with --tls-cert/--tls-key [default: 0.0.0.0:24430].
+    #[arg(long, env = "FERRY_TLS_LISTEN")]
+    pub tls_listen: Option<SocketAddr>,
+    /// Secure WebSocket listener, path /ws; started only with --tls-cert/--tls-key [default: 0.0.0.0:14891].
+    #[arg(long, env = "FERRY_WSS_LISTEN")]
+    pub wss_listen: Option<SocketAddr>,
+    /// PEM certificate chain for the TLS and WSS listeners.
+    #[arg(long, env = "FERRY_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) for the TLS and WSS listeners.
+    #[arg(long, env = "FERRY_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
     /// HTTP API listener [default: 127.0.0.1:6666].
     #[arg(long, env = "FERRY_HTTP_LISTEN")]
     pub http_listen: Option<SocketAddr>,
@@ -130,10 +145,22 @@ impl StoreSpec {
     }
 }
 
+/// PEM files of the TLS listeners.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
 /// Resolved configuration. Its `Debug` output never shows secrets.
 #[derive(Clone)]
 pub struct ImConfig {
     pub listen: SocketAddr,
+    pub ws_listen: SocketAddr,
+    pub tls_listen: SocketAddr,
+    pub wss_listen: SocketAddr,
+    /// Certificate and key files; the TLS and WSS listeners run only when set.
+    pub tls: Option<TlsFiles>,
     pub http_listen: SocketAddr,
     pub data_dir: PathBuf,
     pub store: StoreSpec,
@@ -165,6 +192,18 @@ impl ImOptions {
         let o = self.or(file);
         let cfg = ImConfig {
             listen: o.listen.unwrap_or_else(|| ([0, 0, 0, 0], 23000).into()),
+            ws_listen: o.ws_listen.unwrap_or_else(|| ([0, 0, 0, 0], 13891).into()),
+            tls_listen: o.tls_listen.unwrap_or_else(|| ([0, 0, 0, 0], 24430).into()),
+            wss_listen: o.wss_listen.unwrap_or_else(|| ([0, 0, 0, 0], 14891).into()),
+            tls: match (o.tls_cert, o.tls_key) {
+                (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+                (None, None) => None,
+                _ => {
+                    return Err(ConfigError::Invalid(
+                        "--tls-cert and --tls-key must be given together".into(),
+                    ));
+                }
+            },
             http_listen: o
                 .http_listen
                 .unwrap_or_else(|| ([127, 0, 0, 1], 6666).into()),
@@ -202,6 +241,11 @@ impl ImOptions {
         ImOptions {
             config: self.config,
             listen: self.listen.or(f.listen),
+            ws_listen: self.ws_listen.or(f.ws_listen),
+            tls_listen: self.tls_listen.or(f.tls_listen),
+            wss_listen: self.wss_listen.or(f.wss_listen),
+            tls_cert: self.tls_cert.or(f.tls_cert),
+            tls_key: self.tls_key.or(f.tls_key),
             http_listen: self.http_listen.or(f.http_listen),
             data_dir: self.data_dir.or(f.data_dir),
             store: self.store.or(f.store),
@@ -239,6 +283,8 @@ impl std::fmt::Debug for ImConfig {
         let set = |o: &Option<String>| if o.is_some() { "<set>" } else { "<none>" };
         f.debug_struct("ImConfig")
             .field("listen", &self.listen)
+            .field("ws_listen", &self.ws_listen)
+            .field("tls", &self.tls)
             .field("http_listen", &self.http_listen)
             .field("data_dir", &self.data_dir)
             .field("store", &redacted_store(&self.store))

@@ -6,6 +6,7 @@ pub mod config;
 pub mod connection;
 pub mod http;
 pub mod messaging;
+pub mod metrics;
 pub mod node;
 pub mod outbox;
 pub mod registry;

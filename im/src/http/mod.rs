@@ -14,6 +14,7 @@
 
 mod error;
 mod load;
+mod ops;
 mod params;
 mod post;
 mod summary;
@@ -33,9 +34,14 @@ use serde_json::{Value, json};
 use std::sync::Arc;
 use tokio::net::TcpListener;
 
-/// Serves the API on `listener` until the task is aborted.
+/// Serves the API on `listener` until the node shuts down (in-flight
+/// requests are finished first).
 pub async fn serve(node: Arc<Node>, listener: TcpListener) {
-    if let Err(e) = axum::serve(listener, router(node)).await {
+    let stop = node.shutdown.clone().cancelled_owned();
+    if let Err(e) = axum::serve(listener, router(node))
+        .with_graceful_shutdown(stop)
+        .await
+    {
         tracing::error!(error = %e, "http api stopped");
     }
 }
@@ -62,6 +68,8 @@ pub fn router(node: Arc<Node>) -> Router {
     }
     // Added after the token layer: liveness probes need no credentials.
     api.route("/health", any(health))
+        .route("/ready", any(ops::ready))
+        .route("/metrics", any(ops::metrics))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(node)
 }
