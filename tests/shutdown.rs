@@ -50,7 +50,10 @@ async fn sigterm_flushes_acks_and_restart_loses_nothing() {
         })
         .collect();
     assert!(!acked.is_empty(), "some messages were ACKed");
-    eprintln!("{} of {SENT} messages ACKed before the shutdown", acked.len());
+    eprintln!(
+        "{} of {SENT} messages ACKed before the shutdown",
+        acked.len()
+    );
 
     let close = tokio::time::timeout(wire::WAIT, async {
         loop {
@@ -63,7 +66,11 @@ async fn sigterm_flushes_acks_and_restart_loses_nothing() {
     })
     .await
     .expect("ws closed within the wait");
-    assert_eq!(close, Some(1001), "WebSocket clients are told the server is going away");
+    assert_eq!(
+        close,
+        Some(1001),
+        "WebSocket clients are told the server is going away"
+    );
 
     let status = im.terminate();
     assert!(status.success(), "clean exit: {status}\n{}", im.log());
@@ -85,7 +92,8 @@ async fn sigterm_flushes_acks_and_restart_loses_nothing() {
         .collect();
     let got: BTreeSet<String> = stored.into_iter().collect();
     assert_eq!(
-        got, expected,
+        got,
+        expected,
         "exactly the ACKed messages survive the restart ({} acked of {SENT})",
         acked.len()
     );
