@@ -83,6 +83,10 @@ pub struct ImOptions {
     /// disconnected [default: 4194304].
     #[arg(long, env = "FERRY_OUTBOX_BYTES")]
     pub outbox_bytes: Option<usize>,
+    /// Serve `/dev/token?uid=N` on the HTTP port for the web demo (JWT auth
+    /// only). Development only: anyone reaching the port can log in as anyone.
+    #[arg(long, env = "FERRY_DEV_TOKENS", num_args = 0..=1, default_missing_value = "true")]
+    pub dev_tokens: Option<bool>,
     /// Bearer token required by the HTTP API; without it the API only binds loopback.
     #[arg(long, env = "FERRY_API_TOKEN", hide_env_values = true)]
     pub api_token: Option<String>,
@@ -180,6 +184,7 @@ pub struct ImConfig {
     pub sync_limit: usize,
     pub outbox_bytes: usize,
     pub api_token: Option<String>,
+    pub dev_tokens: bool,
 }
 
 impl ImOptions {
@@ -232,6 +237,7 @@ impl ImOptions {
             sync_limit: o.sync_limit.unwrap_or(3000),
             outbox_bytes: o.outbox_bytes.unwrap_or(4 * 1024 * 1024),
             api_token: o.api_token.filter(|s| !s.is_empty()),
+            dev_tokens: o.dev_tokens.unwrap_or(false),
         };
         cfg.validate()?;
         Ok(cfg)
@@ -263,6 +269,7 @@ impl ImOptions {
             sync_limit: self.sync_limit.or(f.sync_limit),
             outbox_bytes: self.outbox_bytes.or(f.outbox_bytes),
             api_token: self.api_token.or(f.api_token),
+            dev_tokens: self.dev_tokens.or(f.dev_tokens),
         }
     }
 }
@@ -296,6 +303,7 @@ impl std::fmt::Debug for ImConfig {
             .field("kefu_appid", &self.kefu_appid)
             .field("idle_timeout", &self.idle_timeout)
             .field("api_token", &set(&self.api_token))
+            .field("dev_tokens", &self.dev_tokens)
             .finish_non_exhaustive()
     }
 }
@@ -329,6 +337,11 @@ impl ImConfig {
                 "--http-listen {} is not a loopback address: set --api-token to expose the HTTP API",
                 self.http_listen
             )));
+        }
+        if self.dev_tokens && self.auth != AuthMethod::Jwt {
+            return Err(ConfigError::Invalid(
+                "--dev-tokens needs --auth jwt (it mints JWTs)".into(),
+            ));
         }
         if self.sync_limit == 0 {
             return Err(ConfigError::Invalid(

@@ -2,7 +2,8 @@
 //! and `{"meta":{"code","message"}}` errors, any HTTP method on every API path.
 //!
 //! Differences from gobelieve, all deliberate:
-//! * with `--api-token`, every path except `/health` needs
+//! * with `--api-token`, every path except `/health`, `/ready`, `/metrics`,
+//!   `/demo` and `/dev/token` (which exists only with `--dev-tokens`) needs
 //!   `Authorization: Bearer <token>` (401 otherwise);
 //! * a storage failure is a 500 on every endpoint (gobelieve answers 200 on
 //!   `post_peer_message` and fails the request on `load_history_message`);
@@ -12,6 +13,7 @@
 //! * `post_peer_message` also pushes the message (exact METADATA) before the
 //!   SYNC_NOTIFY, like a client send.
 
+mod demo;
 mod error;
 mod load;
 mod ops;
@@ -70,6 +72,8 @@ pub fn router(node: Arc<Node>) -> Router {
     api.route("/health", any(health))
         .route("/ready", any(ops::ready))
         .route("/metrics", any(ops::metrics))
+        .route("/demo", any(demo::page))
+        .route("/dev/token", any(demo::dev_token))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(node)
 }
