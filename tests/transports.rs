@@ -346,3 +346,47 @@ fn bad_tls_files_are_named_at_startup() {
     let other = make_cert();
     start_fails_naming(&c.cert, &other.key, "does not fit");
 }
+
+fn vm_rss_kb(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS")
+}
+
+/// Idle memory per logged-in connection, TCP vs WebSocket (measurement, not
+/// a check): `cargo test --test transports idle_memory -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn idle_memory_per_connection() {
+    const N: i64 = 2000;
+    for (tag, ws) in [("tcp", false), ("ws", true)] {
+        // A fresh process per transport, so freed memory is not reused.
+        let im = Im::start(&[]);
+        let pid = im.pid().expect("pid");
+        let before = vm_rss_kb(pid);
+        let mut conns = Vec::new();
+        for i in 0..N {
+            let uid = if ws { 100_000 + i } else { 200_000 + i };
+            let tcp = TcpStream::connect(if ws { im.ws } else { im.tcp })
+                .await
+                .expect("connect");
+            let mut c = if ws {
+                Conn::ws(tcp).await
+            } else {
+                Conn::stream(tcp).await
+            };
+            c.send(auth_frame(uid)).await;
+            c.expect(AUTH_STATUS).await;
+            conns.push(c);
+        }
+        let after = vm_rss_kb(pid);
+        println!(
+            "{tag}: {N} idle logged-in connections: RSS {before} kB -> {after} kB = {:.1} KB per connection",
+            (after - before) as f64 / N as f64
+        );
+        drop(conns);
+    }
+}
