@@ -7,6 +7,7 @@ mod support;
 mod wire;
 
 use ferry_common::protocol::command::{ACK, IM};
+use ferry_common::protocol::im::Im as ImBody;
 use futures_util::StreamExt;
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -15,11 +16,11 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use wire::{Raw, ack_of};
 
-const SENT: i32 = 300;
+const SENT: i32 = 20000;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_flushes_acks_and_restart_loses_nothing() {
-    let mut im = Im::start(&[]);
+    let mut im = Im::start(&["--sync-limit", "30000"]);
     let mut a = Raw::login(im.tcp, 1, "sender", 2).await.named("sender");
     let tcp = TcpStream::connect(im.ws).await.expect("ws connect");
     let (mut ws, _) = tokio_tungstenite::client_async("ws://localhost/ws", tcp)
@@ -28,10 +29,25 @@ async fn sigterm_flushes_acks_and_restart_loses_nothing() {
 
     // Pipeline every message without waiting, then SIGTERM at once, so
     // the shutdown lands while frames are being stored and ACKed.
+    // One write for all frames: the server is still storing them when the
+    // signal arrives.
     let mut seqs = Vec::new();
+    let mut burst = Vec::new();
     for i in 0..SENT {
-        seqs.push(a.send_im(1, 2, i, &format!("m{i}")).await);
+        let seq = a.next_seq();
+        let body = ImBody {
+            sender: 1,
+            receiver: 2,
+            timestamp: 0,
+            msgid: i,
+            content: format!("m{i}").into_bytes().into(),
+        }
+        .encode(2);
+        burst.extend_from_slice(&wire::header(body.len() as i32, seq, IM, 2));
+        burst.extend_from_slice(&body);
+        seqs.push(seq);
     }
+    a.send_bytes(&burst).await;
     let pid = im.pid().expect("running");
     let kill = std::process::Command::new("kill")
         .args(["-TERM", &pid.to_string()])
