@@ -90,6 +90,23 @@ pub struct ImOptions {
     /// Bearer token required by the HTTP API; without it the API only binds loopback.
     #[arg(long, env = "FERRY_API_TOKEN", hide_env_values = true)]
     pub api_token: Option<String>,
+    /// Seconds a new connection has to log in before it is closed [default: 10].
+    #[arg(long, env = "FERRY_AUTH_TIMEOUT")]
+    pub auth_timeout: Option<u64>,
+    /// Frames per second one connection may send (bursts up to one second's
+    /// worth); above it the connection is closed, 0 = no limit [default: 20000].
+    #[arg(long, env = "FERRY_MAX_FRAMES_PER_SEC")]
+    pub max_frames_per_sec: Option<u32>,
+    /// Open client connections per node; more are refused, 0 = no limit [default: 0].
+    #[arg(long, env = "FERRY_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Logged-in connections per user (appid, uid) on this node; a login
+    /// beyond it is refused, 0 = no limit [default: 64].
+    #[arg(long, env = "FERRY_MAX_CONNECTIONS_PER_USER")]
+    pub max_connections_per_user: Option<usize>,
+    /// Resident memory (MiB) above which new connections are refused, 0 = off [default: 0].
+    #[arg(long, env = "FERRY_MAX_RSS")]
+    pub max_rss: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
@@ -185,6 +202,8 @@ pub struct ImConfig {
     pub outbox_bytes: usize,
     pub api_token: Option<String>,
     pub dev_tokens: bool,
+    /// See [`crate::limits`] and [`crate::connection::guard`].
+    pub limits: crate::limits::LimitsConfig,
 }
 
 impl ImOptions {
@@ -238,6 +257,13 @@ impl ImOptions {
             outbox_bytes: o.outbox_bytes.unwrap_or(4 * 1024 * 1024),
             api_token: o.api_token.filter(|s| !s.is_empty()),
             dev_tokens: o.dev_tokens.unwrap_or(false),
+            limits: crate::limits::LimitsConfig {
+                auth_timeout: Duration::from_secs(o.auth_timeout.unwrap_or(10)),
+                max_frames_per_sec: o.max_frames_per_sec.unwrap_or(20_000),
+                max_connections: o.max_connections.unwrap_or(0),
+                max_connections_per_user: o.max_connections_per_user.unwrap_or(64),
+                max_rss_bytes: o.max_rss.unwrap_or(0).saturating_mul(1024 * 1024),
+            },
         };
         cfg.validate()?;
         Ok(cfg)
@@ -270,6 +296,11 @@ impl ImOptions {
             outbox_bytes: self.outbox_bytes.or(f.outbox_bytes),
             api_token: self.api_token.or(f.api_token),
             dev_tokens: self.dev_tokens.or(f.dev_tokens),
+            auth_timeout: self.auth_timeout.or(f.auth_timeout),
+            max_frames_per_sec: self.max_frames_per_sec.or(f.max_frames_per_sec),
+            max_connections: self.max_connections.or(f.max_connections),
+            max_connections_per_user: self.max_connections_per_user.or(f.max_connections_per_user),
+            max_rss: self.max_rss.or(f.max_rss),
         }
     }
 }
@@ -304,6 +335,7 @@ impl std::fmt::Debug for ImConfig {
             .field("idle_timeout", &self.idle_timeout)
             .field("api_token", &set(&self.api_token))
             .field("dev_tokens", &self.dev_tokens)
+            .field("limits", &self.limits)
             .finish_non_exhaustive()
     }
 }
@@ -351,6 +383,11 @@ impl ImConfig {
         if self.idle_timeout.is_zero() {
             return Err(ConfigError::Invalid(
                 "--idle-timeout must be at least 1 second".into(),
+            ));
+        }
+        if self.limits.auth_timeout.is_zero() {
+            return Err(ConfigError::Invalid(
+                "--auth-timeout must be at least 1 second".into(),
             ));
         }
         if self.outbox_bytes < 64 * 1024 {

@@ -4,7 +4,12 @@ pub mod auth;
 pub mod cluster;
 pub mod config;
 pub mod connection;
+/// The mutation fuzzer shared with `common/tests/fuzz_decoders.rs`.
+#[cfg(test)]
+#[path = "../../common/tests/fuzz_engine/mod.rs"]
+mod fuzz_engine;
 pub mod http;
+pub mod limits;
 pub mod messaging;
 pub mod metrics;
 pub mod node;

@@ -16,6 +16,16 @@ pub struct Stats {
     pub in_messages: AtomicU64,
     pub out_messages: AtomicU64,
     pub slow_consumer_drops: AtomicU64,
+    /// Connections refused by `--max-connections`.
+    pub refused_connections: AtomicU64,
+    /// Logins refused by `--max-connections-per-user`.
+    pub refused_user_connections: AtomicU64,
+    /// Connections refused by the `--max-rss` memory guard.
+    pub refused_memory: AtomicU64,
+    /// Connections closed for not logging in within `--auth-timeout`.
+    pub auth_timeouts: AtomicU64,
+    /// Connections closed for exceeding `--max-frames-per-sec`.
+    pub rate_limited: AtomicU64,
 }
 
 impl Stats {
@@ -35,6 +45,8 @@ pub struct Node {
     pub registry: Registry,
     pub rooms: Rooms,
     pub stats: Stats,
+    /// Admission limits (connections per node and per user, memory guard).
+    pub limits: std::sync::Arc<crate::limits::Limits>,
     /// Links to the imrs; `None` on a single node.
     pub cluster: Option<Cluster>,
     /// Random per-process prefix that makes ephemeral device numbers unique
@@ -56,6 +68,7 @@ impl Node {
         let mut tag = [0u8; 4];
         let _ = getrandom::fill(&mut tag);
         Node {
+            limits: crate::limits::Limits::new(cfg.limits.clone()),
             cfg,
             store,
             auth,

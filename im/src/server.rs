@@ -241,20 +241,26 @@ async fn accept_loop(
 ) {
     loop {
         match listener.accept().await {
-            Ok((stream, peer)) => match &tls {
-                None => {
-                    node.conns
-                        .spawn(connection::tcp::serve(node.clone(), stream, peer));
-                }
-                Some(acceptor) => {
-                    node.conns.spawn(connection::tls::serve(
-                        node.clone(),
-                        acceptor.clone(),
-                        stream,
-                        peer,
-                    ));
-                }
-            },
+            Ok((stream, peer)) => {
+                // Refused connections are dropped at once (counted and logged by `limits`).
+                let Ok(permit) = node.limits.admit(&node.stats) else {
+                    continue;
+                };
+                let node2 = node.clone();
+                match &tls {
+                    None => node.conns.spawn(async move {
+                        connection::tcp::serve(node2, stream, peer).await;
+                        drop(permit);
+                    }),
+                    Some(acceptor) => {
+                        let acceptor = acceptor.clone();
+                        node.conns.spawn(async move {
+                            connection::tls::serve(node2, acceptor, stream, peer).await;
+                            drop(permit);
+                        })
+                    }
+                };
+            }
             Err(e) => {
                 // EMFILE and friends: keep serving the connections we have.
                 tracing::warn!(error = %e, "accept failed");

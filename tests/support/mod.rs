@@ -71,6 +71,25 @@ pub fn ferry_bin() -> &'static str {
 }
 
 impl Im {
+    /// Like [`Im::start`] without starting: the test can prepare the data
+    /// dir (e.g. mount a tiny filesystem on it), then call [`Im::launch`].
+    pub fn prepare(extra: &[&str]) -> Im {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        Im {
+            child: None,
+            dir: tmp.path().to_path_buf(),
+            _tmp: Some(tmp),
+            tcp: SocketAddr::from(([127, 0, 0, 1], free_port())),
+            http: SocketAddr::from(([127, 0, 0, 1], free_port())),
+            ws: SocketAddr::from(([127, 0, 0, 1], free_port())),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    pub fn launch(&mut self) {
+        self.spawn();
+    }
+
     /// Starts a single node with the test JWT secret and extra flags.
     pub fn start(extra: &[&str]) -> Im {
         let tmp = tempfile::tempdir().expect("tempdir");
@@ -163,8 +182,9 @@ impl Drop for Im {
 
 /// A throwaway `redis-server` on a free loopback port.
 pub struct Redis {
-    child: Child,
+    child: Option<Child>,
     pub port: u16,
+    persistence: Vec<String>,
     _tmp: tempfile::TempDir,
 }
 
@@ -180,27 +200,46 @@ impl Redis {
 
     /// Starts with these persistence flags.
     pub fn start_with(persistence: &[&str]) -> Redis {
-        let tmp = tempfile::tempdir().expect("tempdir");
-        let port = free_port();
+        let mut r = Redis {
+            child: None,
+            port: free_port(),
+            persistence: persistence.iter().map(|s| s.to_string()).collect(),
+            _tmp: tempfile::tempdir().expect("tempdir"),
+        };
+        r.spawn();
+        r
+    }
+
+    fn spawn(&mut self) {
         let mut child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(persistence)
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(&self.persistence)
             .arg("--dir")
-            .arg(tmp.path())
+            .arg(self._tmp.path())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("redis-server not found: apt-get install redis-server");
         wait_listening(
-            SocketAddr::from(([127, 0, 0, 1], port)),
+            SocketAddr::from(([127, 0, 0, 1], self.port)),
             &mut child,
             "redis-server",
         );
-        Redis {
-            child,
-            port,
-            _tmp: tmp,
+        self.child = Some(child);
+    }
+
+    /// SIGKILL (with `start_durable`, every acknowledged write is in the AOF).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
         }
+    }
+
+    /// Starts again on the same port and data dir.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
     }
 
     pub fn url(&self) -> String {
@@ -220,7 +259,6 @@ impl Redis {
 
 impl Drop for Redis {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.stop();
     }
 }

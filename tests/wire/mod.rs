@@ -137,6 +137,11 @@ impl Raw {
         self.stream.write_all(b).await.expect("write to server");
     }
 
+    /// Like [`Raw::send_bytes`], for attacks the server may cut short.
+    pub async fn try_send_bytes(&mut self, b: &[u8]) -> std::io::Result<()> {
+        self.stream.write_all(b).await
+    }
+
     /// Sends AUTH_TOKEN with header `version` (no wait).
     pub async fn send_auth(&mut self, token: &str, platform: u8, device: &str, version: u8) -> i32 {
         let body = AuthToken {

@@ -13,6 +13,7 @@
 //! when the token fires (e.g. a store write) is finished first, since the
 //! token is only looked at between frames.
 
+use super::guard::Guard;
 use crate::metrics::{self, OpenConnection, Transport as Kind};
 use crate::node::{Node, Stats};
 use crate::outbox::{CloseReason, OutFrame, Outbox};
@@ -70,7 +71,7 @@ pub async fn serve<T: Transport>(node: Arc<Node>, mut t: T, peer: SocketAddr, ki
     let _open = OpenConnection::new(kind);
     let outbox = Arc::new(Outbox::new(node.cfg.outbox_bytes));
     let mut session = Session::new(node.clone(), outbox.clone(), peer);
-    let reason = drive(&node, &mut t, &mut session, &outbox).await;
+    let reason = drive(&node, &mut t, &mut session, &outbox, peer).await;
     if reason == CloseReason::SlowConsumer.as_str() {
         Stats::add(&node.stats.slow_consumer_drops, 1);
     }
@@ -93,7 +94,10 @@ async fn drive<T: Transport>(
     t: &mut T,
     session: &mut Session,
     outbox: &Outbox,
+    peer: SocketAddr,
 ) -> &'static str {
+    // Admission hooks: login deadline and frame-rate limit.
+    let mut guard = Guard::new(&node.cfg.limits);
     let idle = node.cfg.idle_timeout;
     let mut w = Writer::default();
     let mut frames: Vec<Frame> = Vec::new();
@@ -126,6 +130,7 @@ async fn drive<T: Transport>(
             .flatten()
             .min()
             .unwrap_or(idle_deadline);
+        let deadline = guard.earliest(deadline);
         let wake = tokio::select! {
             biased;
             io = poll_fn(|cx| t.poll_io(cx, &mut w, can_read, &mut frames)) => Wake::Io(io),
@@ -155,10 +160,17 @@ async fn drive<T: Transport>(
                 if write_deadline.is_some_and(|d| d <= now) {
                     return "write_timeout";
                 }
+                if guard.auth_expired(&node.stats, peer) {
+                    return super::guard::AUTH_TIMEOUT;
+                }
                 if idle_deadline <= now {
                     return "idle_timeout";
                 }
             }
+        }
+        if let Err(r) = guard.charge(frames.len(), &node.stats, peer) {
+            frames.clear();
+            failure = Some(r);
         }
         // Frames that arrived before a bad header are still handled, and
         // every reply produced is flushed before the close.
@@ -174,6 +186,9 @@ async fn drive<T: Transport>(
                     break;
                 }
             }
+        }
+        if session.is_authed() {
+            guard.authenticated();
         }
         if let Some(r) = failure
             && closing.is_none()

@@ -3,6 +3,9 @@
 //! bytes become frames and frames become bytes.
 
 pub mod drive;
+#[cfg(test)]
+mod fuzz;
+pub mod guard;
 mod read;
 pub mod tcp;
 pub mod tls;

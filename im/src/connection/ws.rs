@@ -95,6 +95,10 @@ async fn upgrade(
     if s.node.shutdown.is_cancelled() {
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response();
     }
+    // Refusals are counted and logged by `limits`.
+    let Ok(permit) = s.node.limits.admit(&s.node.stats) else {
+        return (StatusCode::SERVICE_UNAVAILABLE, "connection limit reached").into_response();
+    };
     let node = s.node.clone();
     ws.read_buffer_size(READ_BUFFER)
         .write_buffer_size(0)
@@ -102,7 +106,10 @@ async fn upgrade(
         .max_frame_size(MAX_MESSAGE)
         .on_upgrade(move |socket| {
             let tracker = node.conns.clone();
-            tracker.track_future(super::serve(node, Ws::new(socket), peer, s.kind))
+            tracker.track_future(async move {
+                super::serve(node, Ws::new(socket), peer, s.kind).await;
+                drop(permit);
+            })
         })
 }
 

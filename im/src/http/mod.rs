@@ -15,6 +15,8 @@
 
 mod demo;
 mod error;
+#[cfg(test)]
+mod fuzz;
 mod load;
 mod ops;
 mod params;

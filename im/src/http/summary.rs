@@ -41,6 +41,18 @@ pub async fn summary(State(node): State<Arc<Node>>, p: Params) -> Result<Json<Va
         "slow_consumer_drops".into(),
         Stats::get(&node.stats.slow_consumer_drops).into(),
     );
+    for (name, c) in [
+        ("refused_connections", &node.stats.refused_connections),
+        (
+            "refused_user_connections",
+            &node.stats.refused_user_connections,
+        ),
+        ("refused_memory", &node.stats.refused_memory),
+        ("auth_timeouts", &node.stats.auth_timeouts),
+        ("rate_limited", &node.stats.rate_limited),
+    ] {
+        obj.insert(name.into(), Stats::get(c).into());
+    }
     if let Some(appid) = appid.filter(|&a| a != 0) {
         let (users, clients) = node.registry.totals(Some(appid));
         let (rooms, room_clients) = node.rooms.totals(Some(appid));

@@ -18,6 +18,14 @@ impl Session {
                 return Control::CloseAfterFlush("auth_failed");
             }
         };
+        let permit = match node.limits.admit_user(&node.stats, id.appid, id.uid) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::info!(peer = %self.peer, appid = id.appid, uid = id.uid, reason = %e, "login refused");
+                w.frame(AUTH_STATUS, 0, &encode_status(1));
+                return Control::CloseAfterFlush("too_many_user_connections");
+            }
+        };
         let device_id = if t.device_id.is_empty() {
             -((node.node_tag << 31) | (self.conn as i64 & 0x7fff_ffff))
         } else {
@@ -70,6 +78,7 @@ impl Session {
             c.subscribe(a.appid, a.uid, a.online);
         }
         self.authed = Some(a);
+        self.user_permit = Some(permit);
         tracing::debug!(peer = %self.peer, appid = a.appid, uid = a.uid, device_id, version, "login");
         Control::Continue
     }

@@ -58,6 +58,8 @@ pub struct Session {
     peer: SocketAddr,
     authed: Option<Authed>,
     room: Option<i64>,
+    /// This login's slot under `--max-connections-per-user`.
+    user_permit: Option<crate::limits::UserPermit>,
 }
 
 impl Session {
@@ -71,7 +73,13 @@ impl Session {
             peer,
             authed: None,
             room: None,
+            user_permit: None,
         }
+    }
+
+    /// Whether AUTH_TOKEN succeeded on this connection.
+    pub fn is_authed(&self) -> bool {
+        self.authed.is_some()
     }
 
     pub fn outbox(&self) -> &Arc<Outbox> {
@@ -148,6 +156,7 @@ impl Session {
                 self.leave_current_room(a.appid, r);
             }
         }
+        self.user_permit = None;
         self.node
             .stats
             .connections

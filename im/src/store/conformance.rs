@@ -7,6 +7,7 @@
 //! a shared Redis is fine as long as each gets its own key prefix (device
 //! numbers use unique device names per run).
 
+use super::test_support::*;
 use super::{
     AppendOutcome, AppendRequest, DedupKey, NewEntry, Placed, QueueId, Store, StoreError,
     StoredMessage, Window,
@@ -19,60 +20,6 @@ use std::sync::Arc;
 
 pub(crate) type SharedStore = Arc<dyn Store>;
 type Case = fn(SharedStore) -> Pin<Box<dyn Future<Output = ()> + Send>>;
-
-const APP: i64 = 7;
-
-fn q(uid: i64) -> QueueId {
-    QueueId { appid: APP, uid }
-}
-
-fn entry(uid: i64, body: &str) -> NewEntry {
-    NewEntry {
-        queue: q(uid),
-        cmd: 4,
-        flag: 1,
-        device_id: 3,
-        body: Bytes::copy_from_slice(body.as_bytes()),
-    }
-}
-
-fn key(sender: i64, receiver: i64, client_msgid: i64) -> DedupKey {
-    DedupKey {
-        appid: APP,
-        sender,
-        device_id: 3,
-        client_msgid,
-        receiver,
-    }
-}
-
-/// A peer message: receiver copy + sender copy, with an optional dedup key.
-fn peer(sender: i64, receiver: i64, client_msgid: Option<i64>, body: &str) -> AppendRequest {
-    AppendRequest {
-        entries: vec![entry(receiver, body), entry(sender, body)],
-        dedup: client_msgid.map(|m| key(sender, receiver, m)),
-    }
-}
-
-fn single(uid: i64, body: &str) -> AppendRequest {
-    AppendRequest {
-        entries: vec![entry(uid, body)],
-        dedup: None,
-    }
-}
-
-fn ids(outcome: &AppendOutcome) -> Vec<i64> {
-    outcome.placed.iter().map(|p| p.msgid).collect()
-}
-
-fn msg_ids(messages: &[StoredMessage]) -> Vec<i64> {
-    messages.iter().map(|m| m.msgid).collect()
-}
-
-async fn all_ids(store: &dyn Store, uid: i64) -> Vec<i64> {
-    let w = store.window(q(uid), 0, usize::MAX).await.expect("window");
-    msg_ids(&w.messages)
-}
 
 async fn append(store: &dyn Store, req: AppendRequest) -> AppendOutcome {
     store.append(req).await.expect("append")

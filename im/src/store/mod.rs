@@ -19,6 +19,8 @@ mod conformance;
 mod fjall;
 mod redis;
 mod sqlite;
+#[cfg(test)]
+mod test_support;
 
 pub use self::fjall::{FjallOptions, FjallStore};
 pub use self::redis::{RedisStore, RedisStoreOptions};

@@ -3,47 +3,10 @@
 //! commit and fsync failures, a stalled writer) and a crash image test.
 
 use super::*;
-use crate::store::{DedupKey, NewEntry, Placed};
-use bytes::Bytes;
-use std::collections::HashSet;
+use crate::store::{NewEntry, Placed};
 use std::time::Instant;
 
-const APP: i64 = 7;
-
-fn q(uid: i64) -> QueueId {
-    QueueId { appid: APP, uid }
-}
-
-fn entry(uid: i64, body: &str) -> NewEntry {
-    NewEntry {
-        queue: q(uid),
-        cmd: 4,
-        flag: 1,
-        device_id: 3,
-        body: Bytes::copy_from_slice(body.as_bytes()),
-    }
-}
-
-/// A peer message: receiver copy + sender copy, with an optional dedup key.
-fn peer(sender: i64, receiver: i64, client_msgid: Option<i64>, body: &str) -> AppendRequest {
-    AppendRequest {
-        entries: vec![entry(receiver, body), entry(sender, body)],
-        dedup: client_msgid.map(|client_msgid| DedupKey {
-            appid: APP,
-            sender,
-            device_id: 3,
-            client_msgid,
-            receiver,
-        }),
-    }
-}
-
-fn single(uid: i64, body: &str) -> AppendRequest {
-    AppendRequest {
-        entries: vec![entry(uid, body)],
-        dedup: None,
-    }
-}
+use crate::store::test_support::*;
 
 fn open(dir: &Path) -> FjallStore {
     FjallStore::open(dir, FjallOptions::default()).expect("open store")
@@ -68,15 +31,6 @@ async fn dedup_index_len(store: &FjallStore) -> i64 {
         Done::Number(n) => n,
         other => panic!("unexpected reply {other:?}"),
     }
-}
-
-fn ids(outcome: &AppendOutcome) -> Vec<i64> {
-    outcome.placed.iter().map(|p| p.msgid).collect()
-}
-
-async fn all_ids(store: &FjallStore, uid: i64) -> Vec<i64> {
-    let w = store.window(q(uid), 0, usize::MAX).await.expect("window");
-    w.messages.iter().map(|m| m.msgid).collect()
 }
 
 #[tokio::test]
@@ -115,41 +69,6 @@ async fn ids_are_contiguous_per_queue_and_continue_after_reopen() {
     );
     assert_eq!(all_ids(&store, 1).await, vec![1, 2, 3, 4]);
     assert_eq!(all_ids(&store, 2).await, vec![1, 2]);
-}
-
-#[tokio::test]
-async fn two_entry_append_is_written_together_and_read_back() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = open(dir.path());
-    let out = store
-        .append(peer(10, 20, None, "hello"))
-        .await
-        .expect("append");
-    assert!(!out.duplicate);
-    assert_eq!(ids(&out), vec![1, 1]);
-    for uid in [10, 20] {
-        let w = store.window(q(uid), 0, 10).await.expect("window");
-        assert_eq!(
-            w.messages,
-            vec![StoredMessage {
-                msgid: 1,
-                cmd: 4,
-                flag: 1,
-                device_id: 3,
-                body: Bytes::from_static(b"hello"),
-            }]
-        );
-    }
-    // Two entries for the same queue in one request get consecutive ids.
-    let req = AppendRequest {
-        entries: vec![entry(10, "x"), entry(10, "y")],
-        dedup: None,
-    };
-    let out = store.append(req).await.expect("append");
-    assert_eq!(
-        out.placed,
-        vec![Placed { msgid: 2, prev: 1 }, Placed { msgid: 3, prev: 2 }]
-    );
 }
 
 #[tokio::test]
@@ -208,7 +127,7 @@ async fn failed_batch_fails_every_request_in_it() {
     assert!(matches!(b, Err(StoreError::Backend(_))), "{b:?}");
     assert!(matches!(c, Err(StoreError::Backend(_))), "{c:?}");
     assert!(matches!(d, Err(StoreError::Backend(_))), "{d:?}");
-    assert_eq!(all_ids(&store, 1).await, Vec::<i64>::new());
+    assert_eq!(all_ids(&*store, 1).await, Vec::<i64>::new());
     assert_eq!(store.sync_key(q(1)).await.expect("key"), 0);
     // Recovered.
     assert_eq!(
@@ -289,38 +208,6 @@ async fn fsync_failure_errors_and_a_resend_is_answered_from_the_journal() {
 }
 
 #[tokio::test]
-async fn duplicate_returns_original_ids_and_writes_nothing() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = open(dir.path());
-    let first = store
-        .append(peer(1, 2, Some(42), "hi"))
-        .await
-        .expect("append");
-    assert!(!first.duplicate);
-    store.append(single(1, "other")).await.expect("append");
-    let again = store
-        .append(peer(1, 2, Some(42), "hi"))
-        .await
-        .expect("append");
-    assert!(again.duplicate);
-    assert_eq!(again.placed, first.placed);
-    assert_eq!(all_ids(&store, 1).await, vec![1, 2]);
-    assert_eq!(all_ids(&store, 2).await, vec![1]);
-    // Any field of the key differing makes it a new message.
-    let other_receiver = store
-        .append(peer(1, 3, Some(42), "hi"))
-        .await
-        .expect("append");
-    assert!(!other_receiver.duplicate);
-    assert_eq!(ids(&other_receiver), vec![1, 3]);
-    // A duplicate does not consume ids: the next append follows on.
-    assert_eq!(
-        ids(&store.append(single(2, "n")).await.expect("append")),
-        vec![2]
-    );
-}
-
-#[tokio::test]
 async fn duplicate_is_detected_after_reopen() {
     let dir = tempfile::tempdir().expect("tempdir");
     let first = {
@@ -358,7 +245,7 @@ async fn same_key_twice_in_one_batch_is_a_duplicate_of_the_first() {
     let (a, b) = (a.expect("a"), b.expect("b"));
     assert_eq!(a.placed, b.placed);
     assert!(a.duplicate ^ b.duplicate, "exactly one duplicate");
-    assert_eq!(all_ids(&store, 1).await, vec![1]);
+    assert_eq!(all_ids(&*store, 1).await, vec![1]);
     // Both rode in the batch after the stall.
     let after = store.stats();
     assert_eq!(after.batches - before.batches, 2);
@@ -499,85 +386,6 @@ async fn dedup_expiry_and_pruning_work_across_reopen() {
 }
 
 #[tokio::test]
-async fn window_pages_with_has_more() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = open(dir.path());
-    let empty = store.window(q(1), 0, 10).await.expect("window");
-    assert_eq!(
-        empty,
-        Window {
-            messages: vec![],
-            head: 0,
-            has_more: false
-        }
-    );
-    for i in 1..=5 {
-        store
-            .append(single(1, &format!("m{i}")))
-            .await
-            .expect("append");
-    }
-    let w = store.window(q(1), 0, 2).await.expect("window");
-    assert_eq!(
-        w.messages.iter().map(|m| m.msgid).collect::<Vec<_>>(),
-        vec![1, 2]
-    );
-    assert_eq!(&w.messages[1].body[..], b"m2");
-    assert_eq!((w.head, w.has_more), (5, true));
-    let w = store.window(q(1), 2, 2).await.expect("window");
-    assert_eq!(
-        w.messages.iter().map(|m| m.msgid).collect::<Vec<_>>(),
-        vec![3, 4]
-    );
-    assert!(w.has_more);
-    let w = store.window(q(1), 4, 2).await.expect("window");
-    assert_eq!(
-        w.messages.iter().map(|m| m.msgid).collect::<Vec<_>>(),
-        vec![5]
-    );
-    assert_eq!((w.head, w.has_more), (5, false));
-    let w = store.window(q(1), 5, 2).await.expect("window");
-    assert!(w.messages.is_empty());
-    assert_eq!((w.head, w.has_more), (5, false));
-    let w = store.window(q(1), 3, 0).await.expect("window");
-    assert!(w.messages.is_empty());
-    assert!(w.has_more);
-}
-
-#[tokio::test]
-async fn latest_returns_newest_oldest_first() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = open(dir.path());
-    assert!(store.latest(q(1), 3).await.expect("latest").is_empty());
-    for i in 1..=5 {
-        store
-            .append(single(1, &format!("m{i}")))
-            .await
-            .expect("append");
-    }
-    let l = store.latest(q(1), 3).await.expect("latest");
-    assert_eq!(l.iter().map(|m| m.msgid).collect::<Vec<_>>(), vec![3, 4, 5]);
-    assert_eq!(&l[2].body[..], b"m5");
-    let l = store.latest(q(1), 100).await.expect("latest");
-    assert_eq!(l.len(), 5);
-}
-
-#[tokio::test]
-async fn count_after_counts_newer_messages() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = open(dir.path());
-    assert_eq!(store.count_after(q(1), 0).await.expect("count"), 0);
-    for _ in 0..5 {
-        store.append(single(1, "m")).await.expect("append");
-    }
-    assert_eq!(store.count_after(q(1), 0).await.expect("count"), 5);
-    assert_eq!(store.count_after(q(1), 3).await.expect("count"), 2);
-    assert_eq!(store.count_after(q(1), 5).await.expect("count"), 0);
-    assert_eq!(store.count_after(q(1), 99).await.expect("count"), 0);
-    assert_eq!(store.count_after(q(1), -4).await.expect("count"), 5);
-}
-
-#[tokio::test]
 async fn sync_keys_only_increase_and_persist() {
     let dir = tempfile::tempdir().expect("tempdir");
     {
@@ -601,114 +409,6 @@ async fn sync_keys_only_increase_and_persist() {
     let store = open(dir.path());
     assert_eq!(store.sync_key(q(1)).await.expect("key"), 8);
     assert_eq!(store.group_sync_key(q(1), 100).await.expect("key"), 9);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn device_numbers_are_stable_and_distinct() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (a, b, c) = {
-        let store = Arc::new(open(dir.path()));
-        // Many concurrent first logins of one device: a single number.
-        let tasks: Vec<_> = (0..20)
-            .map(|_| {
-                let s = Arc::clone(&store);
-                tokio::spawn(async move { s.device_number("phone-a", 1).await })
-            })
-            .collect();
-        let mut numbers = HashSet::new();
-        for t in tasks {
-            numbers.insert(t.await.expect("join").expect("number"));
-        }
-        assert_eq!(numbers.len(), 1);
-        let a = store.device_number("phone-a", 1).await.expect("number");
-        assert!(numbers.contains(&a));
-        let b = store.device_number("phone-a", 2).await.expect("number");
-        let c = store.device_number("phone-b", 1).await.expect("number");
-        assert_eq!(HashSet::from([a, b, c]).len(), 3);
-        assert!(a > 0 && b > 0 && c > 0);
-        (a, b, c)
-    };
-    let store = open(dir.path());
-    assert_eq!(store.device_number("phone-a", 1).await.expect("number"), a);
-    assert_eq!(store.device_number("phone-a", 2).await.expect("number"), b);
-    assert_eq!(store.device_number("phone-b", 1).await.expect("number"), c);
-    let d = store.device_number("phone-c", 1).await.expect("number");
-    assert!(![a, b, c].contains(&d));
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_appends_get_exactly_contiguous_ids() {
-    const TASKS: i64 = 200;
-    const PER_TASK: i64 = 50;
-    const USERS: i64 = 10;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = Arc::new(open(dir.path()));
-    let tasks: Vec<_> = (0..TASKS)
-        .map(|t| {
-            let s = Arc::clone(&store);
-            tokio::spawn(async move {
-                let mut placed = Vec::new();
-                for i in 0..PER_TASK {
-                    let sender = t % USERS;
-                    let receiver = (t + i + 1) % USERS;
-                    let receiver = if receiver == sender {
-                        (receiver + 1) % USERS
-                    } else {
-                        receiver
-                    };
-                    let out = s
-                        .append(peer(sender, receiver, Some(t * 1000 + i), "body"))
-                        .await
-                        .expect("append");
-                    assert!(!out.duplicate);
-                    placed.push((receiver, out.placed[0].msgid));
-                    placed.push((sender, out.placed[1].msgid));
-                }
-                placed
-            })
-        })
-        .collect();
-    let mut seen = HashSet::new();
-    for t in tasks {
-        for p in t.await.expect("join") {
-            assert!(seen.insert(p), "id handed out twice: {p:?}");
-        }
-    }
-    let mut total = 0;
-    for uid in 0..USERS {
-        let got = all_ids(&store, uid).await;
-        let expected: Vec<i64> = (1..=got.len() as i64).collect();
-        assert_eq!(got, expected, "queue {uid} has gaps");
-        total += got.len();
-        for id in got {
-            assert!(seen.contains(&(uid, id)));
-        }
-    }
-    assert_eq!(total as i64, TASKS * PER_TASK * 2);
-    assert_eq!(seen.len(), total);
-    let stats = store.stats();
-    assert_eq!(stats.requests, (TASKS * PER_TASK) as u64);
-    assert!(
-        stats.batches < stats.requests,
-        "group commit batched nothing"
-    );
-}
-
-#[tokio::test]
-async fn empty_append_is_refused() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = open(dir.path());
-    let err = store
-        .append(AppendRequest {
-            entries: vec![],
-            dedup: None,
-        })
-        .await;
-    assert!(matches!(err, Err(StoreError::Invalid(_))), "{err:?}");
-    assert_eq!(
-        ids(&store.append(single(1, "a")).await.expect("append")),
-        vec![1]
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

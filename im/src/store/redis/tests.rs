@@ -4,59 +4,10 @@
 
 use super::test_server::RedisServer;
 use super::*;
-use crate::store::DedupKey;
-use bytes::Bytes;
 use std::sync::Arc;
 use std::time::Instant;
 
-const APP: i64 = 7;
-
-fn q(uid: i64) -> QueueId {
-    QueueId { appid: APP, uid }
-}
-
-fn entry(uid: i64, body: &str) -> NewEntry {
-    NewEntry {
-        queue: q(uid),
-        cmd: 4,
-        flag: 1,
-        device_id: 3,
-        body: Bytes::copy_from_slice(body.as_bytes()),
-    }
-}
-
-fn dedup(sender: i64, receiver: i64, client_msgid: i64) -> DedupKey {
-    DedupKey {
-        appid: APP,
-        sender,
-        device_id: 3,
-        client_msgid,
-        receiver,
-    }
-}
-
-fn peer(sender: i64, receiver: i64, client_msgid: Option<i64>, body: &str) -> AppendRequest {
-    AppendRequest {
-        entries: vec![entry(receiver, body), entry(sender, body)],
-        dedup: client_msgid.map(|m| dedup(sender, receiver, m)),
-    }
-}
-
-fn single(uid: i64, body: &str) -> AppendRequest {
-    AppendRequest {
-        entries: vec![entry(uid, body)],
-        dedup: None,
-    }
-}
-
-fn ids(outcome: &AppendOutcome) -> Vec<i64> {
-    outcome.placed.iter().map(|p| p.msgid).collect()
-}
-
-async fn all_ids(store: &RedisStore, uid: i64) -> Vec<i64> {
-    let w = store.window(q(uid), 0, usize::MAX).await.expect("window");
-    w.messages.iter().map(|m| m.msgid).collect()
-}
+use crate::store::test_support::*;
 
 async fn start() -> RedisServer {
     tokio::task::spawn_blocking(RedisServer::start)
@@ -143,7 +94,7 @@ async fn resend_completes_a_half_written_request() {
     // Only the receiver's group reaches Redis.
     let inv = store.invocation(
         q(2),
-        &DedupId::Client(dedup(1, 2, 9)),
+        &DedupId::Client(key(1, 2, 9)),
         Duration::from_secs(600),
         now_ms(),
         std::iter::once(keys::encode_tail(&req.entries[0], now_ms())),
@@ -337,8 +288,8 @@ async fn restart_with_aof_keeps_ids_contiguous() {
         }
     };
     assert_eq!(ids(&out), vec![6, 6]);
-    assert_eq!(all_ids(&store, 1).await, (1..=6).collect::<Vec<_>>());
-    assert_eq!(all_ids(&store, 2).await, (1..=6).collect::<Vec<_>>());
+    assert_eq!(all_ids(&*store, 1).await, (1..=6).collect::<Vec<_>>());
+    assert_eq!(all_ids(&*store, 2).await, (1..=6).collect::<Vec<_>>());
     assert_eq!(store.sync_key(q(1)).await.expect("key"), 5);
     // Dedup records survived too.
     let dup = store
@@ -393,7 +344,7 @@ async fn redis_down_fails_fast_and_recovers() {
     };
     assert_eq!(ids(&out), vec![2, 2]);
     assert!(!out.duplicate);
-    assert_eq!(all_ids(&store, 1).await, vec![1, 2]);
+    assert_eq!(all_ids(&*store, 1).await, vec![1, 2]);
     drop(server);
 }
 
