@@ -1,7 +1,8 @@
 //! The `ferry` command: `im` (gateway node), `imr` (router), `token` (mint a
-//! login token), `bench` (load tool).
+//! login token), `bench` (load tool), `chat` (terminal client).
 
 mod bench;
+mod chat;
 mod logging;
 mod token;
 
@@ -30,6 +31,8 @@ enum Command {
     Imr(Box<ferry_imr::config::ImrOptions>),
     /// Load tool: drives a running server and reports throughput and latency.
     Bench(bench::BenchArgs),
+    /// Interactive terminal chat client: `@UID text` to send, incoming messages printed.
+    Chat(chat::ChatArgs),
     /// Print a login token accepted by `ferry im --auth jwt` with the same secret/data dir.
     Token(token::TokenArgs),
 }
@@ -55,6 +58,7 @@ fn main() -> anyhow::Result<()> {
             }
             Command::Token(args) => token::run(args),
             Command::Bench(args) => bench::run(args).await,
+            Command::Chat(args) => chat::run(args).await,
         }
     })
 }

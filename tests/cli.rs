@@ -67,6 +67,8 @@ fn start_without_secret(dir: &Path) -> (Server, SocketAddr) {
         .arg(tcp.to_string())
         .arg("--http-listen")
         .arg(http.to_string())
+        .arg("--ws-listen")
+        .arg(format!("127.0.0.1:{}", free_port()))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())

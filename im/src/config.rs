@@ -18,6 +18,21 @@ pub struct ImOptions {
     /// Client TCP listener [default: 0.0.0.0:23000].
     #[arg(long, env = "FERRY_LISTEN")]
     pub listen: Option<SocketAddr>,
+    /// WebSocket listener, path /ws [default: 0.0.0.0:13891].
+    #[arg(long, env = "FERRY_WS_LISTEN")]
+    pub ws_listen: Option<SocketAddr>,
+    /// Raw protocol over TLS; started only with --tls-cert/--tls-key [default: 0.0.0.0:24430].
+    #[arg(long, env = "FERRY_TLS_LISTEN")]
+    pub tls_listen: Option<SocketAddr>,
+    /// Secure WebSocket listener, path /ws; started only with --tls-cert/--tls-key [default: 0.0.0.0:14891].
+    #[arg(long, env = "FERRY_WSS_LISTEN")]
+    pub wss_listen: Option<SocketAddr>,
+    /// PEM certificate chain for the TLS and WSS listeners.
+    #[arg(long, env = "FERRY_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) for the TLS and WSS listeners.
+    #[arg(long, env = "FERRY_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
     /// HTTP API listener [default: 127.0.0.1:6666].
     #[arg(long, env = "FERRY_HTTP_LISTEN")]
     pub http_listen: Option<SocketAddr>,
@@ -68,6 +83,10 @@ pub struct ImOptions {
     /// disconnected [default: 4194304].
     #[arg(long, env = "FERRY_OUTBOX_BYTES")]
     pub outbox_bytes: Option<usize>,
+    /// Serve `/dev/token?uid=N` on the HTTP port for the web demo (JWT auth
+    /// only). Development only: anyone reaching the port can log in as anyone.
+    #[arg(long, env = "FERRY_DEV_TOKENS", num_args = 0..=1, default_missing_value = "true")]
+    pub dev_tokens: Option<bool>,
     /// Bearer token required by the HTTP API; without it the API only binds loopback.
     #[arg(long, env = "FERRY_API_TOKEN", hide_env_values = true)]
     pub api_token: Option<String>,
@@ -147,10 +166,22 @@ impl StoreSpec {
     }
 }
 
+/// PEM files of the TLS listeners.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
 /// Resolved configuration. Its `Debug` output never shows secrets.
 #[derive(Clone)]
 pub struct ImConfig {
     pub listen: SocketAddr,
+    pub ws_listen: SocketAddr,
+    pub tls_listen: SocketAddr,
+    pub wss_listen: SocketAddr,
+    /// Certificate and key files; the TLS and WSS listeners run only when set.
+    pub tls: Option<TlsFiles>,
     pub http_listen: SocketAddr,
     pub data_dir: PathBuf,
     pub store: StoreSpec,
@@ -170,6 +201,7 @@ pub struct ImConfig {
     pub sync_limit: usize,
     pub outbox_bytes: usize,
     pub api_token: Option<String>,
+    pub dev_tokens: bool,
     /// See [`crate::limits`] and [`crate::connection::guard`].
     pub limits: crate::limits::LimitsConfig,
 }
@@ -184,6 +216,18 @@ impl ImOptions {
         let o = self.or(file);
         let cfg = ImConfig {
             listen: o.listen.unwrap_or_else(|| ([0, 0, 0, 0], 23000).into()),
+            ws_listen: o.ws_listen.unwrap_or_else(|| ([0, 0, 0, 0], 13891).into()),
+            tls_listen: o.tls_listen.unwrap_or_else(|| ([0, 0, 0, 0], 24430).into()),
+            wss_listen: o.wss_listen.unwrap_or_else(|| ([0, 0, 0, 0], 14891).into()),
+            tls: match (o.tls_cert, o.tls_key) {
+                (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+                (None, None) => None,
+                _ => {
+                    return Err(ConfigError::Invalid(
+                        "--tls-cert and --tls-key must be given together".into(),
+                    ));
+                }
+            },
             http_listen: o
                 .http_listen
                 .unwrap_or_else(|| ([127, 0, 0, 1], 6666).into()),
@@ -212,6 +256,7 @@ impl ImOptions {
             sync_limit: o.sync_limit.unwrap_or(3000),
             outbox_bytes: o.outbox_bytes.unwrap_or(4 * 1024 * 1024),
             api_token: o.api_token.filter(|s| !s.is_empty()),
+            dev_tokens: o.dev_tokens.unwrap_or(false),
             limits: crate::limits::LimitsConfig {
                 auth_timeout: Duration::from_secs(o.auth_timeout.unwrap_or(10)),
                 max_frames_per_sec: o.max_frames_per_sec.unwrap_or(20_000),
@@ -228,6 +273,11 @@ impl ImOptions {
         ImOptions {
             config: self.config,
             listen: self.listen.or(f.listen),
+            ws_listen: self.ws_listen.or(f.ws_listen),
+            tls_listen: self.tls_listen.or(f.tls_listen),
+            wss_listen: self.wss_listen.or(f.wss_listen),
+            tls_cert: self.tls_cert.or(f.tls_cert),
+            tls_key: self.tls_key.or(f.tls_key),
             http_listen: self.http_listen.or(f.http_listen),
             data_dir: self.data_dir.or(f.data_dir),
             store: self.store.or(f.store),
@@ -245,6 +295,7 @@ impl ImOptions {
             sync_limit: self.sync_limit.or(f.sync_limit),
             outbox_bytes: self.outbox_bytes.or(f.outbox_bytes),
             api_token: self.api_token.or(f.api_token),
+            dev_tokens: self.dev_tokens.or(f.dev_tokens),
             auth_timeout: self.auth_timeout.or(f.auth_timeout),
             max_frames_per_sec: self.max_frames_per_sec.or(f.max_frames_per_sec),
             max_connections: self.max_connections.or(f.max_connections),
@@ -270,6 +321,8 @@ impl std::fmt::Debug for ImConfig {
         let set = |o: &Option<String>| if o.is_some() { "<set>" } else { "<none>" };
         f.debug_struct("ImConfig")
             .field("listen", &self.listen)
+            .field("ws_listen", &self.ws_listen)
+            .field("tls", &self.tls)
             .field("http_listen", &self.http_listen)
             .field("data_dir", &self.data_dir)
             .field("store", &redacted_store(&self.store))
@@ -281,6 +334,7 @@ impl std::fmt::Debug for ImConfig {
             .field("kefu_appid", &self.kefu_appid)
             .field("idle_timeout", &self.idle_timeout)
             .field("api_token", &set(&self.api_token))
+            .field("dev_tokens", &self.dev_tokens)
             .field("limits", &self.limits)
             .finish_non_exhaustive()
     }
@@ -315,6 +369,11 @@ impl ImConfig {
                 "--http-listen {} is not a loopback address: set --api-token to expose the HTTP API",
                 self.http_listen
             )));
+        }
+        if self.dev_tokens && self.auth != AuthMethod::Jwt {
+            return Err(ConfigError::Invalid(
+                "--dev-tokens needs --auth jwt (it mints JWTs)".into(),
+            ));
         }
         if self.sync_limit == 0 {
             return Err(ConfigError::Invalid(

@@ -12,6 +12,7 @@ pub mod groups;
 pub mod http;
 pub mod limits;
 pub mod messaging;
+pub mod metrics;
 pub mod node;
 pub mod outbox;
 pub mod registry;

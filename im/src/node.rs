@@ -56,6 +56,10 @@ pub struct Node {
     /// Random per-process prefix that makes ephemeral device numbers unique
     /// across nodes.
     pub node_tag: i64,
+    /// Fired once on shutdown: listeners stop, connections flush and close.
+    pub shutdown: tokio_util::sync::CancellationToken,
+    /// Every client connection task, so shutdown can wait for them.
+    pub conns: tokio_util::task::TaskTracker,
 }
 
 impl Node {
@@ -79,6 +83,8 @@ impl Node {
             stats: Stats::default(),
             cluster,
             node_tag: (u32::from_be_bytes(tag) & 0x7fff_ffff) as i64,
+            shutdown: tokio_util::sync::CancellationToken::new(),
+            conns: tokio_util::task::TaskTracker::new(),
         }
     }
 }

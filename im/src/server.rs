@@ -1,4 +1,5 @@
-//! Starting and stopping one im node: store, auth, listeners.
+//! Starting and stopping one im node: store, auth, listeners (TCP, WebSocket,
+//! and, with a certificate, TLS and secure WebSocket), graceful shutdown.
 
 use crate::auth::{Authenticator, JwtAuth, RedisAuth, load_or_create_secret};
 use crate::cluster::{Cluster, NodeInbound};
@@ -32,6 +33,8 @@ pub enum StartError {
     Secret { dir: String, source: std::io::Error },
     #[error("cannot connect to Redis for token auth: {0}")]
     Redis(String),
+    #[error(transparent)]
+    Tls(#[from] connection::tls::TlsError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -75,7 +78,28 @@ pub async fn run(cfg: ImConfig, shutdown: impl Future<Output = ()>) -> Result<()
                 .map_err(|e| StartError::Redis(e.to_string()))?,
         ),
     };
+    // TLS material is checked before anything listens, so a bad file is a
+    // startup error naming it.
+    let tls = match &cfg.tls {
+        Some(f) => Some(connection::tls::load(&f.cert, &f.key)?),
+        None => None,
+    };
     let tcp = bind(cfg.listen)?;
+    let ws = bind(cfg.ws_listen)?;
+    let tls_listeners = match &tls {
+        Some(acceptor) => {
+            let raw = bind(cfg.tls_listen)?;
+            let wss = bind(cfg.wss_listen)?;
+            let wss = connection::tls::Listener::new(wss, acceptor.clone()).map_err(|source| {
+                StartError::Bind {
+                    addr: cfg.wss_listen,
+                    source,
+                }
+            })?;
+            Some((acceptor.clone(), raw, wss))
+        }
+        None => None,
+    };
     let http_listener = bind(cfg.http_listen)?;
     let cluster = (!cfg.imr.is_empty()).then(|| {
         Cluster::new(
@@ -84,6 +108,7 @@ pub async fn run(cfg: ImConfig, shutdown: impl Future<Output = ()>) -> Result<()
             cfg.link_buffer,
         )
     });
+    let store: Arc<dyn Store> = Arc::new(crate::metrics::TimedStore(store));
     let node = Arc::new(Node::new(cfg, store.clone(), groups, auth, cluster));
     let links = match &node.cluster {
         Some(c) => c.start(Arc::new(NodeInbound(Arc::downgrade(&node)))),
@@ -91,25 +116,80 @@ pub async fn run(cfg: ImConfig, shutdown: impl Future<Output = ()>) -> Result<()
     };
     tracing::info!(
         tcp = %node.cfg.listen,
+        ws = %node.cfg.ws_listen,
+        tls = %tls_listeners.as_ref().map_or("off".to_string(), |_| node.cfg.tls_listen.to_string()),
+        wss = %tls_listeners.as_ref().map_or("off".to_string(), |_| node.cfg.wss_listen.to_string()),
         http = %node.cfg.http_listen,
         data_dir = %dir,
         store = %crate::config::redacted_store(&node.cfg.store),
         auth = ?node.cfg.auth,
         "ferry im started"
     );
-    let accept = tokio::spawn(accept_loop(node.clone(), tcp));
-    let http = tokio::spawn(http::serve(node.clone(), http_listener));
-    shutdown.await;
-    tracing::info!("shutting down");
-    accept.abort();
-    for l in links {
-        l.abort();
+    let mut accepts = vec![tokio::spawn(accept_loop(node.clone(), tcp, None))];
+    let mut servers = vec![tokio::spawn(connection::ws::serve_plain(node.clone(), ws))];
+    if let Some((acceptor, raw, wss)) = tls_listeners {
+        accepts.push(tokio::spawn(accept_loop(node.clone(), raw, Some(acceptor))));
+        servers.push(tokio::spawn(connection::ws::serve_tls(node.clone(), wss)));
     }
-    http.abort();
+    servers.push(tokio::spawn(http::serve(node.clone(), http_listener)));
+    shutdown.await;
+    stop(&node, accepts, servers, links).await;
     if let Err(e) = store.close().await {
         tracing::warn!(error = %e, "closing the store failed");
     }
+    tracing::info!("stopped");
     Ok(())
+}
+
+/// Graceful stop: no new connections; every connection finishes the frame
+/// it is handling (store writes included), flushes its replies and queued
+/// pushes and closes; in-flight HTTP requests complete; unsubscribes reach
+/// the imrs. Each step is bounded so a stuck peer cannot hold the process.
+async fn stop(
+    node: &Node,
+    accepts: Vec<tokio::task::JoinHandle<()>>,
+    servers: Vec<tokio::task::JoinHandle<()>>,
+    links: Vec<tokio::task::JoinHandle<()>>,
+) {
+    use std::time::Duration;
+    tracing::info!("shutting down: closing listeners and connections");
+    for a in &accepts {
+        a.abort();
+    }
+    node.shutdown.cancel();
+    node.conns.close();
+    let grace = connection::drive::CLOSE_FLUSH + Duration::from_secs(5);
+    if tokio::time::timeout(grace, node.conns.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            left = node.conns.len(),
+            "connections still open after the grace period"
+        );
+    }
+    for s in servers {
+        if tokio::time::timeout(Duration::from_secs(5), s)
+            .await
+            .is_err()
+        {
+            tracing::warn!("an HTTP/WebSocket listener did not stop in time");
+        }
+    }
+    // Closed sessions queued their unsubscribes; let connected links send them.
+    if let Some(c) = &node.cluster {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        while tokio::time::Instant::now() < deadline
+            && c.links()
+                .iter()
+                .any(|l| l.up.load(std::sync::atomic::Ordering::Relaxed) && l.queued_bytes() > 0)
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    for l in links {
+        l.abort();
+    }
 }
 
 /// Opens the store `--store` names. Embedded stores live in the data dir.
@@ -189,7 +269,11 @@ async fn open_group_store(cfg: &ImConfig) -> Result<Arc<dyn GroupStore>, StartEr
     })
 }
 
-async fn accept_loop(node: Arc<Node>, listener: TcpListener) {
+async fn accept_loop(
+    node: Arc<Node>,
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) {
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
@@ -197,11 +281,20 @@ async fn accept_loop(node: Arc<Node>, listener: TcpListener) {
                 let Ok(permit) = node.limits.admit(&node.stats) else {
                     continue;
                 };
-                let node = node.clone();
-                tokio::spawn(async move {
-                    connection::tcp::serve(node, stream, peer).await;
-                    drop(permit);
-                });
+                let node2 = node.clone();
+                match &tls {
+                    None => node.conns.spawn(async move {
+                        connection::tcp::serve(node2, stream, peer).await;
+                        drop(permit);
+                    }),
+                    Some(acceptor) => {
+                        let acceptor = acceptor.clone();
+                        node.conns.spawn(async move {
+                            connection::tls::serve(node2, acceptor, stream, peer).await;
+                            drop(permit);
+                        })
+                    }
+                };
             }
             Err(e) => {
                 // EMFILE and friends: keep serving the connections we have.

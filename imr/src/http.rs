@@ -4,6 +4,7 @@
 //! * `GET /all_online` → `[{"appid": N, "users": [uid…]}, …]` (every subscribed user)
 //! * `GET /health` → `{"status":"ok","links":N,"redis":"up"|"down"|"disabled","push_buffered":N}`
 //! * `GET /stats` → all counters
+//! * `GET /metrics` → the same counters in the Prometheus text format
 //!
 //! Bad parameters → 400 `{"meta":{"code":400,"message":"…"}}`.
 
@@ -26,6 +27,7 @@ pub(crate) fn router(sh: Arc<Shared>) -> Router {
         .route("/all_online", get(all_online))
         .route("/health", get(health))
         .route("/stats", get(stats))
+        .route("/metrics", get(metrics))
         .with_state(sh)
 }
 
@@ -107,4 +109,38 @@ async fn health(State(sh): State<Arc<Shared>>) -> Json<Health> {
 
 async fn stats(State(sh): State<Arc<Shared>>) -> Json<crate::stats::StatsSnapshot> {
     Json(sh.stats.snapshot())
+}
+
+/// Every counter of [`crate::stats::StatsSnapshot`] as `ferry_imr_<name>`;
+/// the levels (links, push buffer depth, Redis state) are gauges, the rest
+/// monotonic counters with a `_total` suffix.
+async fn metrics(State(sh): State<Arc<Shared>>) -> Response {
+    use std::fmt::Write;
+    const GAUGES: [&str; 3] = ["links", "push_buffered", "redis_up"];
+    let snap = serde_json::to_value(sh.stats.snapshot()).unwrap_or_default();
+    let mut out = String::new();
+    if let Some(fields) = snap.as_object() {
+        for (name, v) in fields {
+            let n = match v {
+                serde_json::Value::Bool(b) => u64::from(*b),
+                v => v.as_u64().unwrap_or(0),
+            };
+            let (metric, kind) = if GAUGES.contains(&name.as_str()) {
+                (format!("ferry_imr_{name}"), "gauge")
+            } else if name.ends_with("_total") {
+                (format!("ferry_imr_{name}"), "counter")
+            } else {
+                (format!("ferry_imr_{name}_total"), "counter")
+            };
+            let _ = writeln!(out, "# TYPE {metric} {kind}\n{metric} {n}");
+        }
+    }
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        out,
+    )
+        .into_response()
 }

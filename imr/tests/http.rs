@@ -127,3 +127,19 @@ async fn bind_failure_is_a_start_error() {
         .expect_err("port taken");
     assert!(err.to_string().contains("--listen"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_in_prometheus_format() {
+    let imr = Imr::start(config(None)).await;
+    let mut a = FakeIm::linked(&imr, "").await;
+    a.subscribe(7, 1, true).await;
+    imr.wait_subscribed(7, 1).await;
+    let (status, body) = imr.get("/metrics").await;
+    assert_eq!(status, 200);
+    assert!(
+        body.contains("# TYPE ferry_imr_links gauge\nferry_imr_links 1\n"),
+        "{body}"
+    );
+    assert!(body.contains("ferry_imr_links_total 1\n"), "{body}");
+    assert!(body.contains("ferry_imr_frames_received_total "), "{body}");
+}

@@ -61,6 +61,8 @@ pub struct Im {
     _tmp: Option<tempfile::TempDir>,
     pub tcp: SocketAddr,
     pub http: SocketAddr,
+    /// WebSocket listener (`/ws`).
+    pub ws: SocketAddr,
     pub extra: Vec<String>,
 }
 
@@ -79,6 +81,7 @@ impl Im {
             _tmp: Some(tmp),
             tcp: SocketAddr::from(([127, 0, 0, 1], free_port())),
             http: SocketAddr::from(([127, 0, 0, 1], free_port())),
+            ws: SocketAddr::from(([127, 0, 0, 1], free_port())),
             extra: extra.iter().map(|s| s.to_string()).collect(),
         }
     }
@@ -97,6 +100,7 @@ impl Im {
             _tmp: Some(tmp),
             tcp: SocketAddr::from(([127, 0, 0, 1], free_port())),
             http: SocketAddr::from(([127, 0, 0, 1], free_port())),
+            ws: SocketAddr::from(([127, 0, 0, 1], free_port())),
             extra: extra.iter().map(|s| s.to_string()).collect(),
         };
         im.spawn();
@@ -117,6 +121,8 @@ impl Im {
             .arg(self.tcp.to_string())
             .arg("--http-listen")
             .arg(self.http.to_string())
+            .arg("--ws-listen")
+            .arg(self.ws.to_string())
             .arg("--jwt-secret")
             .arg(SECRET)
             .args(&self.extra)

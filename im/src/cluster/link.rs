@@ -170,6 +170,11 @@ impl Link {
     }
 
     /// Users subscribed through this link (for SYNC_NOTIFY after a gap).
+    /// Bytes waiting to be sent to the imr (grows while the link is down).
+    pub fn queued_bytes(&self) -> usize {
+        self.lock().queued
+    }
+
     pub fn users(&self) -> Vec<(i64, i64)> {
         self.lock().users.keys().copied().collect()
     }

@@ -2,7 +2,7 @@
 //! into a per-thread scratch buffer, complete frames are copied out once, and
 //! only a trailing partial frame is kept per connection.
 
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use ferry_common::protocol::command::client_may_send;
 use ferry_common::protocol::{Frame, HEADER_LEN, Header, MAX_CLIENT_BODY, ProtocolError};
 use std::cell::RefCell;
@@ -16,8 +16,10 @@ thread_local! {
 }
 
 pub enum ReadOutcome {
-    /// Zero or more frames were appended (readiness can be spurious).
+    /// Bytes arrived; zero or more complete frames were appended.
     Data,
+    /// Readiness was spurious: nothing to read right now.
+    WouldBlock,
     Eof,
 }
 
@@ -35,27 +37,75 @@ pub fn read_frames(
     partial: &mut Option<BytesMut>,
     out: &mut Vec<Frame>,
 ) -> Result<ReadOutcome, ReadError> {
-    SCRATCH_BUF.with(|cell| {
-        let mut scratch = cell.borrow_mut();
-        let n = match stream.try_read(&mut scratch[..]) {
+    with_scratch(|scratch| {
+        let n = match stream.try_read(scratch) {
             Ok(0) => return Ok(ReadOutcome::Eof),
             Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(ReadOutcome::Data),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(ReadOutcome::WouldBlock),
             Err(e) => return Err(e.into()),
         };
-        let mut buf = match partial.take() {
-            Some(mut p) => {
-                p.extend_from_slice(&scratch[..n]);
-                p
-            }
-            None => BytesMut::from(&scratch[..n]),
-        };
-        parse_frames(&mut buf, out)?;
-        if !buf.is_empty() {
-            // Keep a compact copy so the rest of this read's allocation is freed.
-            *partial = Some(BytesMut::from(&buf[..]));
-        }
+        absorb(&scratch[..n], partial, out)?;
         Ok(ReadOutcome::Data)
+    })
+}
+
+/// Runs `f` with this thread's scratch buffer. `f` must not await (it can't:
+/// it is a plain closure), so the buffer is never held across a suspension.
+pub fn with_scratch<R>(f: impl FnOnce(&mut [u8]) -> R) -> R {
+    SCRATCH_BUF.with(|cell| f(&mut cell.borrow_mut()[..]))
+}
+
+/// Appends freshly read bytes to the connection's partial frame (if any),
+/// splits off complete frames, and keeps only a trailing partial frame.
+pub fn absorb(
+    data: &[u8],
+    partial: &mut Option<BytesMut>,
+    out: &mut Vec<Frame>,
+) -> Result<(), ProtocolError> {
+    let mut buf = match partial.take() {
+        Some(mut p) => {
+            p.extend_from_slice(data);
+            p
+        }
+        None => BytesMut::from(data),
+    };
+    parse_frames(&mut buf, out)?;
+    if !buf.is_empty() {
+        // Keep a compact copy so the rest of this read's allocation is freed.
+        *partial = Some(BytesMut::from(&buf[..]));
+    }
+    Ok(())
+}
+
+/// Decodes the one frame a WebSocket message carries (spec §1.3: only the
+/// first frame counts, trailing bytes are ignored). The body shares `msg`.
+pub fn parse_message(msg: Bytes) -> Result<Frame, ProtocolError> {
+    if msg.len() < HEADER_LEN {
+        return Err(ProtocolError::Truncated {
+            cmd: msg.get(8).copied().unwrap_or(0),
+            need: HEADER_LEN,
+            got: msg.len(),
+        });
+    }
+    let mut h = [0u8; HEADER_LEN];
+    h.copy_from_slice(&msg[..HEADER_LEN]);
+    let header = Header::parse(&h, MAX_CLIENT_BODY)?;
+    if !client_may_send(header.cmd) {
+        return Err(ProtocolError::NotAllowed(header.cmd));
+    }
+    if msg.len() < HEADER_LEN + header.len {
+        return Err(ProtocolError::Truncated {
+            cmd: header.cmd,
+            need: header.len,
+            got: msg.len() - HEADER_LEN,
+        });
+    }
+    Ok(Frame {
+        seq: header.seq,
+        cmd: header.cmd,
+        version: header.version,
+        flag: header.flag,
+        body: msg.slice(HEADER_LEN..HEADER_LEN + header.len),
     })
 }
 
@@ -107,6 +157,16 @@ mod tests {
         parse_frames(&mut b, &mut out).expect("ok");
         assert_eq!(out.len(), 1);
         assert_eq!(b.len(), 4);
+    }
+
+    #[test]
+    fn websocket_message_carries_one_frame() {
+        let msg = Bytes::from_static(&[0u8, 0, 0, 2, 0, 0, 0, 9, 4, 2, 0, 0, 7, 8, 99]);
+        let f = parse_message(msg).expect("frame");
+        assert_eq!((f.seq, f.cmd, &f.body[..]), (9, 4, &[7u8, 8][..]));
+        let short = Bytes::from_static(&[0u8, 0, 0, 5, 0, 0, 0, 9, 4, 2, 0, 0, 7]);
+        assert!(parse_message(short).is_err());
+        assert!(parse_message(Bytes::from_static(&[0u8; 5])).is_err());
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //! and `{"meta":{"code","message"}}` errors, any HTTP method on every API path.
 //!
 //! Differences from gobelieve, all deliberate:
-//! * with `--api-token`, every path except `/health` needs
+//! * with `--api-token`, every path except `/health`, `/ready`, `/metrics`,
+//!   `/demo` and `/dev/token` (which exists only with `--dev-tokens`) needs
 //!   `Authorization: Bearer <token>` (401 otherwise);
 //! * a storage failure is a 500 on every endpoint (gobelieve answers 200 on
 //!   `post_peer_message` and fails the request on `load_history_message`);
@@ -12,11 +13,13 @@
 //! * `post_peer_message` also pushes the message (exact METADATA) before the
 //!   SYNC_NOTIFY, like a client send.
 
+mod demo;
 mod error;
 #[cfg(test)]
 mod fuzz;
 mod groups;
 mod load;
+mod ops;
 mod params;
 mod post;
 mod summary;
@@ -36,9 +39,14 @@ use serde_json::{Value, json};
 use std::sync::Arc;
 use tokio::net::TcpListener;
 
-/// Serves the API on `listener` until the task is aborted.
+/// Serves the API on `listener` until the node shuts down (in-flight
+/// requests are finished first).
 pub async fn serve(node: Arc<Node>, listener: TcpListener) {
-    if let Err(e) = axum::serve(listener, router(node)).await {
+    let stop = node.shutdown.clone().cancelled_owned();
+    if let Err(e) = axum::serve(listener, router(node))
+        .with_graceful_shutdown(stop)
+        .await
+    {
         tracing::error!(error = %e, "http api stopped");
     }
 }
@@ -69,6 +77,10 @@ pub fn router(node: Arc<Node>) -> Router {
     }
     // Added after the token layer: liveness probes need no credentials.
     api.route("/health", any(health))
+        .route("/ready", any(ops::ready))
+        .route("/metrics", any(ops::metrics))
+        .route("/demo", any(demo::page))
+        .route("/dev/token", any(demo::dev_token))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(node)
 }

@@ -47,6 +47,7 @@ impl Writer {
             .get_or_insert_with(|| BytesMut::with_capacity(4096));
         h.write(buf);
         self.frames += 1;
+        crate::metrics::frame_out(cmd);
     }
 
     /// Appends a frame whose body is in version-2 form.
@@ -97,6 +98,22 @@ impl Writer {
         }
     }
 
+    /// Splits the next whole frame (header + body) off the pending bytes,
+    /// for message-based transports (one WebSocket message per frame).
+    /// Only valid while nothing was partially [`advance`](Self::advance)d.
+    pub fn take_frame(&mut self) -> Option<Bytes> {
+        let buf = self.buf.as_mut()?;
+        if buf.len() < 12 {
+            return None;
+        }
+        let len = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+        let frame = buf.split_to((12 + len).min(buf.len())).freeze();
+        if buf.is_empty() {
+            self.buf = None;
+        }
+        Some(frame)
+    }
+
     /// Frames written so far (for stats).
     pub fn frames(&self) -> u64 {
         self.frames
@@ -129,6 +146,18 @@ mod tests {
         assert_eq!(&b[44 + 4..44 + 8], &2i32.to_be_bytes());
         assert_eq!(&b[44..48], &4i32.to_be_bytes());
         w.advance(b.len());
+        assert_eq!(w.pending(), 0);
+    }
+
+    #[test]
+    fn take_frame_splits_whole_frames() {
+        let mut w = Writer::default();
+        w.set_version(2);
+        w.frame(ACK, 0, &Bytes::from_static(&[0, 0, 0, 7, 0]));
+        w.frame(14, 0, &Bytes::new());
+        assert_eq!(w.take_frame().map(|f| f.len()), Some(17));
+        assert_eq!(w.take_frame().map(|f| f.len()), Some(12));
+        assert!(w.take_frame().is_none());
         assert_eq!(w.pending(), 0);
     }
 }

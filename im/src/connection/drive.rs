@@ -1,0 +1,199 @@
+//! The transport-agnostic connection loop: one task per connection reads
+//! frames, runs the [`Session`], and writes the session's replies and the
+//! outbox's pushes in batches.
+//!
+//! Backpressure: frames from the client are only read while less than
+//! [`WRITE_HIGH_WATER`] bytes wait to be written to it, so a client that
+//! stops reading stops being served and is dropped after [`WRITE_TIMEOUT`]
+//! (or earlier, when its outbox overflows).
+//!
+//! Shutdown: when the node's shutdown token fires, the loop stops reading,
+//! writes every reply and queued push it still holds (for at most
+//! [`CLOSE_FLUSH`]) and closes with reason `shutdown`. A frame being handled
+//! when the token fires (e.g. a store write) is finished first, since the
+//! token is only looked at between frames.
+
+use super::guard::Guard;
+use crate::metrics::{self, OpenConnection, Transport as Kind};
+use crate::node::{Node, Stats};
+use crate::outbox::{CloseReason, OutFrame, Outbox};
+use crate::session::writer::Writer;
+use crate::session::{Control, Session};
+use ferry_common::protocol::Frame;
+use std::future::{Future, poll_fn};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::time::{Instant, sleep_until};
+
+pub const WRITE_HIGH_WATER: usize = 256 * 1024;
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long replies and queued pushes may take to drain once the connection
+/// is closing.
+pub const CLOSE_FLUSH: Duration = Duration::from_secs(5);
+
+/// What one [`Transport::poll_io`] call achieved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Io {
+    /// Bytes were written and/or frames were read.
+    Progress,
+    /// The peer closed the connection.
+    Eof,
+    /// Stop reading; flush what is pending, then close with this reason
+    /// (a protocol error, a WebSocket text message).
+    Closing(&'static str),
+    /// The connection is unusable (I/O error); close now with this reason.
+    Failed(&'static str),
+}
+
+/// A client connection's byte (or message) stream.
+pub trait Transport: Send {
+    /// Writes as much of `w` as the peer takes without blocking and, if
+    /// `read` is set, reads what has arrived, appending complete frames to
+    /// `out`. Ready when anything happened; Pending (with wakers registered
+    /// for both directions) otherwise. Must not hold buffers across Pending.
+    fn poll_io(
+        &mut self,
+        cx: &mut Context<'_>,
+        w: &mut Writer,
+        read: bool,
+        out: &mut Vec<Frame>,
+    ) -> Poll<Io>;
+
+    /// Ends the connection, telling the peer why where the transport can
+    /// (a WebSocket close frame).
+    fn close(self, reason: &'static str) -> impl Future<Output = ()> + Send;
+}
+
+/// Runs one client connection to its end.
+pub async fn serve<T: Transport>(node: Arc<Node>, mut t: T, peer: SocketAddr, kind: Kind) {
+    let _open = OpenConnection::new(kind);
+    let outbox = Arc::new(Outbox::new(node.cfg.outbox_bytes));
+    let mut session = Session::new(node.clone(), outbox.clone(), peer);
+    let reason = drive(&node, &mut t, &mut session, &outbox, peer).await;
+    if reason == CloseReason::SlowConsumer.as_str() {
+        Stats::add(&node.stats.slow_consumer_drops, 1);
+    }
+    metrics::disconnect(reason);
+    tracing::debug!(%peer, transport = kind.as_str(), reason, "connection closed");
+    session.close();
+    t.close(reason).await;
+}
+
+/// Why the loop woke up.
+enum Wake {
+    Io(Io),
+    Outbox,
+    Shutdown,
+    Timer,
+}
+
+async fn drive<T: Transport>(
+    node: &Node,
+    t: &mut T,
+    session: &mut Session,
+    outbox: &Outbox,
+    peer: SocketAddr,
+) -> &'static str {
+    // Admission hooks: login deadline and frame-rate limit.
+    let mut guard = Guard::new(&node.cfg.limits);
+    let idle = node.cfg.idle_timeout;
+    let mut w = Writer::default();
+    let mut frames: Vec<Frame> = Vec::new();
+    let mut queued: Vec<OutFrame> = Vec::new();
+    let mut idle_deadline = Instant::now() + idle;
+    let mut write_deadline: Option<Instant> = None;
+    let mut closing: Option<(&'static str, Instant)> = None;
+    let mut counted = 0;
+    loop {
+        if let Some(r) = outbox.closed() {
+            return r.as_str();
+        }
+        if w.pending() < WRITE_HIGH_WATER {
+            outbox.drain_into(&mut queued, WRITE_HIGH_WATER - w.pending());
+            for f in queued.drain(..) {
+                w.push(&f);
+            }
+        }
+        Stats::add(&node.stats.out_messages, w.frames() - counted);
+        counted = w.frames();
+        if let Some((r, _)) = closing
+            && w.pending() == 0
+            && outbox.is_empty()
+        {
+            return r;
+        }
+        let can_read = closing.is_none() && w.pending() < WRITE_HIGH_WATER;
+        let deadline = [Some(idle_deadline), write_deadline, closing.map(|c| c.1)]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(idle_deadline);
+        let deadline = guard.earliest(deadline);
+        let wake = tokio::select! {
+            biased;
+            io = poll_fn(|cx| t.poll_io(cx, &mut w, can_read, &mut frames)) => Wake::Io(io),
+            _ = outbox.notified() => Wake::Outbox,
+            _ = node.shutdown.cancelled(), if closing.is_none() => Wake::Shutdown,
+            _ = sleep_until(deadline) => Wake::Timer,
+        };
+        if w.pending() == 0 {
+            write_deadline = None;
+        } else {
+            write_deadline.get_or_insert_with(|| Instant::now() + WRITE_TIMEOUT);
+        }
+        let mut failure = None;
+        match wake {
+            Wake::Io(Io::Progress) | Wake::Outbox => {}
+            Wake::Io(Io::Eof) => failure = Some("eof"),
+            Wake::Io(Io::Closing(r)) => failure = Some(r),
+            Wake::Io(Io::Failed(r)) => return r,
+            Wake::Shutdown => failure = Some(CloseReason::Shutdown.as_str()),
+            Wake::Timer => {
+                let now = Instant::now();
+                if let Some((r, by)) = closing
+                    && by <= now
+                {
+                    return r;
+                }
+                if write_deadline.is_some_and(|d| d <= now) {
+                    return "write_timeout";
+                }
+                if guard.auth_expired(&node.stats, peer) {
+                    return super::guard::AUTH_TIMEOUT;
+                }
+                if idle_deadline <= now {
+                    return "idle_timeout";
+                }
+            }
+        }
+        if let Err(r) = guard.charge(frames.len(), &node.stats, peer) {
+            frames.clear();
+            failure = Some(r);
+        }
+        // Frames that arrived before a bad header are still handled, and
+        // every reply produced is flushed before the close.
+        if !frames.is_empty() {
+            idle_deadline = Instant::now() + idle;
+        }
+        for f in frames.drain(..) {
+            metrics::frame_in(f.cmd);
+            match session.handle(f, &mut w).await {
+                Control::Continue => {}
+                Control::Close(r) | Control::CloseAfterFlush(r) => {
+                    failure = failure.or(Some(r));
+                    break;
+                }
+            }
+        }
+        if session.is_authed() {
+            guard.authenticated();
+        }
+        if let Some(r) = failure
+            && closing.is_none()
+        {
+            closing = Some((r, Instant::now() + CLOSE_FLUSH));
+        }
+    }
+}

@@ -1,0 +1,250 @@
+//! TLS (rustls): the raw protocol over TLS on `--tls-listen`, and the TLS
+//! layer under secure WebSocket on `--wss-listen`.
+//!
+//! There is no readiness API on a TLS stream, so reads go through
+//! `poll_read` into the same per-thread scratch buffer the TCP transport
+//! uses; rustls itself keeps its small at-rest buffers.
+
+use super::drive::{Io, Transport};
+use super::read::{absorb, with_scratch};
+use crate::metrics::Transport as Kind;
+use crate::node::Node;
+use crate::session::writer::Writer;
+use bytes::BytesMut;
+use ferry_common::protocol::Frame;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::rustls::ServerConfig;
+use tokio_rustls::server::TlsStream;
+
+/// A client that has not finished its TLS handshake by then is dropped.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why the TLS material could not be loaded; each names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("cannot read TLS certificate file {path}: {message}")]
+    Cert { path: PathBuf, message: String },
+    #[error("TLS certificate file {path} contains no PEM CERTIFICATE block")]
+    NoCert { path: PathBuf },
+    #[error("cannot read TLS private key file {path}: {message}")]
+    Key { path: PathBuf, message: String },
+    #[error("TLS key {key} does not fit certificate {cert}: {message}")]
+    Mismatch {
+        cert: PathBuf,
+        key: PathBuf,
+        message: String,
+    },
+}
+
+/// Loads a PEM certificate chain and private key into a server config.
+pub fn load(cert: &Path, key: &Path) -> Result<TlsAcceptor, TlsError> {
+    let cert_err = |e: &dyn std::fmt::Display| TlsError::Cert {
+        path: cert.to_path_buf(),
+        message: e.to_string(),
+    };
+    let chain = CertificateDer::pem_file_iter(cert)
+        .map_err(|e| cert_err(&e))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| cert_err(&e))?;
+    if chain.is_empty() {
+        return Err(TlsError::NoCert {
+            path: cert.to_path_buf(),
+        });
+    }
+    let private = PrivateKeyDer::from_pem_file(key).map_err(|e| TlsError::Key {
+        path: key.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    let config = ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(chain, private)
+        .map_err(|e| TlsError::Mismatch {
+            cert: cert.to_path_buf(),
+            key: key.to_path_buf(),
+            message: e.to_string(),
+        })?;
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+/// Handshakes with a timeout; failures are the client's problem, logged at debug.
+pub async fn handshake(
+    acceptor: &TlsAcceptor,
+    stream: TcpStream,
+    peer: SocketAddr,
+) -> Option<TlsStream<TcpStream>> {
+    let _ = stream.set_nodelay(true);
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+        Ok(Ok(s)) => Some(s),
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, error = %e, "tls handshake failed");
+            None
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "tls handshake timed out");
+            None
+        }
+    }
+}
+
+/// The raw protocol over any byte stream without a readiness API (TLS).
+pub struct Stream<S> {
+    io: S,
+    partial: Option<BytesMut>,
+    /// Bytes handed to the stream that may still sit in its buffer.
+    unflushed: bool,
+}
+
+impl<S> Stream<S> {
+    pub fn new(io: S) -> Stream<S> {
+        Stream {
+            io,
+            partial: None,
+            unflushed: false,
+        }
+    }
+}
+
+/// Serves one raw-TLS client: handshake, then the shared connection loop.
+pub async fn serve(node: Arc<Node>, acceptor: TlsAcceptor, stream: TcpStream, peer: SocketAddr) {
+    if let Some(s) = handshake(&acceptor, stream, peer).await {
+        super::serve(node, Stream::new(s), peer, Kind::Tls).await;
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> Transport for Stream<S> {
+    fn poll_io(
+        &mut self,
+        cx: &mut Context<'_>,
+        w: &mut Writer,
+        read: bool,
+        out: &mut Vec<Frame>,
+    ) -> Poll<Io> {
+        let mut progress = false;
+        while w.pending() > 0 {
+            match Pin::new(&mut self.io).poll_write(cx, w.bytes()) {
+                Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => {
+                    return Poll::Ready(Io::Failed("write_error"));
+                }
+                Poll::Ready(Ok(n)) => {
+                    w.advance(n);
+                    self.unflushed = true;
+                    progress = true;
+                }
+                Poll::Pending => break,
+            }
+        }
+        if self.unflushed {
+            match Pin::new(&mut self.io).poll_flush(cx) {
+                Poll::Ready(Ok(())) => self.unflushed = false,
+                Poll::Ready(Err(_)) => return Poll::Ready(Io::Failed("write_error")),
+                Poll::Pending => {}
+            }
+        }
+        if read {
+            let io = &mut self.io;
+            let partial = &mut self.partial;
+            let r = with_scratch(|scratch| {
+                let mut buf = ReadBuf::new(scratch);
+                match Pin::new(io).poll_read(cx, &mut buf) {
+                    Poll::Pending => None,
+                    Poll::Ready(Err(_)) => Some(Io::Failed("read_error")),
+                    Poll::Ready(Ok(())) if buf.filled().is_empty() => Some(Io::Eof),
+                    Poll::Ready(Ok(())) => match absorb(buf.filled(), partial, out) {
+                        Ok(()) => Some(Io::Progress),
+                        Err(e) => {
+                            tracing::debug!(error = %e, "protocol error");
+                            Some(Io::Closing("protocol_error"))
+                        }
+                    },
+                }
+            });
+            if let Some(io) = r {
+                return Poll::Ready(io);
+            }
+        }
+        if progress {
+            Poll::Ready(Io::Progress)
+        } else {
+            Poll::Pending
+        }
+    }
+
+    async fn close(mut self, _reason: &'static str) {
+        // Sends close_notify and flushes; bounded so a stuck peer can't hold us.
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.io.shutdown()).await;
+    }
+}
+
+/// Accepts TCP connections and hands out completed TLS streams, so the
+/// HTTP/WebSocket server on top sees only finished handshakes and one slow
+/// handshake never blocks the others.
+pub struct Listener {
+    rx: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
+    local: SocketAddr,
+    accept_task: tokio::task::JoinHandle<()>,
+}
+
+impl Listener {
+    pub fn new(tcp: TcpListener, acceptor: TlsAcceptor) -> std::io::Result<Listener> {
+        let local = tcp.local_addr()?;
+        let (tx, rx) = mpsc::channel(64);
+        let accept_task = tokio::spawn(async move {
+            loop {
+                let (stream, peer) = match tcp.accept().await {
+                    Ok(x) => x,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let acceptor = acceptor.clone();
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    if let Some(s) = handshake(&acceptor, stream, peer).await {
+                        let _ = tx.send((s, peer)).await;
+                    }
+                });
+            }
+        });
+        Ok(Listener {
+            rx,
+            local,
+            accept_task,
+        })
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        self.accept_task.abort();
+    }
+}
+
+impl axum::serve::Listener for Listener {
+    type Io = TlsStream<TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match self.rx.recv().await {
+            Some(x) => x,
+            // The accept task only ends when the listener is dropped.
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        Ok(self.local)
+    }
+}

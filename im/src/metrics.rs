@@ -1,0 +1,452 @@
+//! Prometheus metrics, rendered by hand in the text exposition format.
+//!
+//! Why not a metrics registry crate: the hot-path counters (frames by
+//! command) are plain per-process atomic arrays indexed by the command byte,
+//! which costs one relaxed add per frame and no label hashing; everything
+//! else is read from the node's own state at scrape time. One node runs per
+//! process, so process-wide counters are node counters.
+
+use crate::node::{Node, Stats};
+use crate::store::{
+    AppendOutcome, AppendRequest, QueueId, Store, StoreFuture, StoredMessage, Window,
+};
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+/// The client transports, as the `transport` label names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Tcp,
+    Tls,
+    Ws,
+    Wss,
+}
+
+impl Transport {
+    pub const ALL: [Transport; 4] = [
+        Transport::Tcp,
+        Transport::Tls,
+        Transport::Ws,
+        Transport::Wss,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Tcp => "tcp",
+            Transport::Tls => "tls",
+            Transport::Ws => "ws",
+            Transport::Wss => "wss",
+        }
+    }
+}
+
+static FRAMES_IN: [AtomicU64; 256] = [const { AtomicU64::new(0) }; 256];
+static FRAMES_OUT: [AtomicU64; 256] = [const { AtomicU64::new(0) }; 256];
+static OPEN: [AtomicU64; 4] = [const { AtomicU64::new(0) }; 4];
+static ACCEPTED: [AtomicU64; 4] = [const { AtomicU64::new(0) }; 4];
+/// Disconnects by reason; reasons are a small fixed set of static strings.
+static DISCONNECTS: Mutex<Vec<(&'static str, u64)>> = Mutex::new(Vec::new());
+static APPEND_SECONDS: Histogram = Histogram::new();
+static APPEND_ENTRIES: Histogram = Histogram::new();
+static APPEND_ERRORS: AtomicU64 = AtomicU64::new(0);
+
+/// Upper bounds of the latency buckets, in microseconds.
+const LATENCY_BOUNDS_US: [u64; 12] = [
+    100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 1_000_000,
+];
+/// Upper bounds of the entries-per-append buckets.
+const SIZE_BOUNDS: [u64; 12] = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096];
+
+/// A fixed-bucket histogram of u64 observations (lock-free).
+pub struct Histogram {
+    buckets: [AtomicU64; 13],
+    sum: AtomicU64,
+    count: AtomicU64,
+}
+
+impl Histogram {
+    const fn new() -> Histogram {
+        Histogram {
+            buckets: [const { AtomicU64::new(0) }; 13],
+            sum: AtomicU64::new(0),
+            count: AtomicU64::new(0),
+        }
+    }
+
+    fn observe(&self, bounds: &[u64; 12], v: u64) {
+        let i = bounds.iter().position(|&b| v <= b).unwrap_or(bounds.len());
+        self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        self.sum.fetch_add(v, Ordering::Relaxed);
+        self.count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Writes `_bucket`, `_sum` and `_count`; `scale` converts stored units
+    /// to the exposed unit (e.g. µs → s).
+    fn render(&self, out: &mut String, name: &str, bounds: &[u64; 12], scale: f64) {
+        let mut cumulative = 0;
+        for (i, b) in bounds.iter().enumerate() {
+            cumulative += self.buckets[i].load(Ordering::Relaxed);
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{le=\"{}\"}} {cumulative}",
+                *b as f64 * scale
+            );
+        }
+        cumulative += self.buckets[12].load(Ordering::Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {cumulative}");
+        let _ = writeln!(
+            out,
+            "{name}_sum {}",
+            self.sum.load(Ordering::Relaxed) as f64 * scale
+        );
+        let _ = writeln!(out, "{name}_count {cumulative}");
+    }
+}
+
+pub fn frame_in(cmd: u8) {
+    FRAMES_IN[cmd as usize].fetch_add(1, Ordering::Relaxed);
+}
+
+pub fn frame_out(cmd: u8) {
+    FRAMES_OUT[cmd as usize].fetch_add(1, Ordering::Relaxed);
+}
+
+/// Counts an open connection of one transport while alive.
+pub struct OpenConnection(Transport);
+
+impl OpenConnection {
+    pub fn new(t: Transport) -> OpenConnection {
+        OPEN[t as usize].fetch_add(1, Ordering::Relaxed);
+        ACCEPTED[t as usize].fetch_add(1, Ordering::Relaxed);
+        OpenConnection(t)
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        OPEN[self.0 as usize].fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Records why a connection ended.
+pub fn disconnect(reason: &'static str) {
+    let mut d = DISCONNECTS.lock().unwrap_or_else(|e| e.into_inner());
+    match d.iter_mut().find(|(r, _)| *r == reason) {
+        Some((_, n)) => *n += 1,
+        None => d.push((reason, 1)),
+    }
+}
+
+/// The Prometheus text for one node.
+pub fn render(node: &Node) -> String {
+    let mut o = String::with_capacity(8 * 1024);
+    help(
+        &mut o,
+        "ferry_connections",
+        "gauge",
+        "Open client connections by transport.",
+    );
+    for t in Transport::ALL {
+        let _ = writeln!(
+            o,
+            "ferry_connections{{transport=\"{}\"}} {}",
+            t.as_str(),
+            OPEN[t as usize].load(Ordering::Relaxed)
+        );
+    }
+    help(
+        &mut o,
+        "ferry_connections_accepted_total",
+        "counter",
+        "Client connections accepted by transport.",
+    );
+    for t in Transport::ALL {
+        let _ = writeln!(
+            o,
+            "ferry_connections_accepted_total{{transport=\"{}\"}} {}",
+            t.as_str(),
+            ACCEPTED[t as usize].load(Ordering::Relaxed)
+        );
+    }
+    let (users, authed) = node.registry.totals(None);
+    gauge(
+        &mut o,
+        "ferry_authenticated_users",
+        "Distinct logged-in users on this node.",
+        users as u64,
+    );
+    gauge(
+        &mut o,
+        "ferry_authenticated_connections",
+        "Logged-in connections on this node.",
+        authed as u64,
+    );
+    let (rooms, _) = node.rooms.totals(None);
+    gauge(
+        &mut o,
+        "ferry_rooms",
+        "Chat rooms with members on this node.",
+        rooms as u64,
+    );
+    frames(
+        &mut o,
+        "ferry_frames_in_total",
+        "Frames received from clients by command.",
+        &FRAMES_IN,
+    );
+    frames(
+        &mut o,
+        "ferry_frames_out_total",
+        "Frames written to clients by command.",
+        &FRAMES_OUT,
+    );
+    help(
+        &mut o,
+        "ferry_disconnects_total",
+        "counter",
+        "Client connections closed, by reason.",
+    );
+    {
+        let d = DISCONNECTS.lock().unwrap_or_else(|e| e.into_inner());
+        for (r, n) in d.iter() {
+            let _ = writeln!(o, "ferry_disconnects_total{{reason=\"{r}\"}} {n}");
+        }
+    }
+    counter(
+        &mut o,
+        "ferry_slow_consumer_drops_total",
+        "Clients dropped because their outbox overflowed.",
+        Stats::get(&node.stats.slow_consumer_drops),
+    );
+    help(
+        &mut o,
+        "ferry_store_append_seconds",
+        "histogram",
+        "Latency of durable store appends (until fsync/ack).",
+    );
+    APPEND_SECONDS.render(
+        &mut o,
+        "ferry_store_append_seconds",
+        &LATENCY_BOUNDS_US,
+        1e-6,
+    );
+    help(
+        &mut o,
+        "ferry_store_append_entries",
+        "histogram",
+        "Entries (queues written) per store append.",
+    );
+    APPEND_ENTRIES.render(&mut o, "ferry_store_append_entries", &SIZE_BOUNDS, 1.0);
+    counter(
+        &mut o,
+        "ferry_store_append_errors_total",
+        "Store appends that failed.",
+        APPEND_ERRORS.load(Ordering::Relaxed),
+    );
+    if let Some(c) = &node.cluster {
+        help(
+            &mut o,
+            "ferry_imr_link_up",
+            "gauge",
+            "1 when the link to the imr is connected.",
+        );
+        for l in c.links() {
+            let _ = writeln!(
+                o,
+                "ferry_imr_link_up{{imr=\"{}\"}} {}",
+                l.addr,
+                u8::from(l.up.load(Ordering::Relaxed))
+            );
+        }
+        help(
+            &mut o,
+            "ferry_imr_link_connects_total",
+            "counter",
+            "Successful (re)connects of the imr link.",
+        );
+        for l in c.links() {
+            let _ = writeln!(
+                o,
+                "ferry_imr_link_connects_total{{imr=\"{}\"}} {}",
+                l.addr,
+                l.stats.connects.load(Ordering::Relaxed)
+            );
+        }
+        help(
+            &mut o,
+            "ferry_imr_link_queued_bytes",
+            "gauge",
+            "Bytes buffered for the imr (push buffer depth).",
+        );
+        for l in c.links() {
+            let _ = writeln!(
+                o,
+                "ferry_imr_link_queued_bytes{{imr=\"{}\"}} {}",
+                l.addr,
+                l.queued_bytes()
+            );
+        }
+        help(
+            &mut o,
+            "ferry_imr_link_sent_frames_total",
+            "counter",
+            "Frames sent to the imr.",
+        );
+        for l in c.links() {
+            let _ = writeln!(
+                o,
+                "ferry_imr_link_sent_frames_total{{imr=\"{}\"}} {}",
+                l.addr,
+                l.stats.sent_frames.load(Ordering::Relaxed)
+            );
+        }
+        help(
+            &mut o,
+            "ferry_imr_link_dropped_frames_total",
+            "counter",
+            "Frames dropped because the imr link buffer was full.",
+        );
+        for l in c.links() {
+            let _ = writeln!(
+                o,
+                "ferry_imr_link_dropped_frames_total{{imr=\"{}\"}} {}",
+                l.addr,
+                l.stats.dropped_frames.load(Ordering::Relaxed)
+            );
+        }
+    }
+    o
+}
+
+fn help(o: &mut String, name: &str, kind: &str, text: &str) {
+    let _ = writeln!(o, "# HELP {name} {text}\n# TYPE {name} {kind}");
+}
+
+fn gauge(o: &mut String, name: &str, text: &str, v: u64) {
+    help(o, name, "gauge", text);
+    let _ = writeln!(o, "{name} {v}");
+}
+
+fn counter(o: &mut String, name: &str, text: &str, v: u64) {
+    help(o, name, "counter", text);
+    let _ = writeln!(o, "{name} {v}");
+}
+
+fn frames(o: &mut String, name: &str, text: &str, arr: &[AtomicU64; 256]) {
+    help(o, name, "counter", text);
+    for (cmd, n) in arr.iter().enumerate() {
+        let n = n.load(Ordering::Relaxed);
+        if n > 0 {
+            let _ = writeln!(o, "{name}{{cmd=\"{}\"}} {n}", command_name(cmd as u8));
+        }
+    }
+}
+
+/// Command names from the spec (numbers for anything unnamed).
+fn command_name(cmd: u8) -> String {
+    use ferry_common::protocol::command::*;
+    let name = match cmd {
+        AUTH_STATUS => "auth_status",
+        IM => "im",
+        ACK => "ack",
+        GROUP_IM => "group_im",
+        PING => "ping",
+        PONG => "pong",
+        AUTH_TOKEN => "auth_token",
+        RT => "rt",
+        ENTER_ROOM => "enter_room",
+        LEAVE_ROOM => "leave_room",
+        ROOM_IM => "room_im",
+        SYSTEM => "system",
+        UNREAD_COUNT => "unread_count",
+        SYNC => "sync",
+        SYNC_BEGIN => "sync_begin",
+        SYNC_END => "sync_end",
+        SYNC_NOTIFY => "sync_notify",
+        SYNC_KEY => "sync_key",
+        GROUP_SYNC_KEY => "group_sync_key",
+        NOTIFICATION => "notification",
+        METADATA => "metadata",
+        CUSTOMER_V2 => "customer_v2",
+        _ => return cmd.to_string(),
+    };
+    name.to_string()
+}
+
+/// A [`Store`] that times appends and counts their entries; everything else
+/// passes straight through.
+pub struct TimedStore(pub Arc<dyn Store>);
+
+impl Store for TimedStore {
+    fn append(&self, req: AppendRequest) -> StoreFuture<'_, AppendOutcome> {
+        let entries = req.entries.len() as u64;
+        Box::pin(async move {
+            let start = Instant::now();
+            let r = self.0.append(req).await;
+            APPEND_SECONDS.observe(&LATENCY_BOUNDS_US, start.elapsed().as_micros() as u64);
+            APPEND_ENTRIES.observe(&SIZE_BOUNDS, entries);
+            if r.is_err() {
+                APPEND_ERRORS.fetch_add(1, Ordering::Relaxed);
+            }
+            r
+        })
+    }
+
+    fn window(&self, queue: QueueId, after: i64, limit: usize) -> StoreFuture<'_, Window> {
+        self.0.window(queue, after, limit)
+    }
+
+    fn latest(&self, queue: QueueId, limit: usize) -> StoreFuture<'_, Vec<StoredMessage>> {
+        self.0.latest(queue, limit)
+    }
+
+    fn count_after(&self, queue: QueueId, after: i64) -> StoreFuture<'_, i64> {
+        self.0.count_after(queue, after)
+    }
+
+    fn sync_key(&self, queue: QueueId) -> StoreFuture<'_, i64> {
+        self.0.sync_key(queue)
+    }
+
+    fn set_sync_key(&self, queue: QueueId, key: i64) -> StoreFuture<'_, ()> {
+        self.0.set_sync_key(queue, key)
+    }
+
+    fn group_sync_key(&self, queue: QueueId, gid: i64) -> StoreFuture<'_, i64> {
+        self.0.group_sync_key(queue, gid)
+    }
+
+    fn set_group_sync_key(&self, queue: QueueId, gid: i64, key: i64) -> StoreFuture<'_, ()> {
+        self.0.set_group_sync_key(queue, gid, key)
+    }
+
+    fn device_number(&self, device_id: &str, platform: u8) -> StoreFuture<'_, i64> {
+        self.0.device_number(device_id, platform)
+    }
+
+    fn close(&self) -> StoreFuture<'_, ()> {
+        self.0.close()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_is_cumulative() {
+        let h = Histogram::new();
+        h.observe(&SIZE_BOUNDS, 1);
+        h.observe(&SIZE_BOUNDS, 3);
+        h.observe(&SIZE_BOUNDS, 10_000);
+        let mut s = String::new();
+        h.render(&mut s, "x", &SIZE_BOUNDS, 1.0);
+        assert!(s.contains("x_bucket{le=\"1\"} 1\n"), "{s}");
+        assert!(s.contains("x_bucket{le=\"4\"} 2\n"), "{s}");
+        assert!(s.contains("x_bucket{le=\"+Inf\"} 3\n"), "{s}");
+        assert!(s.contains("x_count 3\n"), "{s}");
+        assert!(s.contains("x_sum 10004\n"), "{s}");
+    }
+}

@@ -1,0 +1,139 @@
+//! `ferry chat` as a real process with piped stdin/stdout against a real
+//! `ferry im`: history at login, sending with `@uid`, ACKs, live receive,
+//! rooms, clean exit at end of input.
+
+mod support;
+mod wire;
+
+use ferry_common::protocol::command::{IM, ROOM_IM};
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+use support::{Im, SECRET, ferry_bin, token};
+use wire::{Raw, WAIT, im_of, rt_of};
+
+struct Chat {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Chat {
+    fn start(args: &[&str]) -> Chat {
+        let mut child = Command::new(ferry_bin())
+            .arg("chat")
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn ferry chat");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let stdin = child.stdin.take();
+        Chat {
+            child,
+            stdin,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    fn type_line(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().expect("stdin open");
+        writeln!(stdin, "{line}").expect("write to chat");
+        stdin.flush().expect("flush");
+    }
+
+    /// Waits for an output line containing `needle`.
+    fn expect(&mut self, needle: &str) -> String {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!("chat never printed {needle:?}; it printed {:#?}", self.seen),
+            }
+        }
+    }
+}
+
+impl Drop for Chat {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_sends_receives_and_shows_history() {
+    let im = Im::start(&[]);
+    // uid 2 writes to uid 1 while 1 is offline: chat must show it as history.
+    let mut b = Raw::login(im.tcp, 2, "peer", 2).await.named("peer");
+    b.im(2, 1, 1, "while you were away").await;
+
+    let server = im.tcp.to_string();
+    let mut chat = Chat::start(&["--server", &server, "--token", &token(1)]);
+    chat.expect("logged in as uid 1");
+    let line = chat.expect("while you were away");
+    assert!(line.starts_with("[history] 2:"), "{line}");
+
+    chat.type_line("@2 hello from the terminal");
+    chat.expect("ack @2 #1");
+    let (_, f, _) = b.expect_push(IM).await;
+    assert_eq!(im_of(&f).content, "hello from the terminal".as_bytes());
+
+    b.im(2, 1, 2, "live reply").await;
+    let line = chat.expect("live reply");
+    assert_eq!(line, "2: live reply");
+
+    // Rooms: both enter room 9; a line starting with # goes to the room.
+    b.enter_room(9).await;
+    chat.type_line("/join 9");
+    chat.expect("joined room 9");
+    chat.type_line("#hi room");
+    chat.expect("ack [room 9] status 0");
+    let f = b.expect(ROOM_IM).await;
+    assert_eq!(rt_of(&f).content, "hi room".as_bytes());
+
+    chat.type_line("@notanumber x");
+    chat.expect("error: bad uid");
+
+    // End of input: the client leaves cleanly.
+    chat.stdin.take();
+    let deadline = Instant::now() + WAIT;
+    let status = loop {
+        if let Some(s) = chat.child.try_wait().expect("wait") {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "chat did not exit at end of input"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status}");
+}
+
+#[test]
+fn chat_mints_its_token_from_uid_and_secret() {
+    let im = Im::start(&[]);
+    let server = im.tcp.to_string();
+    let mut chat = Chat::start(&["--server", &server, "--uid", "42", "--jwt-secret", SECRET]);
+    chat.expect("logged in as uid 42 (appid 7)");
+}
