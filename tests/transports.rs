@@ -362,23 +362,20 @@ fn vm_rss_kb(pid: u32) -> u64 {
 #[ignore]
 async fn idle_memory_per_connection() {
     const N: i64 = 2000;
-    for (tag, ws) in [("tcp", false), ("ws", true)] {
+    for tag in ["tcp", "ws", "tls", "wss"] {
         // A fresh process per transport, so freed memory is not reused.
-        let im = Im::start(&[]);
-        let pid = im.pid().expect("pid");
+        let n = start_tls_node();
+        let pid = n.im.pid().expect("pid");
         let before = vm_rss_kb(pid);
         let mut conns = Vec::new();
         for i in 0..N {
-            let uid = if ws { 100_000 + i } else { 200_000 + i };
-            let tcp = TcpStream::connect(if ws { im.ws } else { im.tcp })
-                .await
-                .expect("connect");
-            let mut c = if ws {
-                Conn::ws(tcp).await
-            } else {
-                Conn::stream(tcp).await
+            let mut c = match tag {
+                "tcp" => Conn::stream(TcpStream::connect(n.im.tcp).await.expect("connect")).await,
+                "ws" => Conn::ws(TcpStream::connect(n.im.ws).await.expect("connect")).await,
+                "tls" => Conn::stream(tls_connect(n.tls, &n.cert.der).await).await,
+                _ => Conn::ws(tls_connect(n.wss, &n.cert.der).await).await,
             };
-            c.send(auth_frame(uid)).await;
+            c.send(auth_frame(100_000 + i)).await;
             c.expect(AUTH_STATUS).await;
             conns.push(c);
         }
