@@ -6,7 +6,7 @@
 //! all c·n messages have arrived; throughput = c·n / elapsed.
 
 use super::ConnArgs;
-use super::connect::{connect_all, loopback_target, secret};
+use super::connect::{Targets, Tokens, connect_all};
 use super::report::{Results, latency_histogram, record};
 use anyhow::{Context, bail};
 use bytes::Bytes;
@@ -93,8 +93,8 @@ pub async fn run(a: PeerArgs) -> anyhow::Result<()> {
     if a.payload + 24 > MAX_CLIENT_BODY {
         bail!("--payload must be at most {}", MAX_CLIENT_BODY - 24);
     }
-    let key = secret(&a.conn)?;
-    let addr = loopback_target(&a.conn.target).await?;
+    let targets = Targets::resolve(&a.conn).await?;
+    let tokens = Tokens::new(&a.conn).await?;
     let start = Instant::now();
     let deadline = start + a.conn.timeout();
     let base = a.conn.uid_base;
@@ -102,13 +102,14 @@ pub async fn run(a: PeerArgs) -> anyhow::Result<()> {
     let receiver_uids: Vec<i64> = (0..c as i64).map(|i| base + c as i64 + i).collect();
     eprintln!(
         "bench peer: {c} senders (uid {}..={}) -> {c} receivers (uid {}..={}), {} msgs each, \
-         {}-byte payload, target {addr}",
+         {}-byte payload, {}",
         sender_uids[0],
         sender_uids[c - 1],
         receiver_uids[0],
         receiver_uids[c - 1],
         a.n,
-        a.payload
+        a.payload,
+        targets.describe()
     );
 
     // Receivers: sync loop on, resuming from the key the server stored.
@@ -116,7 +117,15 @@ pub async fn run(a: PeerArgs) -> anyhow::Result<()> {
         sync_timeout: Duration::from_secs(30),
         ..ClientOptions::default()
     };
-    let receivers = connect_all(addr, &a.conn, &key, &receiver_uids, sync_opts, deadline).await?;
+    let receivers = connect_all(
+        targets.receivers(),
+        &a.conn,
+        &tokens,
+        &receiver_uids,
+        sync_opts,
+        deadline,
+    )
+    .await?;
     eprintln!(
         "connected {c} receivers in {:.2} s",
         start.elapsed().as_secs_f64()
@@ -170,7 +179,16 @@ pub async fn run(a: PeerArgs) -> anyhow::Result<()> {
         sync: false,
         ..ClientOptions::default()
     };
-    let senders = match connect_all(addr, &a.conn, &key, &sender_uids, send_opts, deadline).await {
+    let senders = match connect_all(
+        targets.senders(),
+        &a.conn,
+        &tokens,
+        &sender_uids,
+        send_opts,
+        deadline,
+    )
+    .await
+    {
         Ok(s) => s,
         Err(e) => {
             tasks.abort_all();
