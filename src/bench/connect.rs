@@ -200,11 +200,14 @@ pub async fn connect_all(
             let idx = w * wave + j;
             let addr = targets[idx % targets.len()];
             let opts = options.clone();
-            let (platform, version, ips) = (a.platform, a.proto_version, a.source_ips);
+            let (platform, version, ips, appid) =
+                (a.platform, a.proto_version, a.source_ips, a.appid);
             set.spawn(async move {
                 let r = async {
                     let stream = open(addr, uid as usize, ips).await?;
                     let c = Client::from_stream(stream, opts)?;
+                    // Redis tokens are opaque: tell the client who it is.
+                    c.set_identity(appid, uid);
                     c.auth(&tok, platform, &format!("bench-{uid}"), version)
                         .await?;
                     Ok::<_, anyhow::Error>(c)
