@@ -8,13 +8,16 @@
 //! client (reason `slow_consumer`). Nothing stored is lost — the client syncs
 //! when it reconnects — and no other client is slowed down.
 //!
-//! An idle connection's queue is an empty `VecDeque`, which holds no heap memory.
+//! An idle connection's queue holds at most [`IDLE_SLOTS`] slots of heap memory.
 
 use bytes::Bytes;
 use ferry_common::protocol::metadata::Metadata;
 use std::collections::VecDeque;
 use std::sync::Mutex;
 use tokio::sync::Notify;
+
+/// Queue capacity an empty outbox may keep (see [`Outbox::drain_into`]).
+pub const IDLE_SLOTS: usize = 4;
 
 /// A frame waiting to be written; the seq number is assigned at write time.
 #[derive(Debug, Clone)]
@@ -125,7 +128,10 @@ impl Outbox {
             st.bytes -= c;
             out.push(f);
         }
-        if st.queue.is_empty() && st.queue.capacity() > 64 {
+        // A burst must not leave its queue capacity behind on an idle
+        // connection (64 slots would be 4 KiB); a few slots are kept so
+        // steady one-frame traffic does not allocate per frame.
+        if st.queue.is_empty() && st.queue.capacity() > IDLE_SLOTS {
             st.queue = VecDeque::new();
         }
     }
@@ -184,5 +190,7 @@ mod tests {
         o.drain_into(&mut v, usize::MAX);
         assert_eq!(v.len(), 10);
         assert!(o.is_empty());
+        // The burst's queue capacity is not kept by the now idle outbox.
+        assert!(o.lock().queue.capacity() <= IDLE_SLOTS);
     }
 }

@@ -40,6 +40,11 @@ pub struct PeerArgs {
     /// IM content size in bytes.
     #[arg(long, default_value_t = 64)]
     pub payload: usize,
+    /// Total send rate in msgs/s spread over the senders (default: as fast
+    /// as ACKs come back). Latency at a fixed fraction of the peak is
+    /// measured with this.
+    #[arg(long)]
+    pub rate: Option<f64>,
     /// How far (in messages) a sender may run ahead of its receiver.
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
     pub window: u64,
@@ -208,6 +213,8 @@ pub async fn run(a: PeerArgs) -> anyhow::Result<()> {
             receiver_uids[i],
             a.n,
             a.window,
+            a.rate
+                .map(|r| Duration::from_secs_f64(a.c as f64 / r.max(0.001))),
             payload.clone(),
             latency.clone(),
             pairs.clone(),
@@ -383,13 +390,20 @@ async fn send(
     receiver: i64,
     n: u64,
     window: u64,
+    interval: Option<Duration>,
     payload: Bytes,
     mut h: Histogram<u64>,
     pairs: Arc<Vec<Pair>>,
     progress: Arc<Progress>,
 ) -> Histogram<u64> {
     let pair = &pairs[i];
+    // Paced senders start spread over one interval so they do not send in lockstep.
+    let mut next = interval.map(|iv| Instant::now() + iv.mul_f64(i as f64 / 97.0 % 1.0));
     for k in 1..=n {
+        if let (Some(at), Some(iv)) = (next.as_mut(), interval) {
+            tokio::time::sleep_until(*at).await;
+            *at += iv;
+        }
         // Throttle: at most `window` messages not yet received.
         while (k - 1).saturating_sub(pair.received.load(Ordering::Acquire)) >= window {
             if progress.stop.load(Ordering::Acquire) {

@@ -116,7 +116,11 @@ async fn drive(
                     idle_deadline = Instant::now() + idle;
                 }
                 for f in frames.drain(..) {
-                    match session.handle(f, &mut w).await {
+                    // Boxed: the session's future (login, store writes) is
+                    // large, and inline it would be part of every idle
+                    // connection's task; boxed it only exists while a frame
+                    // is being handled.
+                    match Box::pin(session.handle(f, &mut w)).await {
                         Control::Continue => {}
                         Control::Close(r) | Control::CloseAfterFlush(r) => {
                             failure = failure.or(Some(r));
