@@ -24,7 +24,6 @@ const ROOM: i64 = 10;
 struct Member {
     outbox: Arc<Outbox>,
     writer: Writer,
-    queued: Vec<OutFrame>,
 }
 
 fn room_of(n: usize) -> (Rooms, Vec<Member>) {
@@ -35,11 +34,7 @@ fn room_of(n: usize) -> (Rooms, Vec<Member>) {
             rooms.join(APP, ROOM, i as u64 + 1, i as i64 + 1, 0, outbox.clone());
             let mut writer = Writer::default();
             writer.set_version(2);
-            Member {
-                outbox,
-                writer,
-                queued: Vec::new(),
-            }
+            Member { outbox, writer }
         })
         .collect();
     (rooms, members)
@@ -47,10 +42,8 @@ fn room_of(n: usize) -> (Rooms, Vec<Member>) {
 
 /// What each connection task does with its queue before writing.
 fn drain(m: &mut Member) {
-    m.outbox.drain_into(&mut m.queued, 256 * 1024);
-    for f in m.queued.drain(..) {
-        m.writer.push(&f);
-    }
+    let w = &mut m.writer;
+    let _ = m.outbox.drain_with(256 * 1024, |f| w.push(&f));
     let n = m.writer.pending();
     black_box(m.writer.bytes());
     m.writer.advance(n);
@@ -118,7 +111,6 @@ fn peer_push(c: &mut Criterion) {
     let mut m = Member {
         outbox,
         writer: Writer::default(),
-        queued: Vec::new(),
     };
     m.writer.set_version(2);
     let body = Bytes::from(vec![b'x'; 100]);

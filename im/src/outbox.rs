@@ -119,14 +119,31 @@ impl Outbox {
 
     /// Moves queued frames into `out` until about `budget` bytes are taken.
     pub fn drain_into(&self, out: &mut Vec<OutFrame>, budget: usize) {
+        let _ = self.drain_with(budget, |f| out.push(f));
+    }
+
+    /// Hands queued frames, in order, to `f` until about `budget` bytes are
+    /// taken, all under one lock (the connection task encodes them straight
+    /// into its write buffer: no intermediate vector that an idle connection
+    /// would keep). A closed outbox hands out nothing and returns why.
+    pub fn drain_with(
+        &self,
+        budget: usize,
+        mut f: impl FnMut(OutFrame),
+    ) -> Result<(), CloseReason> {
         let mut st = self.lock();
+        if let Some(r) = st.closed {
+            return Err(r);
+        }
         let mut taken = 0;
         while taken < budget {
-            let Some(f) = st.queue.pop_front() else { break };
-            let c = f.cost();
+            let Some(frame) = st.queue.pop_front() else {
+                break;
+            };
+            let c = frame.cost();
             taken += c;
             st.bytes -= c;
-            out.push(f);
+            f(frame);
         }
         // A burst must not leave its queue capacity behind on an idle
         // connection (64 slots would be 4 KiB); a few slots are kept so
@@ -134,6 +151,7 @@ impl Outbox {
         if st.queue.is_empty() && st.queue.capacity() > IDLE_SLOTS {
             st.queue = VecDeque::new();
         }
+        Ok(())
     }
 
     pub fn close(&self, reason: CloseReason) {

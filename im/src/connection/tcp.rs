@@ -9,7 +9,7 @@
 
 use super::read::{ReadError, ReadOutcome, read_frames};
 use crate::node::{Node, Stats};
-use crate::outbox::{CloseReason, OutFrame, Outbox};
+use crate::outbox::{CloseReason, Outbox};
 use crate::session::writer::Writer;
 use crate::session::{Control, Session};
 use bytes::BytesMut;
@@ -50,20 +50,16 @@ async fn drive(
     let mut w = Writer::default();
     let mut partial: Option<BytesMut> = None;
     let mut frames: Vec<Frame> = Vec::new();
-    let mut queued: Vec<OutFrame> = Vec::new();
     let mut idle_deadline = Instant::now() + idle;
     let mut write_deadline: Option<Instant> = None;
     let mut closing: Option<&'static str> = None;
     let mut written_frames = 0;
     loop {
-        if let Some(r) = outbox.closed() {
+        // One lock: the close check and the frames, encoded straight into
+        // the write buffer (nothing when the buffer is at its high water).
+        let budget = WRITE_HIGH_WATER.saturating_sub(w.pending());
+        if let Err(r) = outbox.drain_with(budget, |f| w.push(&f)) {
             return r.as_str();
-        }
-        if w.pending() < WRITE_HIGH_WATER {
-            outbox.drain_into(&mut queued, WRITE_HIGH_WATER - w.pending());
-            for f in queued.drain(..) {
-                w.push(&f);
-            }
         }
         if w.pending() > 0 {
             // Write eagerly; wait for writability only when the socket is full.
@@ -128,7 +124,9 @@ async fn drive(
                         }
                     }
                 }
-                frames.clear();
+                // Not `clear()`: the vector's capacity would stay with the
+                // connection while it idles.
+                frames = Vec::new();
                 if let Some(r) = failure {
                     closing = Some(r);
                     let flush_by = Instant::now() + CLOSE_FLUSH;
