@@ -15,6 +15,17 @@ use tokio::time::Instant;
 /// Token lifetime; benchmark.go's Redis tokens also last 4 h.
 const TOKEN_TTL: i64 = 4 * 3600;
 
+/// Offset of this run's client msgids. The server recognises a resent
+/// message by (sender, device, client msgid) for its dedup window, so a
+/// rerun numbering its messages 1..n again would be ACKed but not stored;
+/// each run therefore numbers from its own base (n ≤ 1,000,000 per sender).
+pub fn msgid_base() -> i32 {
+    let t = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros());
+    (t % 2000) as i32 * 1_000_000
+}
+
 /// The server's JWT secret: `--jwt-secret` / `FERRY_JWT_SECRET`, else the
 /// file the server generated in its data dir (trimmed like the server does).
 /// Never creates one: a fresh secret would not match the running server.

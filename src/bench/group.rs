@@ -9,7 +9,7 @@
 //! then `-`, the sender index, `-`, the message number, then filler.
 
 use super::ConnArgs;
-use super::connect::{Targets, Tokens, connect_all, loopback_target};
+use super::connect::{Targets, Tokens, connect_all, loopback_target, msgid_base};
 use super::http::post_json;
 use super::report::{Table, latency_histogram, now_nanos, rate, record};
 use anyhow::{Context, bail};
@@ -302,6 +302,7 @@ async fn send(
     let (handle, mut events) = client.split();
     tokio::spawn(async move { while events.recv().await.is_some() {} });
     let mut h = latency_histogram().expect("valid histogram bounds");
+    let base = msgid_base();
     for k in 1..=n {
         if shared.stop.load(Ordering::Acquire) {
             break;
@@ -311,7 +312,7 @@ async fn send(
         shared.sent.fetch_add(1, Ordering::Relaxed);
         let t0 = Instant::now();
         match handle
-            .send_group_im(gid, Bytes::from(content), k as i32)
+            .send_group_im(gid, Bytes::from(content), base + k as i32)
             .await
         {
             Ok(ack) if ack.is_ok() => {

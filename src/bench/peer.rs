@@ -6,7 +6,7 @@
 //! all c·n messages have arrived; throughput = c·n / elapsed.
 
 use super::ConnArgs;
-use super::connect::{Targets, Tokens, connect_all};
+use super::connect::{Targets, Tokens, connect_all, msgid_base};
 use super::report::{Results, latency_histogram, record};
 use anyhow::{Context, bail};
 use bytes::Bytes;
@@ -55,6 +55,8 @@ pub struct PeerArgs {
 /// Counters shared by all tasks.
 #[derive(Default)]
 struct Progress {
+    /// This run's client msgid offset (see [`msgid_base`]).
+    base: i32,
     sent: AtomicU64,
     acked: AtomicU64,
     received: AtomicU64,
@@ -136,7 +138,10 @@ pub async fn run(a: PeerArgs) -> anyhow::Result<()> {
         start.elapsed().as_secs_f64()
     );
 
-    let progress = Arc::new(Progress::default());
+    let progress = Arc::new(Progress {
+        base: msgid_base(),
+        ..Progress::default()
+    });
     let pairs: Arc<Vec<Pair>> = Arc::new((0..c).map(|_| Pair::default()).collect());
     let mut tasks = JoinSet::new();
     let (drained_tx, mut drained_rx) = mpsc::unbounded_channel::<u64>();
@@ -334,6 +339,7 @@ async fn receive(
     let _ = drained.send(old);
 
     let pair = &pairs[i];
+    let base = progress.base;
     let mut seen = vec![0u64; (n as usize).div_ceil(64)];
     let mut got = 0u64;
     while got < n {
@@ -350,10 +356,11 @@ async fn receive(
             Some(_) => continue,
         };
         let Message::Im(im) = msg else { continue };
-        if im.sender != sender || im.msgid < 1 || im.msgid as u64 > n {
+        let local = im.msgid.wrapping_sub(base) as i64;
+        if im.sender != sender || local < 1 || local as u64 > n {
             continue;
         }
-        let bit = (im.msgid - 1) as usize;
+        let bit = (local - 1) as usize;
         let (w, b) = (bit / 64, 1u64 << (bit % 64));
         if seen[w] & b != 0 {
             progress.duplicates.fetch_add(1, Ordering::Relaxed);
@@ -397,6 +404,7 @@ async fn send(
     progress: Arc<Progress>,
 ) -> Histogram<u64> {
     let pair = &pairs[i];
+    let base = progress.base;
     // Paced senders start spread over one interval so they do not send in lockstep.
     let mut next = interval.map(|iv| Instant::now() + iv.mul_f64(i as f64 / 97.0 % 1.0));
     for k in 1..=n {
@@ -419,7 +427,7 @@ async fn send(
         }
         progress.sent.fetch_add(1, Ordering::Relaxed);
         let t0 = Instant::now();
-        match client.send_im(receiver, payload.clone(), k as i32).await {
+        match client.send_im(receiver, payload.clone(), base + k as i32).await {
             Ok(ack) if ack.is_ok() => {
                 record(&mut h, t0.elapsed());
                 progress.acked.fetch_add(1, Ordering::Relaxed);
