@@ -427,7 +427,10 @@ async fn send(
         }
         progress.sent.fetch_add(1, Ordering::Relaxed);
         let t0 = Instant::now();
-        match client.send_im(receiver, payload.clone(), base + k as i32).await {
+        match client
+            .send_im(receiver, payload.clone(), base + k as i32)
+            .await
+        {
             Ok(ack) if ack.is_ok() => {
                 record(&mut h, t0.elapsed());
                 progress.acked.fetch_add(1, Ordering::Relaxed);
