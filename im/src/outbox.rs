@@ -8,13 +8,16 @@
 //! client (reason `slow_consumer`). Nothing stored is lost — the client syncs
 //! when it reconnects — and no other client is slowed down.
 //!
-//! An idle connection's queue is an empty `VecDeque`, which holds no heap memory.
+//! An idle connection's queue holds at most [`IDLE_SLOTS`] slots of heap memory.
 
 use bytes::Bytes;
 use ferry_common::protocol::metadata::Metadata;
 use std::collections::VecDeque;
 use std::sync::Mutex;
 use tokio::sync::Notify;
+
+/// Queue capacity an empty outbox may keep (see [`Outbox::drain_into`]).
+pub const IDLE_SLOTS: usize = 4;
 
 /// A frame waiting to be written; the seq number is assigned at write time.
 #[derive(Debug, Clone)]
@@ -116,18 +119,39 @@ impl Outbox {
 
     /// Moves queued frames into `out` until about `budget` bytes are taken.
     pub fn drain_into(&self, out: &mut Vec<OutFrame>, budget: usize) {
+        let _ = self.drain_with(budget, |f| out.push(f));
+    }
+
+    /// Hands queued frames, in order, to `f` until about `budget` bytes are
+    /// taken, all under one lock (the connection task encodes them straight
+    /// into its write buffer: no intermediate vector that an idle connection
+    /// would keep). A closed outbox hands out nothing and returns why.
+    pub fn drain_with(
+        &self,
+        budget: usize,
+        mut f: impl FnMut(OutFrame),
+    ) -> Result<(), CloseReason> {
         let mut st = self.lock();
+        if let Some(r) = st.closed {
+            return Err(r);
+        }
         let mut taken = 0;
         while taken < budget {
-            let Some(f) = st.queue.pop_front() else { break };
-            let c = f.cost();
+            let Some(frame) = st.queue.pop_front() else {
+                break;
+            };
+            let c = frame.cost();
             taken += c;
             st.bytes -= c;
-            out.push(f);
+            f(frame);
         }
-        if st.queue.is_empty() && st.queue.capacity() > 64 {
+        // A burst must not leave its queue capacity behind on an idle
+        // connection (64 slots would be 4 KiB); a few slots are kept so
+        // steady one-frame traffic does not allocate per frame.
+        if st.queue.is_empty() && st.queue.capacity() > IDLE_SLOTS {
             st.queue = VecDeque::new();
         }
+        Ok(())
     }
 
     pub fn close(&self, reason: CloseReason) {
@@ -184,5 +208,7 @@ mod tests {
         o.drain_into(&mut v, usize::MAX);
         assert_eq!(v.len(), 10);
         assert!(o.is_empty());
+        // The burst's queue capacity is not kept by the now idle outbox.
+        assert!(o.lock().queue.capacity() <= IDLE_SLOTS);
     }
 }

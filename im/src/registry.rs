@@ -51,7 +51,10 @@ impl Registry {
     /// Registers a connection; returns how many the user now has here.
     pub fn add(&self, appid: i64, uid: i64, h: ClientHandle) -> usize {
         let mut s = self.shard(uid);
-        let v = s.entry((appid, uid)).or_default();
+        // Most users have one connection: don't let the first push reserve four.
+        let v = s
+            .entry((appid, uid))
+            .or_insert_with(|| Vec::with_capacity(1));
         v.push(h);
         v.len()
     }

@@ -6,7 +6,7 @@
 //! all c·n messages have arrived; throughput = c·n / elapsed.
 
 use super::ConnArgs;
-use super::connect::{connect_all, loopback_target, secret};
+use super::connect::{Targets, Tokens, connect_all, msgid_base};
 use super::report::{Results, latency_histogram, record};
 use anyhow::{Context, bail};
 use bytes::Bytes;
@@ -40,6 +40,11 @@ pub struct PeerArgs {
     /// IM content size in bytes.
     #[arg(long, default_value_t = 64)]
     pub payload: usize,
+    /// Total send rate in msgs/s spread over the senders (default: as fast
+    /// as ACKs come back). Latency at a fixed fraction of the peak is
+    /// measured with this.
+    #[arg(long)]
+    pub rate: Option<f64>,
     /// How far (in messages) a sender may run ahead of its receiver.
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
     pub window: u64,
@@ -50,6 +55,8 @@ pub struct PeerArgs {
 /// Counters shared by all tasks.
 #[derive(Default)]
 struct Progress {
+    /// This run's client msgid offset (see [`msgid_base`]).
+    base: i32,
     sent: AtomicU64,
     acked: AtomicU64,
     received: AtomicU64,
@@ -93,8 +100,8 @@ pub async fn run(a: PeerArgs) -> anyhow::Result<()> {
     if a.payload + 24 > MAX_CLIENT_BODY {
         bail!("--payload must be at most {}", MAX_CLIENT_BODY - 24);
     }
-    let key = secret(&a.conn)?;
-    let addr = loopback_target(&a.conn.target).await?;
+    let targets = Targets::resolve(&a.conn).await?;
+    let tokens = Tokens::new(&a.conn).await?;
     let start = Instant::now();
     let deadline = start + a.conn.timeout();
     let base = a.conn.uid_base;
@@ -102,13 +109,14 @@ pub async fn run(a: PeerArgs) -> anyhow::Result<()> {
     let receiver_uids: Vec<i64> = (0..c as i64).map(|i| base + c as i64 + i).collect();
     eprintln!(
         "bench peer: {c} senders (uid {}..={}) -> {c} receivers (uid {}..={}), {} msgs each, \
-         {}-byte payload, target {addr}",
+         {}-byte payload, {}",
         sender_uids[0],
         sender_uids[c - 1],
         receiver_uids[0],
         receiver_uids[c - 1],
         a.n,
-        a.payload
+        a.payload,
+        targets.describe()
     );
 
     // Receivers: sync loop on, resuming from the key the server stored.
@@ -116,13 +124,24 @@ pub async fn run(a: PeerArgs) -> anyhow::Result<()> {
         sync_timeout: Duration::from_secs(30),
         ..ClientOptions::default()
     };
-    let receivers = connect_all(addr, &a.conn, &key, &receiver_uids, sync_opts, deadline).await?;
+    let receivers = connect_all(
+        targets.receivers(),
+        &a.conn,
+        &tokens,
+        &receiver_uids,
+        sync_opts,
+        deadline,
+    )
+    .await?;
     eprintln!(
         "connected {c} receivers in {:.2} s",
         start.elapsed().as_secs_f64()
     );
 
-    let progress = Arc::new(Progress::default());
+    let progress = Arc::new(Progress {
+        base: msgid_base(),
+        ..Progress::default()
+    });
     let pairs: Arc<Vec<Pair>> = Arc::new((0..c).map(|_| Pair::default()).collect());
     let mut tasks = JoinSet::new();
     let (drained_tx, mut drained_rx) = mpsc::unbounded_channel::<u64>();
@@ -170,7 +189,16 @@ pub async fn run(a: PeerArgs) -> anyhow::Result<()> {
         sync: false,
         ..ClientOptions::default()
     };
-    let senders = match connect_all(addr, &a.conn, &key, &sender_uids, send_opts, deadline).await {
+    let senders = match connect_all(
+        targets.senders(),
+        &a.conn,
+        &tokens,
+        &sender_uids,
+        send_opts,
+        deadline,
+    )
+    .await
+    {
         Ok(s) => s,
         Err(e) => {
             tasks.abort_all();
@@ -190,6 +218,8 @@ pub async fn run(a: PeerArgs) -> anyhow::Result<()> {
             receiver_uids[i],
             a.n,
             a.window,
+            a.rate
+                .map(|r| Duration::from_secs_f64(a.c as f64 / r.max(0.001))),
             payload.clone(),
             latency.clone(),
             pairs.clone(),
@@ -309,6 +339,7 @@ async fn receive(
     let _ = drained.send(old);
 
     let pair = &pairs[i];
+    let base = progress.base;
     let mut seen = vec![0u64; (n as usize).div_ceil(64)];
     let mut got = 0u64;
     while got < n {
@@ -325,10 +356,11 @@ async fn receive(
             Some(_) => continue,
         };
         let Message::Im(im) = msg else { continue };
-        if im.sender != sender || im.msgid < 1 || im.msgid as u64 > n {
+        let local = im.msgid.wrapping_sub(base) as i64;
+        if im.sender != sender || local < 1 || local as u64 > n {
             continue;
         }
-        let bit = (im.msgid - 1) as usize;
+        let bit = (local - 1) as usize;
         let (w, b) = (bit / 64, 1u64 << (bit % 64));
         if seen[w] & b != 0 {
             progress.duplicates.fetch_add(1, Ordering::Relaxed);
@@ -365,13 +397,21 @@ async fn send(
     receiver: i64,
     n: u64,
     window: u64,
+    interval: Option<Duration>,
     payload: Bytes,
     mut h: Histogram<u64>,
     pairs: Arc<Vec<Pair>>,
     progress: Arc<Progress>,
 ) -> Histogram<u64> {
     let pair = &pairs[i];
+    let base = progress.base;
+    // Paced senders start spread over one interval so they do not send in lockstep.
+    let mut next = interval.map(|iv| Instant::now() + iv.mul_f64(i as f64 / 97.0 % 1.0));
     for k in 1..=n {
+        if let (Some(at), Some(iv)) = (next.as_mut(), interval) {
+            tokio::time::sleep_until(*at).await;
+            *at += iv;
+        }
         // Throttle: at most `window` messages not yet received.
         while (k - 1).saturating_sub(pair.received.load(Ordering::Acquire)) >= window {
             if progress.stop.load(Ordering::Acquire) {
@@ -387,7 +427,10 @@ async fn send(
         }
         progress.sent.fetch_add(1, Ordering::Relaxed);
         let t0 = Instant::now();
-        match client.send_im(receiver, payload.clone(), k as i32).await {
+        match client
+            .send_im(receiver, payload.clone(), base + k as i32)
+            .await
+        {
             Ok(ack) if ack.is_ok() => {
                 record(&mut h, t0.elapsed());
                 progress.acked.fetch_add(1, Ordering::Relaxed);

@@ -1,9 +1,11 @@
-//! Latency recording and the printed results.
+//! Latency recording, the progress clock, and the printed results.
 
 use hdrhistogram::Histogram;
+use std::sync::OnceLock;
 use std::time::Duration;
+use tokio::time::Instant;
 
-/// ACK latencies in microseconds, 3 significant digits, up to one hour.
+/// Latencies in microseconds, 3 significant digits, up to one hour.
 pub fn latency_histogram() -> anyhow::Result<Histogram<u64>> {
     Ok(Histogram::new_with_bounds(1, 3_600_000_000, 3)?)
 }
@@ -16,7 +18,65 @@ fn ms(us: u64) -> String {
     format!("{:.2} ms", us as f64 / 1000.0)
 }
 
-/// Final numbers of a run.
+/// `p50 … p99 … max … (n samples)` or `-` when empty.
+pub fn latency_line(h: &Histogram<u64>) -> String {
+    if h.is_empty() {
+        return "-".to_string();
+    }
+    format!(
+        "p50 {}   p99 {}   max {}   ({} samples)",
+        ms(h.value_at_quantile(0.50)),
+        ms(h.value_at_quantile(0.99)),
+        ms(h.max()),
+        h.len()
+    )
+}
+
+/// Nanoseconds since the first call: a clock shared by the tasks of one
+/// process, so a timestamp written into a payload by a sender can be
+/// compared by the listener that receives it.
+pub fn now_nanos() -> u64 {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    EPOCH.get_or_init(Instant::now).elapsed().as_nanos() as u64
+}
+
+pub fn rate(count: u64, elapsed: Duration) -> f64 {
+    let s = elapsed.as_secs_f64();
+    if s > 0.0 { count as f64 / s } else { 0.0 }
+}
+
+/// A two-column results table, printed to stdout (progress goes to stderr).
+pub struct Table {
+    title: String,
+    rows: Vec<(String, String)>,
+}
+
+impl Table {
+    pub fn new(title: impl Into<String>) -> Table {
+        Table {
+            title: title.into(),
+            rows: Vec::new(),
+        }
+    }
+
+    pub fn row(&mut self, label: &str, value: impl Into<String>) -> &mut Table {
+        self.rows.push((label.to_string(), value.into()));
+        self
+    }
+
+    pub fn latency(&mut self, label: &str, h: &Histogram<u64>) -> &mut Table {
+        self.row(label, latency_line(h))
+    }
+
+    pub fn print(&self) {
+        println!("== {} ==", self.title);
+        for (l, v) in &self.rows {
+            println!("{l:<18}{v}");
+        }
+    }
+}
+
+/// Final numbers of a peer run.
 pub struct Results<'a> {
     pub messages: u64,
     pub expected: u64,
@@ -30,32 +90,25 @@ pub struct Results<'a> {
 
 impl Results<'_> {
     pub fn print(&self) {
-        let secs = self.elapsed.as_secs_f64();
-        let rate = if secs > 0.0 {
-            self.messages as f64 / secs
-        } else {
-            0.0
-        };
-        let h = self.latency;
-        println!("{:<16}{} of {}", "messages", self.messages, self.expected);
-        println!("{:<16}{:.3} s", "elapsed", secs);
-        println!("{:<16}{:.0} msgs/s", "throughput", rate);
-        if h.is_empty() {
-            println!("{:<16}-", "ack latency");
-        } else {
-            println!(
-                "{:<16}p50 {}   p99 {}   max {}   ({} acks)",
-                "ack latency",
-                ms(h.value_at_quantile(0.50)),
-                ms(h.value_at_quantile(0.99)),
-                ms(h.max()),
-                h.len()
-            );
-        }
-        println!(
-            "{:<16}{} pushed, {} synced, {} duplicates",
-            "delivery", self.pushed, self.synced, self.duplicates
-        );
-        println!("{:<16}{}", "errors", self.errors);
+        Table::new("bench peer")
+            .row(
+                "messages",
+                format!("{} of {}", self.messages, self.expected),
+            )
+            .row("elapsed", format!("{:.3} s", self.elapsed.as_secs_f64()))
+            .row(
+                "throughput",
+                format!("{:.0} msgs/s", rate(self.messages, self.elapsed)),
+            )
+            .latency("ack latency", self.latency)
+            .row(
+                "delivery",
+                format!(
+                    "{} pushed, {} synced, {} duplicates",
+                    self.pushed, self.synced, self.duplicates
+                ),
+            )
+            .row("errors", self.errors.to_string())
+            .print();
     }
 }

@@ -119,6 +119,13 @@ impl Client {
                 Ok(Err(source)) => return Err(ClientError::Connect { addr: name, source }),
                 Err(_) => return Err(ClientError::Timeout),
             };
+        Client::from_stream(stream, options)
+    }
+
+    /// Starts the connection task on an already connected stream (e.g. one
+    /// bound to a chosen source address before connecting, as the load tool
+    /// does to spread many connections over 127.0.0.x).
+    pub fn from_stream(stream: TcpStream, options: ClientOptions) -> Result<Client, ClientError> {
         // One request in flight is the common pattern; don't let Nagle hold it.
         stream.set_nodelay(true)?;
         let sync = options

@@ -16,7 +16,7 @@
 use super::guard::Guard;
 use crate::metrics::{self, OpenConnection, Transport as Kind};
 use crate::node::{Node, Stats};
-use crate::outbox::{CloseReason, OutFrame, Outbox};
+use crate::outbox::{CloseReason, Outbox};
 use crate::session::writer::Writer;
 use crate::session::{Control, Session};
 use ferry_common::protocol::Frame;
@@ -101,20 +101,16 @@ async fn drive<T: Transport>(
     let idle = node.cfg.idle_timeout;
     let mut w = Writer::default();
     let mut frames: Vec<Frame> = Vec::new();
-    let mut queued: Vec<OutFrame> = Vec::new();
     let mut idle_deadline = Instant::now() + idle;
     let mut write_deadline: Option<Instant> = None;
     let mut closing: Option<(&'static str, Instant)> = None;
     let mut counted = 0;
     loop {
-        if let Some(r) = outbox.closed() {
+        // One lock: the close check and the frames, encoded straight into
+        // the write buffer (nothing when the buffer is at its high water).
+        let budget = WRITE_HIGH_WATER.saturating_sub(w.pending());
+        if let Err(r) = outbox.drain_with(budget, |f| w.push(&f)) {
             return r.as_str();
-        }
-        if w.pending() < WRITE_HIGH_WATER {
-            outbox.drain_into(&mut queued, WRITE_HIGH_WATER - w.pending());
-            for f in queued.drain(..) {
-                w.push(&f);
-            }
         }
         Stats::add(&node.stats.out_messages, w.frames() - counted);
         counted = w.frames();
@@ -179,13 +175,21 @@ async fn drive<T: Transport>(
         }
         for f in frames.drain(..) {
             metrics::frame_in(f.cmd);
-            match session.handle(f, &mut w).await {
+            // Boxed: the session's future (login, store writes) is large,
+            // and inline it would be part of every idle connection's task;
+            // boxed it only exists while a frame is being handled.
+            match Box::pin(session.handle(f, &mut w)).await {
                 Control::Continue => {}
                 Control::Close(r) | Control::CloseAfterFlush(r) => {
                     failure = failure.or(Some(r));
                     break;
                 }
             }
+        }
+        if frames.capacity() > 0 {
+            // Not `clear()`: the vector's capacity would stay with the
+            // connection while it idles.
+            frames = Vec::new();
         }
         if session.is_authed() {
             guard.authenticated();

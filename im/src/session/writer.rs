@@ -45,21 +45,29 @@ impl Writer {
         let buf = self
             .buf
             .get_or_insert_with(|| BytesMut::with_capacity(4096));
-        h.write(buf);
+        // One 12-byte copy: field-by-field `put_*` calls cost a bounds
+        // check and a memcpy call each, per frame and per recipient.
+        buf.extend_from_slice(&h.to_bytes());
         self.frames += 1;
         crate::metrics::frame_out(cmd);
     }
 
-    /// Appends a frame whose body is in version-2 form.
+    /// Appends a frame whose body is in version-2 form. Only version-0/1
+    /// connections need a different body; the usual case copies the shared
+    /// body straight into the buffer without touching its refcount.
     pub fn frame(&mut self, cmd: u8, flag: u8, body: &Bytes) {
-        let body = if cmd == ACK && self.version < 2 && body.len() > 4 {
-            body.slice(..4)
+        let adapted;
+        let body: &[u8] = if cmd == ACK && self.version < 2 && body.len() > 4 {
+            &body[..4]
+        } else if self.version == 0 {
+            adapted = body_for_version(cmd, self.version, body);
+            &adapted
         } else {
-            body_for_version(cmd, self.version, body)
+            body
         };
         self.header(cmd, flag, body.len());
         if let Some(buf) = self.buf.as_mut() {
-            buf.extend_from_slice(&body);
+            buf.extend_from_slice(body);
         }
     }
 

@@ -1,0 +1,390 @@
+//! `ferry bench room`: gobelieve's benchmark_room.go. s senders and r
+//! listeners enter one room; each sender sends n ROOM_IMs, one in flight
+//! (waiting for its ACK); listeners count every ROOM_IM they receive.
+//! Reports deliveries/s (listener side, until the last delivery), ACK and
+//! delivery latency. Works against `ferry bench baseline-server` unchanged,
+//! which is how the room figure is compared with a bare fan-out.
+//!
+//! Payload: `'M'` + the send time (ns on this process's clock) + filler; a
+//! warm-up phase (`'W'`) first waits until every listener receives, which in
+//! a cluster also covers the routers' room subscriptions.
+
+use super::ConnArgs;
+use super::connect::{Targets, Tokens};
+use super::raw::{RawConn, login_all};
+use super::report::{Table, latency_histogram, now_nanos, rate, record};
+use anyhow::{Context, bail};
+use clap::Args;
+use ferry_common::protocol::command::{ACK, ROOM_IM};
+use ferry_common::protocol::realtime::Realtime;
+use hdrhistogram::Histogram;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+const MAX_TOTAL_DELIVERIES: u64 = 2_000_000_000;
+
+#[derive(Args, Debug)]
+pub struct RoomArgs {
+    /// Sender connections.
+    #[arg(short = 's', long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub senders: u32,
+    /// Listener connections.
+    #[arg(short = 'r', long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=18000))]
+    pub listeners: u32,
+    /// Messages per sender.
+    #[arg(short = 'n', long = "messages", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    pub n: u64,
+    /// Stop sending after this many seconds even if n is not reached.
+    #[arg(long)]
+    pub duration: Option<u64>,
+    /// ROOM_IM content size in bytes (at least 9: marker and timestamp).
+    #[arg(long, default_value_t = 64)]
+    pub payload: usize,
+    /// Room id.
+    #[arg(long, default_value_t = 10)]
+    pub room: i64,
+    #[command(flatten)]
+    pub conn: ConnArgs,
+}
+
+#[derive(Default)]
+struct Shared {
+    sent: AtomicU64,
+    acked: AtomicU64,
+    refused: AtomicU64,
+    delivered: AtomicU64,
+    /// `now_nanos()` of the latest counted delivery.
+    last_delivery: AtomicU64,
+    /// Listeners that have seen a warm-up frame.
+    warm: AtomicU64,
+    lost: AtomicU64,
+    stop: AtomicBool,
+    stop_sending: AtomicBool,
+}
+
+pub async fn run(a: RoomArgs) -> anyhow::Result<()> {
+    if a.payload < 9 || a.payload > 30_000 {
+        bail!("--payload must be between 9 and 30000 bytes");
+    }
+    if a.senders as u64 * a.n * a.listeners as u64 > MAX_TOTAL_DELIVERIES {
+        bail!("s·n·r exceeds {MAX_TOTAL_DELIVERIES} deliveries per run");
+    }
+    let targets = Targets::resolve(&a.conn).await?;
+    let tokens = Tokens::new(&a.conn).await?;
+    let deadline = Instant::now() + a.conn.timeout();
+    let (s, r) = (a.senders as usize, a.listeners as usize);
+    let base = a.conn.uid_base;
+    let sender_uids: Vec<i64> = (0..s as i64).map(|i| base + i).collect();
+    let listener_uids: Vec<i64> = (0..r as i64).map(|i| base + s as i64 + i).collect();
+    eprintln!(
+        "bench room: {s} senders, {r} listeners in room {}, {} msgs per sender, {}-byte payload, {}",
+        a.room,
+        a.n,
+        a.payload,
+        targets.describe()
+    );
+    let t0 = Instant::now();
+    let listeners = login_all(
+        targets.receivers(),
+        &a.conn,
+        &tokens,
+        &listener_uids,
+        Some(a.room),
+        deadline,
+        "listeners",
+    )
+    .await?;
+    let senders = login_all(
+        targets.senders(),
+        &a.conn,
+        &tokens,
+        &sender_uids,
+        Some(a.room),
+        deadline,
+        "senders",
+    )
+    .await?;
+    eprintln!(
+        "{} connections in the room after {:.2} s",
+        s + r,
+        t0.elapsed().as_secs_f64()
+    );
+
+    let shared = Arc::new(Shared::default());
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut listen_tasks = JoinSet::new();
+    for l in listeners {
+        listen_tasks.spawn(listen(l, shared.clone(), stop_rx.clone()));
+    }
+    let mut senders = senders;
+    warm_up(&mut senders[0], a.room, r as u64, &shared, deadline).await?;
+
+    // Measured phase.
+    let run_start = Instant::now();
+    let start_nanos = now_nanos();
+    let send_until = a
+        .duration
+        .map(|d| run_start + Duration::from_secs(d))
+        .unwrap_or(deadline);
+    let mut send_tasks = JoinSet::new();
+    for c in senders {
+        send_tasks.spawn(send(c, a.room, a.n, a.payload, send_until, shared.clone()));
+    }
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.tick().await;
+    let mut last = 0u64;
+    let mut senders_done = false;
+    let mut ack_latency = latency_histogram()?;
+    let mut stalled_since: Option<Instant> = None;
+    let outcome: Result<(), String> = loop {
+        tokio::select! {
+            j = send_tasks.join_next(), if !senders_done => match j {
+                Some(Ok(h)) => { let _ = ack_latency.add(&h); }
+                Some(Err(e)) => break Err(format!("sender task failed: {e}")),
+                None => senders_done = true,
+            },
+            _ = tick.tick() => {
+                let d = shared.delivered.load(Ordering::Relaxed);
+                eprintln!(
+                    "[{:>4}s] sent {}  acked {}  delivered {d}  ({} deliveries/s)  lost connections {}",
+                    run_start.elapsed().as_secs(),
+                    shared.sent.load(Ordering::Relaxed),
+                    shared.acked.load(Ordering::Relaxed),
+                    d - last,
+                    shared.lost.load(Ordering::Relaxed),
+                );
+                if senders_done && d == last {
+                    let since = *stalled_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() >= Duration::from_secs(5) {
+                        break Err("deliveries stopped before all arrived".into());
+                    }
+                } else {
+                    stalled_since = None;
+                }
+                last = d;
+            }
+            _ = tokio::time::sleep_until(deadline) => {
+                break Err(format!("time limit of {} s reached", a.conn.timeout));
+            }
+        }
+        let expected = shared.acked.load(Ordering::Acquire) * r as u64;
+        if senders_done && shared.delivered.load(Ordering::Acquire) >= expected {
+            break Ok(());
+        }
+    };
+    shared.stop.store(true, Ordering::Release);
+    shared.stop_sending.store(true, Ordering::Release);
+    send_tasks.abort_all();
+    let mut delivery_latency = latency_histogram()?;
+    let _ = stop_tx.send(true);
+    while let Some(j) = listen_tasks.join_next().await {
+        if let Ok(h) = j {
+            let _ = delivery_latency.add(&h);
+        }
+    }
+
+    let acked = shared.acked.load(Ordering::Relaxed);
+    let delivered = shared.delivered.load(Ordering::Relaxed);
+    let last_ns = shared.last_delivery.load(Ordering::Relaxed);
+    let span = Duration::from_nanos(last_ns.saturating_sub(start_nanos));
+    let errors = shared.refused.load(Ordering::Relaxed) + shared.lost.load(Ordering::Relaxed);
+    Table::new("bench room")
+        .row(
+            "connections",
+            format!("{s} senders, {r} listeners ({})", targets.describe()),
+        )
+        .row(
+            "messages",
+            format!(
+                "{acked} acked of {} sent",
+                shared.sent.load(Ordering::Relaxed)
+            ),
+        )
+        .row("deliveries", format!("{delivered} of {}", acked * r as u64))
+        .row("elapsed", format!("{:.3} s", span.as_secs_f64()))
+        .row(
+            "throughput",
+            format!(
+                "{:.0} deliveries/s   ({:.0} msgs/s sent)",
+                rate(delivered, span),
+                rate(acked, span)
+            ),
+        )
+        .latency("ack latency", &ack_latency)
+        .latency("delivery latency", &delivery_latency)
+        .row(
+            "errors",
+            format!(
+                "{errors} ({} refused ACKs, {} lost connections)",
+                shared.refused.load(Ordering::Relaxed),
+                shared.lost.load(Ordering::Relaxed)
+            ),
+        )
+        .print();
+    match outcome {
+        Ok(()) if errors == 0 => Ok(()),
+        Ok(()) => bail!("bench room finished with {errors} errors"),
+        Err(why) => Err(anyhow::anyhow!(why)).context("bench room incomplete"),
+    }
+}
+
+/// Sends warm-up frames from one sender until every listener has received
+/// one (room subscriptions across nodes settle asynchronously).
+async fn warm_up(
+    c: &mut RawConn,
+    room: i64,
+    listeners: u64,
+    shared: &Shared,
+    deadline: Instant,
+) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let mut sent = 0u32;
+    while shared.warm.load(Ordering::Acquire) < listeners {
+        if Instant::now() > deadline {
+            bail!("time limit reached while warming up the room");
+        }
+        if sent == 0 || started.elapsed() > Duration::from_millis(200) * sent {
+            let body = Realtime {
+                sender: c.uid,
+                receiver: room,
+                content: bytes::Bytes::from_static(b"W"),
+            }
+            .encode();
+            let seq = c.send(ROOM_IM, &body).await?;
+            wait_ack(c, seq).await?;
+            sent += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    eprintln!(
+        "room warm: all {listeners} listeners receive ({sent} warm-up messages, {:.2} s)",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Reads until the ACK for `seq`; returns its status.
+async fn wait_ack(c: &mut RawConn, seq: i32) -> anyhow::Result<u8> {
+    let mut status = None;
+    while status.is_none() {
+        c.read_batch(|cmd, _, body| {
+            if cmd == ACK && body.len() >= 4 {
+                let s = i32::from_be_bytes([body[0], body[1], body[2], body[3]]);
+                if s == seq {
+                    status = Some(body.get(4).copied().unwrap_or(0));
+                }
+            }
+        })
+        .await?;
+    }
+    Ok(status.unwrap_or(0))
+}
+
+async fn send(
+    mut c: RawConn,
+    room: i64,
+    n: u64,
+    payload: usize,
+    until: Instant,
+    shared: Arc<Shared>,
+) -> Histogram<u64> {
+    let mut h = latency_histogram().expect("valid histogram bounds");
+    let mut content = vec![b'x'; payload];
+    content[0] = b'M';
+    for _ in 0..n {
+        if shared.stop_sending.load(Ordering::Acquire) || Instant::now() >= until {
+            break;
+        }
+        content[1..9].copy_from_slice(&now_nanos().to_be_bytes());
+        let body = Realtime {
+            sender: c.uid,
+            receiver: room,
+            content: bytes::Bytes::copy_from_slice(&content),
+        }
+        .encode();
+        let t0 = Instant::now();
+        shared.sent.fetch_add(1, Ordering::Relaxed);
+        let r = async {
+            let seq = c.send(ROOM_IM, &body).await?;
+            wait_ack(&mut c, seq).await
+        }
+        .await;
+        match r {
+            Ok(0) => {
+                record(&mut h, t0.elapsed());
+                shared.acked.fetch_add(1, Ordering::Release);
+            }
+            Ok(_) => {
+                shared.refused.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(_) => {
+                shared.lost.fetch_add(1, Ordering::Relaxed);
+                break;
+            }
+        }
+    }
+    // Keep the connection until the run ends so membership does not change.
+    tokio::spawn(async move {
+        while !shared.stop.load(Ordering::Acquire) {
+            if c.read_batch(|_, _, _| {}).await.is_err() {
+                break;
+            }
+        }
+    });
+    h
+}
+
+/// Counts measured ROOM_IMs and their delivery latency; flags warm-up.
+/// Returns its latency histogram when `stop` changes or the connection ends.
+async fn listen(
+    mut c: RawConn,
+    shared: Arc<Shared>,
+    mut stop: watch::Receiver<bool>,
+) -> Histogram<u64> {
+    let mut h = latency_histogram().expect("valid histogram bounds");
+    let mut warm = false;
+    loop {
+        let mut got = 0u64;
+        let mut saw_warm = false;
+        let mut now = 0u64;
+        let r = tokio::select! {
+            r = c.read_batch(|cmd, _, body| {
+                if cmd != ROOM_IM || body.len() < 16 + 9 {
+                    if cmd == ROOM_IM && body.get(16) == Some(&b'W') {
+                        saw_warm = true;
+                    }
+                    return;
+                }
+                if body[16] == b'M' {
+                    if now == 0 {
+                        now = now_nanos();
+                    }
+                    let mut t = [0u8; 8];
+                    t.copy_from_slice(&body[17..25]);
+                    let sent = u64::from_be_bytes(t);
+                    h.saturating_record((now.saturating_sub(sent) / 1000).max(1));
+                    got += 1;
+                }
+            }) => r,
+            _ = stop.changed() => return h,
+        };
+        if saw_warm && !warm {
+            warm = true;
+            shared.warm.fetch_add(1, Ordering::AcqRel);
+        }
+        if got > 0 {
+            shared.delivered.fetch_add(got, Ordering::AcqRel);
+            shared.last_delivery.fetch_max(now, Ordering::AcqRel);
+        }
+        if r.is_err() {
+            if !shared.stop.load(Ordering::Acquire) {
+                shared.lost.fetch_add(1, Ordering::Relaxed);
+            }
+            return h;
+        }
+    }
+}
