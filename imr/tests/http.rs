@@ -93,7 +93,7 @@ async fn health_and_stats() {
     assert_eq!(status, 200);
     assert_eq!(
         body,
-        r#"{"status":"ok","links":1,"redis":"up","push_buffered":0}"#
+        r#"{"status":"ok","links":1,"redis":"up","push_buffered":0,"subscriptions":0}"#
     );
     let (status, v) = imr.get_json("/stats").await;
     assert_eq!(status, 200);

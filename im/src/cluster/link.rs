@@ -7,6 +7,9 @@
 //! happened. While the link is down no subscription frame is queued — the
 //! snapshot taken at reconnect (under the same lock) already holds the final
 //! state — but publishes and pushes are kept, up to the buffer bound.
+//! After the resubscribe the im sends MARK; the imr echoes it once it has
+//! applied everything before it, and only then are local users told to sync
+//! (so nothing routed after their sync can miss a subscription).
 //! Subscription frames still queued when the link drops are discarded: sent
 //! after the next snapshot they would replay stale state (a SUBSCRIBE of a
 //! user who has left since would leave a ghost entry at the imr).
@@ -14,7 +17,7 @@
 use super::counters::{self, SubChange};
 use bytes::{Bytes, BytesMut};
 use ferry_common::link::{
-    HELLO, Hello, LINK_VERSION, MAX_LINK_BODY, RoomSubscription, SUBSCRIBE, SUBSCRIBE_ROOM,
+    HELLO, Hello, LINK_VERSION, MARK, MAX_LINK_BODY, RoomSubscription, SUBSCRIBE, SUBSCRIBE_ROOM,
     Subscribe, UNSUBSCRIBE, UNSUBSCRIBE_ROOM, Unsubscribe,
 };
 use ferry_common::protocol::{Frame, FrameCodec};
@@ -331,15 +334,17 @@ async fn session(link: &Link, inbound: &dyn Inbound) -> Result<(), LinkError> {
     let started = std::time::Instant::now();
     wr.write_all(&snapshot).await?;
     drop(snapshot);
+    wr.write_all(&link_frame(MARK, Bytes::new())).await?;
     link.up.store(true, Ordering::Relaxed);
     link.stats.connects.fetch_add(1, Ordering::Relaxed);
     tracing::info!(imr = %link.addr, subscriptions = n, elapsed_ms = started.elapsed().as_millis() as u64, "imr link up, resubscribed");
-    // Also on the first connect: clients that logged in before the link
-    // came up missed whatever other nodes routed to them meanwhile.
-    inbound.on_gap(link.index);
     loop {
         tokio::select! {
             f = next_frame(&mut reader) => match f? {
+                // The imr has applied the resubscribe. Also after the first
+                // connect: clients that logged in before the link came up
+                // missed whatever other nodes routed to them meanwhile.
+                Some(frame) if frame.cmd == MARK => inbound.on_gap(link.index),
                 Some(frame) => inbound.on_frame(link.index, frame),
                 None => return Ok(()),
             },
