@@ -239,6 +239,32 @@ impl Node {
         });
     }
 
+    /// The same NOTIFICATION to every connection of each receiver, on every
+    /// node: the frame is built once and shared; only the route header is
+    /// per receiver.
+    pub fn send_notifications(&self, appid: i64, receivers: &[i64], content: Bytes) {
+        let f = OutFrame::new(NOTIFICATION, 0, content.clone());
+        let inner = Frame::new(NOTIFICATION, 2, 0, 0, content).to_bytes();
+        let now = now_nanos();
+        let mut receivers = receivers.to_vec();
+        receivers.sort_unstable();
+        receivers.dedup();
+        for uid in receivers {
+            self.registry.deliver(appid, uid, |_| Some(vec![f.clone()]));
+            if let Some(c) = &self.cluster {
+                c.publish_user(&RouteMessage {
+                    appid,
+                    receiver: uid,
+                    msgid: 0,
+                    prev_msgid: 0,
+                    device_id: 0,
+                    timestamp: now,
+                    msg: inner.clone(),
+                });
+            }
+        }
+    }
+
     /// NOTIFICATION to every connected user of an app on every node; the
     /// frame is encoded once per node.
     pub fn broadcast_notification(&self, appid: i64, content: Bytes) {

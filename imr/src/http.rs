@@ -2,7 +2,12 @@
 //!
 //! * `GET /online?appid=&uid=` → `{"online": true|false}`
 //! * `GET /all_online` → `[{"appid": N, "users": [uid…]}, …]` (every subscribed user)
-//! * `GET /health` → `{"status":"ok","links":N,"redis":"up"|"down"|"disabled","push_buffered":N}`
+//! * `GET /subscribers?appid=&uid=` → `{"links": N, "online": M}`: how many im
+//!   links have the user subscribed, and how many of them mark it online
+//! * `GET /subscribers?appid=&room=` → `{"links": N}`: im links in the room
+//!   (operators and tests use these to see where a user or room is routed)
+//! * `GET /health` → `{"status":"ok","links":N,"redis":"up"|"down"|"disabled","push_buffered":N,
+//!   "subscriptions":N}`
 //! * `GET /stats` → all counters
 //! * `GET /metrics` → the same counters in the Prometheus text format
 //!
@@ -25,6 +30,7 @@ pub(crate) fn router(sh: Arc<Shared>) -> Router {
     Router::new()
         .route("/online", get(online))
         .route("/all_online", get(all_online))
+        .route("/subscribers", get(subscribers))
         .route("/health", get(health))
         .route("/stats", get(stats))
         .route("/metrics", get(metrics))
@@ -64,6 +70,32 @@ async fn online(
     }
 }
 
+async fn subscribers(
+    State(sh): State<Arc<Shared>>,
+    q: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> Response {
+    let Ok(Query(q)) = q else {
+        return bad_request("malformed query string");
+    };
+    let appid = match int_param(&q, "appid") {
+        Ok(a) => a,
+        Err(e) => return bad_request(e),
+    };
+    if q.contains_key("room") {
+        return match int_param(&q, "room") {
+            Ok(room) => Json(json!({"links": sh.registry.room_links(appid, room)})).into_response(),
+            Err(e) => bad_request(e),
+        };
+    }
+    match int_param(&q, "uid") {
+        Ok(uid) => {
+            let (links, online) = sh.registry.user_links(appid, uid);
+            Json(json!({"links": links, "online": online})).into_response()
+        }
+        Err(e) => bad_request(e),
+    }
+}
+
 #[derive(Serialize)]
 struct AppUsers {
     appid: i64,
@@ -89,6 +121,8 @@ struct Health {
     links: usize,
     redis: &'static str,
     push_buffered: u64,
+    /// (appid, uid) subscriptions over all links (a user on two ims counts twice).
+    subscriptions: usize,
 }
 
 async fn health(State(sh): State<Arc<Shared>>) -> Json<Health> {
@@ -104,6 +138,7 @@ async fn health(State(sh): State<Arc<Shared>>) -> Json<Health> {
         links: sh.registry.len(),
         redis,
         push_buffered: sh.stats.push_buffered.load(Ordering::Relaxed),
+        subscriptions: sh.registry.subscriptions(),
     })
 }
 

@@ -15,7 +15,7 @@ use crate::server::Shared;
 use crate::stats;
 use bytes::{Bytes, BytesMut};
 use ferry_common::link::{
-    BatchPush, HELLO, Hello, LINK_VERSION, MAX_LINK_BODY, PUSH, RoomSubscription, SUBSCRIBE,
+    BatchPush, HELLO, Hello, LINK_VERSION, MARK, MAX_LINK_BODY, PUSH, RoomSubscription, SUBSCRIBE,
     SUBSCRIBE_ROOM, Subscribe, UNSUBSCRIBE, UNSUBSCRIBE_ROOM, Unsubscribe,
 };
 use ferry_common::protocol::command::name;
@@ -275,6 +275,13 @@ async fn handle(frame: Frame, peer: &Arc<Peer>, sh: &Arc<Shared>) -> Result<(), 
                     }
                 }
                 None => stats::add(&sh.stats.push_requests, 1),
+            }
+        }
+        // Frames of one link are applied in order: echoing MARK now tells the
+        // im that everything it sent before is in the table.
+        MARK => {
+            if peer.outbox.push(link_frame(MARK, Bytes::new())).is_err() {
+                tracing::debug!(link = peer.id, "MARK not echoed: link closing");
             }
         }
         HELLO => return Err(ProtocolError::Link("HELLO after the handshake")),

@@ -93,6 +93,34 @@ impl Registry {
             .any(|p| p.table().is_online(appid, uid))
     }
 
+    /// (links holding the user, links marking it online).
+    pub fn user_links(&self, appid: i64, uid: i64) -> (usize, usize) {
+        let mut n = (0, 0);
+        for p in self.snapshot().iter() {
+            let t = p.table();
+            if t.has_user(appid, uid) {
+                n.0 += 1;
+            }
+            if t.is_online(appid, uid) {
+                n.1 += 1;
+            }
+        }
+        n
+    }
+
+    /// (appid, uid) entries over all link tables.
+    pub fn subscriptions(&self) -> usize {
+        self.snapshot().iter().map(|p| p.table().len().0).sum()
+    }
+
+    /// Links holding the room.
+    pub fn room_links(&self, appid: i64, room: i64) -> usize {
+        self.snapshot()
+            .iter()
+            .filter(|p| p.table().has_room(appid, room))
+            .count()
+    }
+
     /// The receivers that are not online on any link, in their given order.
     /// Takes one table lock at a time.
     pub fn offline(&self, appid: i64, receivers: &[i64]) -> Vec<i64> {

@@ -42,6 +42,15 @@ async fn online_and_all_online() {
         )
     );
 
+    assert_eq!(
+        imr.get_json("/subscribers?appid=7&uid=3").await,
+        (200, json!({"links": 2, "online": 1}))
+    );
+    assert_eq!(
+        imr.get_json("/subscribers?appid=7&room=5").await,
+        (200, json!({"links": 0}))
+    );
+
     // b's user 3 goes offline there: a still has it subscribed, not online.
     b.subscribe(7, 3, false).await;
     eventually("(7,3) offline", || async {
@@ -84,7 +93,7 @@ async fn health_and_stats() {
     assert_eq!(status, 200);
     assert_eq!(
         body,
-        r#"{"status":"ok","links":1,"redis":"up","push_buffered":0}"#
+        r#"{"status":"ok","links":1,"redis":"up","push_buffered":0,"subscriptions":0}"#
     );
     let (status, v) = imr.get_json("/stats").await;
     assert_eq!(status, 200);

@@ -389,3 +389,19 @@ async fn group_changed_reaches_every_other_link() {
     b.publish(PUBLISH, &m).await;
     assert_routed(&a.recv().await, PUBLISH, &m);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mark_is_echoed_after_the_frames_before_it() {
+    let imr = Imr::start(config(None)).await;
+    let mut im = FakeIm::linked(&imr, "").await;
+    for uid in 1..=1000 {
+        im.subscribe(7, uid, true).await;
+    }
+    im.send(ferry_common::link::MARK, Bytes::new()).await;
+    let f = im.recv().await;
+    assert_eq!((f.cmd, f.body.len()), (ferry_common::link::MARK, 0));
+    // Everything sent before the MARK is applied when the echo leaves.
+    let (_, v) = imr.get_json("/health").await;
+    assert_eq!(v["subscriptions"], 1000);
+    imr.shutdown().await;
+}

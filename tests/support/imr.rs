@@ -95,15 +95,102 @@ impl Imr {
     /// Polls `GET /online` until (appid, uid) is online there: an im
     /// subscribes asynchronously after login, and this is the only signal.
     pub fn wait_online(&self, appid: i64, uid: i64) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !self.is_online(appid, uid) {
-            assert!(
-                Instant::now() < deadline,
-                "uid {uid} not online at the imr within 10 s"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        wait_until(&format!("uid {uid} online at the imr"), || {
+            self.is_online(appid, uid)
+        });
     }
+
+    /// `GET /subscribers?appid=&uid=`: (links holding the user, links
+    /// marking it online).
+    pub fn subscribers(&self, appid: i64, uid: i64) -> (u64, u64) {
+        let v = self.get_json(&format!("/subscribers?appid={appid}&uid={uid}"));
+        (
+            v["links"].as_u64().unwrap_or(u64::MAX),
+            v["online"].as_u64().unwrap_or(u64::MAX),
+        )
+    }
+
+    /// Polls until `links` im links hold (appid, uid), all of them online.
+    pub fn wait_subscribers(&self, appid: i64, uid: i64, links: u64) {
+        wait_until(
+            &format!("uid {uid} subscribed online by {links} im links"),
+            || self.subscribers(appid, uid) == (links, links),
+        );
+    }
+
+    /// Polls until no im link holds (appid, uid) any more.
+    pub fn wait_unsubscribed(&self, appid: i64, uid: i64) {
+        wait_until(&format!("uid {uid} unsubscribed at the imr"), || {
+            self.subscribers(appid, uid).0 == 0
+        });
+    }
+
+    /// Polls until `links` im links are in (appid, room).
+    pub fn wait_room(&self, appid: i64, room: i64, links: u64) {
+        wait_until(&format!("room {room} held by {links} im links"), || {
+            self.get_json(&format!("/subscribers?appid={appid}&room={room}"))["links"].as_u64()
+                == Some(links)
+        });
+    }
+
+    /// `GET /all_online` as (appid, sorted uids) pairs.
+    pub fn all_online(&self) -> Vec<(i64, Vec<i64>)> {
+        let v = self.get_json("/all_online");
+        v.as_array()
+            .map(|apps| {
+                apps.iter()
+                    .map(|a| {
+                        let mut users: Vec<i64> = a["users"]
+                            .as_array()
+                            .map(|u| u.iter().filter_map(|x| x.as_i64()).collect())
+                            .unwrap_or_default();
+                        users.sort_unstable();
+                        (a["appid"].as_i64().unwrap_or(0), users)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn get_json(&self, path: &str) -> serde_json::Value {
+        serde_json::from_str(&http_get(self.http, path)).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+/// Polls `cond` (every 10 ms, at most 10 s): the processes under test have
+/// no push signal for these states, so the test asks until it holds.
+pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !cond() {
+        assert!(Instant::now() < deadline, "not within 10 s: {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A minimal HTTP/1.0 POST returning (status, body) (tests only).
+pub fn http_post(addr: SocketAddr, path: &str, body: &[u8]) -> (u16, String) {
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))
+        .expect("connect to http");
+    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+    write!(
+        s,
+        "POST {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .expect("send request");
+    s.write_all(body).expect("send body");
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    let status = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
 }
 
 /// A minimal HTTP/1.0 GET returning the body (tests only).

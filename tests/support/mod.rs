@@ -4,7 +4,7 @@
 
 mod imr;
 #[allow(unused_imports)]
-pub use imr::{Imr, LINK_SECRET, cluster_im};
+pub use imr::{Imr, LINK_SECRET, cluster_im, http_get, http_post, wait_until};
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};

@@ -7,7 +7,9 @@ use crate::protocol::reader::Reader;
 use bytes::{BufMut, Bytes, BytesMut};
 
 pub const LINK_MAGIC: [u8; 4] = *b"FRRY";
-pub const LINK_VERSION: u16 = 1;
+/// 2: GROUP_CHANGED (140) and MARK (141) exist; a version-1 peer would
+/// silently drop them, so the handshake refuses it.
+pub const LINK_VERSION: u16 = 2;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Hello {

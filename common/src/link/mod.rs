@@ -35,6 +35,11 @@ pub const PUBLISH_APP: u8 = 139;
 /// `appid`, `receiver` = gid and an empty `msg`; the imr relays it to every
 /// other link and each im drops its cached copy of the group.
 pub const GROUP_CHANGED: u8 = 140;
+/// Ferry addition: barrier, empty body. The im sends it right after its
+/// resubscribe; the imr echoes it back once it has applied every frame the
+/// im sent before it. Only then does the im tell its users to sync, so no
+/// message can be relayed to a subscription the imr does not know yet.
+pub const MARK: u8 = 141;
 
 /// Largest link frame body: 16 MiB, far above any valid client message.
 pub const MAX_LINK_BODY: usize = 16 * 1024 * 1024;

@@ -131,7 +131,9 @@ async fn notify_after_gap(node: Arc<Node>, link: usize) {
             });
         }
     }
-    tracing::info!(link, users = n, "sent SYNC_NOTIFY after imr link gap");
+    if n > 0 {
+        tracing::info!(link, users = n, "sent SYNC_NOTIFY after imr link gap");
+    }
 }
 
 impl Node {

@@ -7,11 +7,17 @@
 //! happened. While the link is down no subscription frame is queued — the
 //! snapshot taken at reconnect (under the same lock) already holds the final
 //! state — but publishes and pushes are kept, up to the buffer bound.
+//! After the resubscribe the im sends MARK; the imr echoes it once it has
+//! applied everything before it, and only then are local users told to sync
+//! (so nothing routed after their sync can miss a subscription).
+//! Subscription frames still queued when the link drops are discarded: sent
+//! after the next snapshot they would replay stale state (a SUBSCRIBE of a
+//! user who has left since would leave a ghost entry at the imr).
 
 use super::counters::{self, SubChange};
 use bytes::{Bytes, BytesMut};
 use ferry_common::link::{
-    HELLO, Hello, LINK_VERSION, MAX_LINK_BODY, RoomSubscription, SUBSCRIBE, SUBSCRIBE_ROOM,
+    HELLO, Hello, LINK_VERSION, MARK, MAX_LINK_BODY, RoomSubscription, SUBSCRIBE, SUBSCRIBE_ROOM,
     Subscribe, UNSUBSCRIBE, UNSUBSCRIBE_ROOM, Unsubscribe,
 };
 use ferry_common::protocol::{Frame, FrameCodec};
@@ -41,7 +47,8 @@ fn sub_frame(appid: i64, uid: i64, change: SubChange) -> Bytes {
 struct State {
     users: HashMap<(i64, i64), u32>,
     rooms: HashMap<(i64, i64), u32>,
-    queue: VecDeque<Bytes>,
+    /// Frames to send, each flagged `true` if it is a subscription change.
+    queue: VecDeque<(Bytes, bool)>,
     queued: usize,
     connected: bool,
 }
@@ -49,7 +56,10 @@ struct State {
 /// Counters of one link, for logs and metrics.
 #[derive(Default)]
 pub struct LinkStats {
+    /// Completed (re)connects: HELLO exchanged and resubscribe written.
     pub connects: AtomicU64,
+    /// When the last TCP connect to the imr succeeded (to time resubscribes).
+    pub last_connect: Mutex<Option<std::time::Instant>>,
     pub dropped_frames: AtomicU64,
     pub sent_frames: AtomicU64,
 }
@@ -83,7 +93,7 @@ impl Link {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn enqueue(&self, st: &mut State, frame: Bytes) {
+    fn enqueue(&self, st: &mut State, frame: Bytes, subscription: bool) {
         if st.queued + frame.len() > self.limit {
             let n = self.stats.dropped_frames.fetch_add(1, Ordering::Relaxed);
             if n.is_power_of_two() {
@@ -92,14 +102,14 @@ impl Link {
             return;
         }
         st.queued += frame.len();
-        st.queue.push_back(frame);
+        st.queue.push_back((frame, subscription));
         self.notify.notify_one();
     }
 
     /// Queues a publish or push frame (kept while the link is down).
     pub fn send(&self, frame: Bytes) {
         let mut st = self.lock();
-        self.enqueue(&mut st, frame);
+        self.enqueue(&mut st, frame, false);
     }
 
     pub fn user_add(&self, appid: i64, uid: i64, online: bool) {
@@ -110,7 +120,7 @@ impl Link {
         if let Some(ch) = change
             && st.connected
         {
-            self.enqueue(&mut st, sub_frame(appid, uid, ch));
+            self.enqueue(&mut st, sub_frame(appid, uid, ch), true);
         }
     }
 
@@ -126,7 +136,7 @@ impl Link {
         if let Some(ch) = change
             && st.connected
         {
-            self.enqueue(&mut st, sub_frame(appid, uid, ch));
+            self.enqueue(&mut st, sub_frame(appid, uid, ch), true);
         }
     }
 
@@ -143,7 +153,7 @@ impl Link {
                 }
                 .encode(),
             );
-            self.enqueue(&mut st, f);
+            self.enqueue(&mut st, f, true);
         }
     }
 
@@ -164,7 +174,7 @@ impl Link {
                     }
                     .encode(),
                 );
-                self.enqueue(&mut st, f);
+                self.enqueue(&mut st, f, true);
             }
         }
     }
@@ -217,7 +227,14 @@ impl Link {
     }
 
     fn disconnected(&self) {
-        self.lock().connected = false;
+        let mut st = self.lock();
+        st.connected = false;
+        let before = st.queue.len();
+        st.queue.retain(|(_, sub)| !sub);
+        if st.queue.len() != before {
+            st.queued = st.queue.iter().map(|(f, _)| f.len()).sum();
+        }
+        drop(st);
         self.up.store(false, Ordering::Relaxed);
     }
 
@@ -228,11 +245,11 @@ impl Link {
             return None;
         }
         let mut buf = BytesMut::with_capacity(st.queued.min(max));
-        while let Some(f) = st.queue.front() {
+        while let Some((f, _)) = st.queue.front() {
             if !buf.is_empty() && buf.len() + f.len() > max {
                 break;
             }
-            let f = st.queue.pop_front().unwrap_or_default();
+            let (f, _) = st.queue.pop_front().unwrap_or_default();
             st.queued -= f.len();
             buf.extend_from_slice(&f);
             self.stats.sent_frames.fetch_add(1, Ordering::Relaxed);
@@ -259,16 +276,16 @@ pub enum LinkError {
 /// Handles frames arriving from the imr.
 pub trait Inbound: Send + Sync + 'static {
     fn on_frame(&self, link: usize, frame: Frame);
-    /// Called after a reconnect: anything routed to us while down is lost.
+    /// Called once the link is up (again): anything routed to us while it
+    /// was down is lost.
     fn on_gap(&self, link: usize);
 }
 
 /// Keeps the link up forever (until the task is aborted).
 pub async fn run(link: Arc<Link>, inbound: Arc<dyn Inbound>) {
     let mut backoff = Duration::from_millis(200);
-    let mut first = true;
     loop {
-        match session(&link, &*inbound, first).await {
+        match session(&link, &*inbound).await {
             Ok(()) => {}
             Err(LinkError::Version { theirs }) => {
                 tracing::error!(imr = %link.addr, theirs, ours = LINK_VERSION, "imr link refused: version mismatch");
@@ -277,7 +294,6 @@ pub async fn run(link: Arc<Link>, inbound: Arc<dyn Inbound>) {
         }
         if link.up.load(Ordering::Relaxed) {
             backoff = Duration::from_millis(200);
-            first = false;
         }
         link.disconnected();
         tokio::time::sleep(backoff).await;
@@ -285,10 +301,15 @@ pub async fn run(link: Arc<Link>, inbound: Arc<dyn Inbound>) {
     }
 }
 
-async fn session(link: &Link, inbound: &dyn Inbound, first: bool) -> Result<(), LinkError> {
+async fn session(link: &Link, inbound: &dyn Inbound) -> Result<(), LinkError> {
     let stream = TcpStream::connect(&link.addr)
         .await
         .map_err(LinkError::Connect)?;
+    *link
+        .stats
+        .last_connect
+        .lock()
+        .unwrap_or_else(|e| e.into_inner()) = Some(std::time::Instant::now());
     let _ = stream.set_nodelay(true);
     let (rd, mut wr) = stream.into_split();
     let mut reader = tokio_util::codec::FramedRead::new(rd, FrameCodec::new(MAX_LINK_BODY));
@@ -318,15 +339,17 @@ async fn session(link: &Link, inbound: &dyn Inbound, first: bool) -> Result<(), 
     let started = std::time::Instant::now();
     wr.write_all(&snapshot).await?;
     drop(snapshot);
+    wr.write_all(&link_frame(MARK, Bytes::new())).await?;
     link.up.store(true, Ordering::Relaxed);
     link.stats.connects.fetch_add(1, Ordering::Relaxed);
     tracing::info!(imr = %link.addr, subscriptions = n, elapsed_ms = started.elapsed().as_millis() as u64, "imr link up, resubscribed");
-    if !first {
-        inbound.on_gap(link.index);
-    }
     loop {
         tokio::select! {
             f = next_frame(&mut reader) => match f? {
+                // The imr has applied the resubscribe. Also after the first
+                // connect: clients that logged in before the link came up
+                // missed whatever other nodes routed to them meanwhile.
+                Some(frame) if frame.cmd == MARK => inbound.on_gap(link.index),
                 Some(frame) => inbound.on_frame(link.index, frame),
                 None => return Ok(()),
             },
@@ -349,5 +372,46 @@ async fn next_frame(
         Some(Ok(f)) => Ok(Some(f)),
         Some(Err(CodecError::Io(e))) => Err(LinkError::Io(e)),
         Some(Err(CodecError::Protocol(e))) => Err(LinkError::Protocol(e.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn queued(l: &Link) -> Vec<u8> {
+        l.lock()
+            .queue
+            .iter()
+            .map(|(f, _)| f.get(8).copied().unwrap_or(0))
+            .collect()
+    }
+
+    #[test]
+    fn subscription_frames_do_not_outlive_a_drop() {
+        let l = Link::new(0, "127.0.0.1:1".into(), Bytes::new(), 1 << 20);
+        let _ = l.connect_snapshot();
+        l.user_add(7, 1, true);
+        l.send(link_frame(
+            ferry_common::link::PUBLISH,
+            Bytes::from_static(b"x"),
+        ));
+        l.room_add(7, 5);
+        assert_eq!(
+            queued(&l),
+            vec![SUBSCRIBE, ferry_common::link::PUBLISH, SUBSCRIBE_ROOM]
+        );
+        // The link drops before anything was written; the user leaves.
+        l.disconnected();
+        l.user_remove(7, 1, true);
+        assert_eq!(queued(&l), vec![ferry_common::link::PUBLISH]);
+        {
+            let st = l.lock();
+            assert_eq!(st.queued, st.queue[0].0.len());
+        }
+        // The reconnect snapshot holds only the room; no stale SUBSCRIBE follows.
+        let (_, n) = l.connect_snapshot();
+        assert_eq!(n, 1);
+        assert_eq!(queued(&l), vec![ferry_common::link::PUBLISH]);
     }
 }

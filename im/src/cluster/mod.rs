@@ -6,7 +6,7 @@ mod counters;
 mod inbound;
 mod link;
 
-pub use link::{Link, LinkError};
+pub use link::{Inbound, Link, LinkError};
 
 use bytes::Bytes;
 use ferry_common::link::{

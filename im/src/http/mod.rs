@@ -57,6 +57,7 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/post_peer_message", any(post::peer_message))
         .route("/post_system_message", any(post::system_message))
         .route("/post_notification", any(post::notification))
+        .route("/post_broadcast", any(post::broadcast))
         .route("/post_room_message", any(post::room_message))
         .route("/post_realtime_message", any(post::realtime_message))
         .route("/post_customer_message", any(post::customer_message))

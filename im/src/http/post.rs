@@ -3,7 +3,7 @@
 //! failure is a 500, never a 200.
 
 use super::error::ApiError;
-use super::params::{JsonBody, Params, RawBody, check_content};
+use super::params::{JsonBody, Params, RawBody, check_content, parse_json};
 use crate::messaging::PeerSend;
 use crate::node::{Node, now_secs};
 use crate::store::QueueId;
@@ -77,15 +77,45 @@ pub async fn system_message(
     Ok(StatusCode::OK)
 }
 
-/// Query `appid, uid`; body = content. NOTIFICATION in real time, not stored.
+/// NOTIFICATION in real time, not stored. Two forms:
+/// * query `appid, uid`; raw body = content (gobelieve);
+/// * no `uid` in the query: JSON `{"appid", "receivers": [uids], "content":
+///   string}` (the field names of `post_system_message`), one NOTIFICATION
+///   to every connection of every receiver, on every node.
 pub async fn notification(
+    State(node): State<Arc<Node>>,
+    p: Params,
+    RawBody(body): RawBody,
+) -> Result<StatusCode, ApiError> {
+    if p.opt_i64("uid")?.is_none() {
+        let m: Notifications = parse_json(&body)?;
+        check_content(m.content.len(), 0)?;
+        node.send_notifications(m.appid, &m.receivers, m.content.into());
+        return Ok(StatusCode::OK);
+    }
+    let (appid, uid) = (p.i64("appid")?, p.i64("uid")?);
+    check_content(body.len(), 0)?;
+    node.send_notification(appid, uid, body);
+    Ok(StatusCode::OK)
+}
+
+#[derive(Deserialize)]
+pub struct Notifications {
+    appid: i64,
+    receivers: Vec<i64>,
+    content: String,
+}
+
+/// Query `appid`; raw body = content. One NOTIFICATION to every connected
+/// user of the app on every node (through the imrs), encoded once per node.
+pub async fn broadcast(
     State(node): State<Arc<Node>>,
     p: Params,
     RawBody(content): RawBody,
 ) -> Result<StatusCode, ApiError> {
-    let (appid, uid) = (p.i64("appid")?, p.i64("uid")?);
+    let appid = p.i64("appid")?;
     check_content(content.len(), 0)?;
-    node.send_notification(appid, uid, content);
+    node.broadcast_notification(appid, content);
     Ok(StatusCode::OK)
 }
 
