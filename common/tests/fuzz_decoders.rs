@@ -13,7 +13,8 @@ mod fuzz_engine;
 
 use bytes::{Bytes, BytesMut};
 use ferry_common::link::{
-    BatchPush, Hello, MAX_LINK_BODY, RoomSubscription, RouteMessage, Subscribe, Unsubscribe,
+    BatchPush, GroupPublish, Hello, MAX_LINK_BODY, RoomSubscription, RouteMessage, Subscribe,
+    Unsubscribe,
 };
 use ferry_common::protocol::ack::Ack;
 use ferry_common::protocol::auth::AuthToken;
@@ -242,6 +243,9 @@ fn link_body(input: &[u8]) {
             .expect("a decoded legacy route re-encodes");
         assert_eq!(RouteMessage::decode_legacy(cmd, e), Ok(r));
     }
+    if let Ok(g) = GroupPublish::decode(body.clone()) {
+        assert_eq!(GroupPublish::decode(g.encode()), Ok(g));
+    }
     if let Ok(p) = BatchPush::decode(body.clone()) {
         assert_eq!(BatchPush::decode(p.encode()), Ok(p));
     }
@@ -294,7 +298,14 @@ fn link_corpus() -> Vec<Vec<u8>> {
             .encode(),
         ),
         (132, route.encode()),
-        (135, route.encode()),
+        (
+            135,
+            GroupPublish {
+                route: route.clone(),
+                members: vec![1, 3, 5],
+            }
+            .encode(),
+        ),
         (139, route.encode()),
         (132, route.encode_legacy().expect("legacy")),
         (134, push.encode()),

@@ -1038,7 +1038,7 @@ fn frame_codec_decodes_stream() {
 fn link_hello() {
     assert_eq!(link::HELLO, 128);
     assert_eq!(LINK_MAGIC, [b'F', b'R', b'R', b'Y']);
-    assert_eq!(LINK_VERSION, 2);
+    assert_eq!(LINK_VERSION, 3);
     let body = [b'F', b'R', b'R', b'Y', 0, 1, 0, 3, b'a', b'b', b'c'];
     let h = Hello {
         version: 1,

@@ -302,6 +302,24 @@ pub fn render(node: &Node) -> String {
                 l.stats.sent_frames.load(Ordering::Relaxed)
             );
         }
+        for (name, text, get) in [
+            (
+                "ferry_imr_link_received_frames_total",
+                "Routed frames received from the imr.",
+                (|l: &crate::cluster::Link| l.stats.received_frames.load(Ordering::Relaxed))
+                    as fn(&crate::cluster::Link) -> u64,
+            ),
+            (
+                "ferry_imr_link_received_group_frames_total",
+                "Super-group frames (PUBLISH_GROUP) received from the imr.",
+                |l: &crate::cluster::Link| l.stats.received_group_frames.load(Ordering::Relaxed),
+            ),
+        ] {
+            help(&mut o, name, "counter", text);
+            for l in c.links() {
+                let _ = writeln!(o, "{name}{{imr=\"{}\"}} {}", l.addr, get(l));
+            }
+        }
         help(
             &mut o,
             "ferry_imr_link_dropped_frames_total",

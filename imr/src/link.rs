@@ -15,8 +15,9 @@ use crate::server::Shared;
 use crate::stats;
 use bytes::{Bytes, BytesMut};
 use ferry_common::link::{
-    BatchPush, HELLO, Hello, LINK_VERSION, MARK, MAX_LINK_BODY, PUSH, RoomSubscription, SUBSCRIBE,
-    SUBSCRIBE_ROOM, Subscribe, UNSUBSCRIBE, UNSUBSCRIBE_ROOM, Unsubscribe,
+    BatchPush, GroupPublish, HELLO, Hello, LINK_VERSION, MARK, MAX_LINK_BODY, PUBLISH_GROUP, PUSH,
+    RoomSubscription, SUBSCRIBE, SUBSCRIBE_ROOM, Subscribe, UNSUBSCRIBE, UNSUBSCRIBE_ROOM,
+    Unsubscribe,
 };
 use ferry_common::protocol::command::name;
 use ferry_common::protocol::{CodecError, Frame, FrameCodec, ProtocolError};
@@ -254,6 +255,14 @@ async fn handle(frame: Frame, peer: &Arc<Peer>, sh: &Arc<Shared>) -> Result<(), 
         UNSUBSCRIBE_ROOM => {
             let r = RoomSubscription::decode(frame.cmd, frame.body)?;
             peer.table_mut().unsubscribe_room(r.appid, r.room_id);
+        }
+        PUBLISH_GROUP => {
+            let g = GroupPublish::decode(frame.body.clone())?;
+            stats::add(&sh.stats.frames_received, 1);
+            // Relayed as received: the other ims deliver to the listed
+            // members they hold; encoded once, shared by every target.
+            let bytes = link_frame(PUBLISH_GROUP, frame.body);
+            relay::relay(&sh.registry, &sh.stats, peer.id, Route::group(&g), &bytes);
         }
         cmd if relay::is_routed(cmd) => {
             let rm = ferry_common::link::RouteMessage::decode(cmd, frame.body.clone())?;

@@ -7,25 +7,32 @@ use crate::stats::{self, Stats};
 use crate::table::Table;
 use bytes::Bytes;
 use ferry_common::link::{
-    GROUP_CHANGED, PUBLISH, PUBLISH_APP, PUBLISH_GROUP, PUBLISH_ROOM, RouteMessage,
+    GROUP_CHANGED, GroupPublish, PUBLISH, PUBLISH_APP, PUBLISH_GROUP, PUBLISH_ROOM, RouteMessage,
 };
 
 /// Where a routed frame goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Route {
+pub enum Route<'a> {
     /// PUBLISH: links holding (appid, uid).
     User { appid: i64, uid: i64 },
     /// PUBLISH_ROOM: links holding (appid, room).
     Room { appid: i64, room: i64 },
-    /// PUBLISH_GROUP: every other link (each im resolves membership).
-    Group,
+    /// PUBLISH_GROUP: links holding at least one of `uids` (the group's
+    /// members homed on this imr), connected or not-online alike: the online
+    /// flag (spec §4.3) only decides offline pushes, and a member whose
+    /// connections are all "offline" (desktop with notifications on) still
+    /// gets the message in real time.
+    Members { appid: i64, uids: &'a [i64] },
+    /// GROUP_CHANGED: every other link (every im may cache the group).
+    Every,
     /// PUBLISH_APP: links with any user of the app.
     App { appid: i64 },
 }
 
-impl Route {
-    /// The route of a routed command, or None if `cmd` is not one.
-    pub fn of(cmd: u8, rm: &RouteMessage) -> Option<Route> {
+impl Route<'static> {
+    /// The route of a command whose body is a plain RouteMessage, or None
+    /// if `cmd` is not one (PUBLISH_GROUP: see [`Route::group`]).
+    pub fn of(cmd: u8, rm: &RouteMessage) -> Option<Route<'static>> {
         Some(match cmd {
             PUBLISH => Route::User {
                 appid: rm.appid,
@@ -36,17 +43,28 @@ impl Route {
                 room: rm.receiver,
             },
             // Every im caches groups, so every im must drop its copy.
-            PUBLISH_GROUP | GROUP_CHANGED => Route::Group,
+            GROUP_CHANGED => Route::Every,
             PUBLISH_APP => Route::App { appid: rm.appid },
             _ => return None,
         })
+    }
+}
+
+impl<'a> Route<'a> {
+    /// The route of a PUBLISH_GROUP body.
+    pub fn group(g: &'a GroupPublish) -> Route<'a> {
+        Route::Members {
+            appid: g.route.appid,
+            uids: &g.members,
+        }
     }
 
     pub fn matches(&self, t: &Table) -> bool {
         match *self {
             Route::User { appid, uid } => t.has_user(appid, uid),
             Route::Room { appid, room } => t.has_room(appid, room),
-            Route::Group => true,
+            Route::Members { appid, uids } => t.has_any_user(appid, uids),
+            Route::Every => true,
             Route::App { appid } => t.has_app(appid),
         }
     }
@@ -63,7 +81,7 @@ pub fn is_routed(cmd: u8) -> bool {
 /// Queues `frame` on every link except `from` that matches `route`; a link
 /// whose queue overflows is dropped (never waited for). Returns the number
 /// of links the frame was queued on.
-pub fn relay(registry: &Registry, st: &Stats, from: u64, route: Route, frame: &Bytes) -> usize {
+pub fn relay(registry: &Registry, st: &Stats, from: u64, route: Route<'_>, frame: &Bytes) -> usize {
     let peers = registry.snapshot();
     let mut n = 0;
     for p in peers.iter() {
@@ -152,9 +170,7 @@ mod tests {
         assert_eq!(relay(&r, &st, a.id, route, &f), 1);
         assert_eq!(drained(&c).await, 5);
 
-        let route = Route::of(PUBLISH_GROUP, &rm(1, 99)).expect("route");
-        assert_eq!(relay(&r, &st, a.id, route, &f), 2);
-        assert_eq!((drained(&b).await, drained(&c).await), (5, 5));
+        assert_eq!(Route::of(PUBLISH_GROUP, &rm(1, 99)), None);
 
         let route = Route::of(GROUP_CHANGED, &rm(1, 99)).expect("route");
         assert_eq!(relay(&r, &st, a.id, route, &f), 2);
@@ -165,7 +181,44 @@ mod tests {
         assert_eq!(drained(&c).await, 5);
 
         assert_eq!(Route::of(0x55, &rm(1, 1)), None);
-        assert_eq!(st.snapshot().frames_relayed, 7);
+        assert_eq!(st.snapshot().frames_relayed, 5);
+    }
+
+    #[tokio::test]
+    async fn group_goes_once_to_links_holding_listed_members() {
+        let r = Registry::new();
+        let st = Stats::default();
+        let origin = peer(&r, 1024);
+        let b = peer(&r, 1024);
+        let c = peer(&r, 1024);
+        let d = peer(&r, 1024);
+        origin.table_mut().subscribe(1, 2, true);
+        b.table_mut().subscribe(1, 2, true);
+        b.table_mut().subscribe(1, 4, false); // two members, still one copy
+        c.table_mut().subscribe(1, 6, false); // held, not online: gets it
+        d.table_mut().subscribe(1, 8, true); // not listed
+        d.table_mut().subscribe(2, 2, true); // listed uid, other app
+        let g = GroupPublish {
+            route: rm(1, 99),
+            members: vec![2, 4, 6, 10],
+        };
+        let f = Bytes::from_static(b"frame");
+        assert_eq!(relay(&r, &st, origin.id, Route::group(&g), &f), 2);
+        assert_eq!(
+            (
+                drained(&origin).await,
+                drained(&b).await,
+                drained(&c).await,
+                drained(&d).await
+            ),
+            (0, 5, 5, 0)
+        );
+        let none = GroupPublish {
+            route: rm(1, 99),
+            members: vec![],
+        };
+        assert_eq!(relay(&r, &st, origin.id, Route::group(&none), &f), 0);
+        assert_eq!(st.snapshot().frames_relayed, 2);
     }
 
     #[test]

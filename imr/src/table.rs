@@ -44,6 +44,13 @@ impl Table {
         self.users.get(&appid).is_some_and(|a| a.contains_key(&uid))
     }
 
+    /// At least one of `uids` is subscribed here (online or not).
+    pub fn has_any_user(&self, appid: i64, uids: &[i64]) -> bool {
+        self.users
+            .get(&appid)
+            .is_some_and(|a| uids.iter().any(|u| a.contains_key(u)))
+    }
+
     /// The user is subscribed here and marked online.
     pub fn is_online(&self, appid: i64, uid: i64) -> bool {
         self.users
@@ -118,6 +125,16 @@ mod tests {
         t.unsubscribe(3, 3); // unknown: no-op
         t.unsubscribe(2, 99);
         assert!(t.has_user(2, 10));
+    }
+
+    #[test]
+    fn has_any_user_checks_the_app_and_the_list() {
+        let mut t = Table::new();
+        t.subscribe(1, 10, false);
+        assert!(t.has_any_user(1, &[3, 10]));
+        assert!(!t.has_any_user(1, &[3, 11]));
+        assert!(!t.has_any_user(1, &[]));
+        assert!(!t.has_any_user(2, &[10]));
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Link protocol against an in-process imr: handshake, subscription tables,
-//! relay of PUBLISH / PUBLISH_ROOM / PUBLISH_GROUP / PUBLISH_APP, malformed
+//! relay of PUBLISH / PUBLISH_ROOM / PUBLISH_GROUP (to links holding listed
+//! members only) / PUBLISH_APP, malformed
 //! frames and slow consumers.
 
 mod common;
@@ -7,7 +8,7 @@ mod common;
 use bytes::Bytes;
 use common::*;
 use ferry_common::link::{
-    GROUP_CHANGED, HELLO, Hello, LINK_VERSION, PUBLISH, PUBLISH_GROUP, PUBLISH_ROOM,
+    GROUP_CHANGED, GroupPublish, HELLO, Hello, LINK_VERSION, PUBLISH, PUBLISH_GROUP, PUBLISH_ROOM,
     RoomSubscription, RouteMessage, SUBSCRIBE, UNSUBSCRIBE_ROOM,
 };
 use ferry_common::protocol::Frame;
@@ -211,22 +212,58 @@ async fn publish_app_reaches_links_with_users_of_the_app() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn publish_group_reaches_every_other_link() {
+async fn publish_group_reaches_only_links_holding_listed_members() {
     let imr = Imr::start(config(None)).await;
     let mut a = FakeIm::linked(&imr, "").await;
     let mut b = FakeIm::linked(&imr, "").await;
     let mut c = FakeIm::linked(&imr, "").await;
-    imr.wait_links(3).await;
-    let rm = route(7, 555, "group");
-    a.publish(PUBLISH_GROUP, &rm).await;
-    assert_routed(&b.recv().await, PUBLISH_GROUP, &rm);
-    assert_routed(&c.recv().await, PUBLISH_GROUP, &rm);
-    // a got nothing: its first frame is a marker sent afterwards.
-    a.subscribe(7, 1, true).await;
-    imr.wait_subscribed(7, 1).await;
-    let m = route(7, 1, "marker");
-    b.publish(PUBLISH, &m).await;
+    let mut d = FakeIm::linked(&imr, "").await;
+    a.subscribe(7, 1, true).await; // the origin holds a member too
+    b.subscribe(7, 1, true).await;
+    b.subscribe(7, 2, false).await; // two members on b: still one copy
+    c.subscribe(7, 3, false).await; // not online: still connected, gets it
+    d.subscribe(7, 4, true).await; // not a member
+    d.subscribe(8, 1, true).await; // member uid, other app
+    for (app, uid) in [(7, 1), (7, 2), (7, 3), (7, 4), (8, 1)] {
+        imr.wait_subscribed(app, uid).await;
+    }
+    // b's (7, 1) is in once a later frame of b's is.
+    b.subscribe(7, 30, true).await;
+    imr.wait_subscribed(7, 30).await;
+
+    let g = GroupPublish {
+        route: route(7, 555, "group"),
+        members: vec![1, 2, 3, 99],
+    };
+    a.send(PUBLISH_GROUP, g.encode()).await;
+    for im in [&mut b, &mut c] {
+        let f = im.recv().await;
+        assert_eq!(f.cmd, PUBLISH_GROUP);
+        assert_eq!(f.body, g.encode(), "relayed byte for byte");
+        assert_eq!(GroupPublish::decode(f.body).expect("decodes"), g);
+    }
+    // Markers sent after it: if b, c, a or d had got a (second) copy it
+    // would arrive before these.
+    for (im, uid) in [(&mut b, 30), (&mut c, 3), (&mut d, 4)] {
+        let m = route(7, uid, "marker");
+        a.publish(PUBLISH, &m).await;
+        assert_routed(&im.recv().await, PUBLISH, &m);
+    }
+    let m = route(7, 1, "marker-a");
+    d.publish(PUBLISH, &m).await;
     assert_routed(&a.recv().await, PUBLISH, &m);
+
+    let s = imr.stats();
+    assert_eq!(s.frames_received, 5);
+    // 2 group copies + 3 markers + marker-a to a and b.
+    assert_eq!(s.frames_relayed, 7);
+
+    // A body whose count disagrees with its length closes the sender's link.
+    let mut bad = g.encode().to_vec();
+    bad.push(0);
+    d.send(PUBLISH_GROUP, Bytes::from(bad)).await;
+    d.closed().await;
+    imr.wait_links(3).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,7 +9,10 @@ use bytes::{BufMut, Bytes, BytesMut};
 pub const LINK_MAGIC: [u8; 4] = *b"FRRY";
 /// 2: GROUP_CHANGED (140) and MARK (141) exist; a version-1 peer would
 /// silently drop them, so the handshake refuses it.
-pub const LINK_VERSION: u16 = 2;
+/// 3: PUBLISH_GROUP carries the members homed on the receiving imr
+/// ([`super::GroupPublish`]); a version-2 imr would relay it to every node
+/// and a version-2 im would deliver it to every cached member (duplicates).
+pub const LINK_VERSION: u16 = 3;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Hello {

@@ -7,11 +7,13 @@
 //! Link frames use the ordinary 12-byte header (version 0, flag 0) with a
 //! larger body limit, [`MAX_LINK_BODY`].
 
+mod group;
 mod hello;
 mod push;
 mod route;
 mod subscribe;
 
+pub use group::{GROUP_PUBLISH_OVERHEAD, GroupPublish};
 pub use hello::{Hello, LINK_MAGIC, LINK_VERSION};
 pub use push::BatchPush;
 pub use route::RouteMessage;
@@ -23,6 +25,9 @@ pub const SUBSCRIBE: u8 = 130;
 pub const UNSUBSCRIBE: u8 = 131;
 pub const PUBLISH: u8 = 132;
 pub const PUSH: u8 = 134;
+/// Body: a [`GroupPublish`] (Ferry: the route message plus the members
+/// homed on the receiving imr; the imr forwards it only to links holding at
+/// least one of them).
 pub const PUBLISH_GROUP: u8 = 135;
 pub const SUBSCRIBE_ROOM: u8 = 136;
 pub const UNSUBSCRIBE_ROOM: u8 = 137;

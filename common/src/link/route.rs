@@ -1,4 +1,5 @@
-//! RouteMessage: body of PUBLISH (132), PUBLISH_GROUP (135), PUBLISH_ROOM (138).
+//! RouteMessage: body of PUBLISH (132), PUBLISH_ROOM (138), PUBLISH_APP (139)
+//! and GROUP_CHANGED (140); the leading part of PUBLISH_GROUP (135).
 //!
 //! Ferry layout: `appid, receiver, msgid, prev_msgid, device_id, timestamp`
 //! (all i64), `msg_len u32`, `msg` (a complete frame). gobelieve's layout has

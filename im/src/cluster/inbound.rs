@@ -1,11 +1,11 @@
-//! What an imr relays to this node: routed user frames, room messages, app
-//! broadcasts — delivered to local connections exactly like local sends.
+//! What an imr relays to this node: routed user frames, room messages,
+//! super-group messages, app broadcasts — delivered to local connections exactly like local sends.
 
 use super::link::Inbound;
 use crate::node::Node;
 use crate::outbox::OutFrame;
 use crate::store::QueueId;
-use ferry_common::link::{GROUP_CHANGED, PUBLISH_APP};
+use ferry_common::link::{GROUP_CHANGED, GroupPublish, PUBLISH_APP};
 use ferry_common::link::{MAX_LINK_BODY, PUBLISH, PUBLISH_GROUP, PUBLISH_ROOM, RouteMessage};
 use ferry_common::protocol::command::SYNC_NOTIFY;
 use ferry_common::protocol::metadata::Metadata;
@@ -24,6 +24,13 @@ fn embedded(rm: &RouteMessage) -> Option<Frame> {
 impl Inbound for NodeInbound {
     fn on_frame(&self, link: usize, frame: Frame) {
         let Some(node) = self.0.upgrade() else { return };
+        if frame.cmd == PUBLISH_GROUP {
+            match GroupPublish::decode(frame.body) {
+                Ok(g) => deliver_group(&node, link, g),
+                Err(e) => tracing::warn!(error = %e, "undecodable PUBLISH_GROUP from imr ignored"),
+            }
+            return;
+        }
         let rm = match RouteMessage::decode(frame.cmd, frame.body) {
             Ok(rm) => rm,
             Err(e) => {
@@ -62,7 +69,6 @@ impl Inbound for NodeInbound {
                 let f = OutFrame::new(inner.cmd, inner.flag, inner.body);
                 node.deliver_app_local(rm.appid, Some(link), &f);
             }
-            PUBLISH_GROUP => deliver_group(node, rm, inner),
             other => tracing::warn!(cmd = other, "unexpected command from imr ignored"),
         }
     }
@@ -75,10 +81,19 @@ impl Inbound for NodeInbound {
     }
 }
 
-/// A super-group frame from another node, to this node's member
-/// connections. A group not cached here is loaded first (in a task: the link
-/// reader never waits for the store).
-fn deliver_group(node: Arc<Node>, rm: RouteMessage, inner: Frame) {
+/// A super-group frame from another node, to this node's connections of the
+/// members it lists. Only members homed on `link` count: the sender sent
+/// every other imr its own share, so each member's connections here get the
+/// frame once, from its home imr, whatever else arrives.
+fn deliver_group(node: &Node, link: usize, mut g: GroupPublish) {
+    let Some(inner) = embedded(&g.route) else {
+        tracing::warn!("PUBLISH_GROUP without a valid embedded frame ignored");
+        return;
+    };
+    if let Some(c) = node.cluster.as_ref() {
+        g.members.retain(|&uid| c.home(uid) == link);
+    }
+    let rm = &g.route;
     let placed = crate::store::Placed {
         msgid: rm.msgid,
         prev: rm.prev_msgid,
@@ -89,21 +104,7 @@ fn deliver_group(node: Arc<Node>, rm: RouteMessage, inner: Frame) {
         .and_then(|b| b.try_into().ok())
         .map(i64::from_be_bytes);
     let skip = sender.map(|s| (s, rm.device_id));
-    if let Some(g) = node.groups.cached(rm.appid, rm.receiver) {
-        let members: Vec<i64> = g.members.iter().map(|m| m.uid).collect();
-        node.deliver_super_local(rm.appid, rm.receiver, &members, &inner, placed, skip);
-        return;
-    }
-    tokio::spawn(async move {
-        match node.groups.get(rm.appid, rm.receiver).await {
-            Ok(Some(g)) => {
-                let members: Vec<i64> = g.members.iter().map(|m| m.uid).collect();
-                node.deliver_super_local(rm.appid, rm.receiver, &members, &inner, placed, skip);
-            }
-            Ok(None) => {}
-            Err(e) => tracing::warn!(error = %e, "loading a group for a relayed message failed"),
-        }
-    });
+    node.deliver_super_local(rm.appid, rm.receiver, &g.members, &inner, placed, skip);
 }
 
 /// After a link gap, frames routed to our users may have been lost: tell

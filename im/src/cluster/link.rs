@@ -17,8 +17,8 @@
 use super::counters::{self, SubChange};
 use bytes::{Bytes, BytesMut};
 use ferry_common::link::{
-    HELLO, Hello, LINK_VERSION, MARK, MAX_LINK_BODY, RoomSubscription, SUBSCRIBE, SUBSCRIBE_ROOM,
-    Subscribe, UNSUBSCRIBE, UNSUBSCRIBE_ROOM, Unsubscribe,
+    HELLO, Hello, LINK_VERSION, MARK, MAX_LINK_BODY, PUBLISH_GROUP, RoomSubscription, SUBSCRIBE,
+    SUBSCRIBE_ROOM, Subscribe, UNSUBSCRIBE, UNSUBSCRIBE_ROOM, Unsubscribe,
 };
 use ferry_common::protocol::{Frame, FrameCodec};
 use std::collections::{HashMap, VecDeque};
@@ -62,6 +62,20 @@ pub struct LinkStats {
     pub last_connect: Mutex<Option<std::time::Instant>>,
     pub dropped_frames: AtomicU64,
     pub sent_frames: AtomicU64,
+    /// Routed frames received from the imr (everything but MARK echoes).
+    pub received_frames: AtomicU64,
+    /// Of those, PUBLISH_GROUP frames: shows that super-group messages
+    /// reach only the nodes holding members.
+    pub received_group_frames: AtomicU64,
+}
+
+impl LinkStats {
+    fn count_received(&self, cmd: u8) {
+        self.received_frames.fetch_add(1, Ordering::Relaxed);
+        if cmd == PUBLISH_GROUP {
+            self.received_group_frames.fetch_add(1, Ordering::Relaxed);
+        }
+    }
 }
 
 pub struct Link {
@@ -350,7 +364,10 @@ async fn session(link: &Link, inbound: &dyn Inbound) -> Result<(), LinkError> {
                 // connect: clients that logged in before the link came up
                 // missed whatever other nodes routed to them meanwhile.
                 Some(frame) if frame.cmd == MARK => inbound.on_gap(link.index),
-                Some(frame) => inbound.on_frame(link.index, frame),
+                Some(frame) => {
+                    link.stats.count_received(frame.cmd);
+                    inbound.on_frame(link.index, frame);
+                }
                 None => return Ok(()),
             },
             _ = link.notify.notified() => {

@@ -10,7 +10,8 @@ pub use link::{Inbound, Link, LinkError};
 
 use bytes::Bytes;
 use ferry_common::link::{
-    BatchPush, GROUP_CHANGED, PUBLISH, PUBLISH_APP, PUBLISH_GROUP, PUBLISH_ROOM, PUSH, RouteMessage,
+    BatchPush, GROUP_CHANGED, GroupPublish, MAX_LINK_BODY, PUBLISH, PUBLISH_APP, PUBLISH_GROUP,
+    PUBLISH_ROOM, PUSH, RouteMessage,
 };
 use link::link_frame;
 use std::sync::Arc;
@@ -88,11 +89,28 @@ impl Cluster {
         }
     }
 
-    /// A super-group frame to every other node, through the group's imr
-    /// (`links[|gid| mod N]`) only, so each node gets one copy.
-    pub fn publish_group(&self, rm: &RouteMessage) {
-        if let Some(l) = self.room_link(rm.receiver) {
-            l.send(link_frame(PUBLISH_GROUP, rm.encode()));
+    /// A super-group frame to the other nodes holding its members. The
+    /// members are split by home imr and each imr gets one PUBLISH_GROUP
+    /// listing only its share; it forwards the frame to the links holding
+    /// at least one of them, so a node with no member connected gets
+    /// nothing. A receiver delivers only to listed members homed on the
+    /// link the frame came in on: each connection gets one copy. A share too
+    /// large for one link frame goes in several disjoint ones.
+    pub fn publish_group(&self, rm: &RouteMessage, members: &[i64]) {
+        if self.links.is_empty() || members.is_empty() {
+            return;
+        }
+        let mut per_link: Vec<Vec<i64>> = vec![Vec::new(); self.links.len()];
+        for &m in members {
+            per_link[self.shard(m)].push(m);
+        }
+        let room = MAX_LINK_BODY.saturating_sub(GroupPublish::encoded_len(rm.msg.len(), 0));
+        let chunk = (room / 8).max(1);
+        for (i, share) in per_link.iter().enumerate() {
+            for part in share.chunks(chunk) {
+                let body = GroupPublish::encode_parts(rm, part);
+                self.links[i].send(link_frame(PUBLISH_GROUP, body));
+            }
         }
     }
 

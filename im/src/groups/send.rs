@@ -234,15 +234,18 @@ impl Node {
         let skip = (s.sender, s.device_id);
         self.deliver_super_local(appid, gid, members, &inner, p, Some(skip));
         if let Some(c) = &self.cluster {
-            c.publish_group(&RouteMessage {
-                appid,
-                receiver: gid,
-                msgid: p.msgid,
-                prev_msgid: p.prev,
-                device_id: s.device_id,
-                timestamp: now_nanos(),
-                msg: inner.to_bytes(),
-            });
+            c.publish_group(
+                &RouteMessage {
+                    appid,
+                    receiver: gid,
+                    msgid: p.msgid,
+                    prev_msgid: p.prev,
+                    device_id: s.device_id,
+                    timestamp: now_nanos(),
+                    msg: inner.to_bytes(),
+                },
+                members,
+            );
         }
         if !out.duplicate {
             let offline: Vec<i64> = members.iter().copied().filter(|&u| u != s.sender).collect();
@@ -330,15 +333,18 @@ impl Node {
             let inner = Frame::new(SYNC_GROUP_NOTIFY, 2, 0, 0, group_notify_body(gid, p.msgid));
             self.deliver_super_local(appid, gid, members, &inner, p, None);
             if let Some(c) = &self.cluster {
-                c.publish_group(&RouteMessage {
-                    appid,
-                    receiver: gid,
-                    msgid: p.msgid,
-                    prev_msgid: p.prev,
-                    device_id: 0,
-                    timestamp: now_nanos(),
-                    msg: inner.to_bytes(),
-                });
+                c.publish_group(
+                    &RouteMessage {
+                        appid,
+                        receiver: gid,
+                        msgid: p.msgid,
+                        prev_msgid: p.prev,
+                        device_id: 0,
+                        timestamp: now_nanos(),
+                        msg: inner.to_bytes(),
+                    },
+                    members,
+                );
             }
             return Ok(());
         }
