@@ -586,3 +586,104 @@ async fn group_delivery_rate() {
         deliveries as f64 / all.as_secs_f64()
     );
 }
+
+/// Sum of an im node's `/metrics` counter over its imr links.
+fn link_counter(node: &Im, name: &str) -> u64 {
+    let (status, body) = http(node.http, "GET", "/metrics", "");
+    assert_eq!(status, 200, "/metrics: {body}");
+    body.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// Events until the IM `marker` arrives; returns how many pushed GROUP_IMs
+/// with content `want` came before it.
+async fn group_pushes_before(c: &mut Client, want: &str, marker: &str) -> usize {
+    let mut n = 0;
+    loop {
+        match c.recv_timeout(WAIT).await.expect("event before the marker") {
+            Event::Message {
+                msg: Message::GroupIm(m),
+                ..
+            } if m.content.as_ref() == want.as_bytes() => n += 1,
+            Event::Message {
+                msg: Message::Im(m),
+                ..
+            }
+            | Event::Synced {
+                msg: Message::Im(m),
+                ..
+            } if m.content.as_ref() == marker.as_bytes() => return n,
+            _ => {}
+        }
+    }
+}
+
+/// Issue 4 item 7: a super-group message goes only to the nodes holding
+/// members, once per member connection. Three im nodes, two imrs (users
+/// homed by |uid| mod 2); members online on A and B, node C holds only
+/// non-members and must receive no PUBLISH_GROUP at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn super_group_message_goes_only_to_nodes_holding_members() {
+    let redis = Redis::start();
+    let imrs = [Imr::start(Some(&redis), &[]), Imr::start(Some(&redis), &[])];
+    let nodes = [&imrs[0], &imrs[1]];
+    let a = cluster_im(&nodes, &redis.url(), &[]);
+    let b = cluster_im(&nodes, &redis.url(), &[]);
+    let c = cluster_im(&nodes, &redis.url(), &[]);
+    ok(
+        a.http,
+        "POST",
+        "/groups",
+        &json!({"appid":APPID,"group_id":700,"super":true,"members":[1,2,3,4,5]}).to_string(),
+    );
+    // Members: 1 (sender) and 2 on A; 3 (imr 1) and 4 (imr 0) on B; 5 offline.
+    // Non-members 10 (imr 0) and 11 (imr 1) on C.
+    let u1 = login(&a, 1).await;
+    let mut u2 = login(&a, 2).await;
+    let mut u3 = login(&b, 3).await;
+    let mut u4 = login(&b, 4).await;
+    let mut u10 = login(&c, 10).await;
+    let mut u11 = login(&c, 11).await;
+    tokio::task::block_in_place(|| {
+        for uid in [1, 2, 3, 4, 10, 11] {
+            imrs[(uid % 2) as usize].wait_online(APPID, uid);
+        }
+    });
+    let group = "PUBLISH_GROUP frames";
+    let name = "ferry_imr_link_received_group_frames_total";
+    let before: Vec<u64> = [&a, &b, &c].iter().map(|n| link_counter(n, name)).collect();
+
+    let ack = u1.send_group_im(700, "to members", 1).await.expect("ack");
+    assert_eq!((ack.status, ack.flag), (0, SUPER_GROUP));
+    // A marker to each user, sent after the group message: it comes through
+    // the user's home imr behind anything that imr relayed to the node
+    // before, so once it arrives every copy that node will ever get is in.
+    for (i, (client, uid)) in [
+        (&mut u2, 2),
+        (&mut u3, 3),
+        (&mut u4, 4),
+        (&mut u10, 10),
+        (&mut u11, 11),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let marker = format!("marker {uid}");
+        assert!(
+            u1.send_im(uid, marker.clone(), 10 + i as i32)
+                .await
+                .expect("ack")
+                .is_ok()
+        );
+        let n = group_pushes_before(client, "to members", &marker).await;
+        let want = usize::from(uid < 10);
+        assert_eq!(n, want, "uid {uid}: pushed copies of the group message");
+    }
+    let after: Vec<u64> = [&a, &b, &c].iter().map(|n| link_counter(n, name)).collect();
+    let got: Vec<u64> = after.iter().zip(&before).map(|(x, y)| x - y).collect();
+    // A sent it (imrs never echo to the origin), B got one copy from each
+    // imr (3 is homed on imr 1, 4 on imr 0), C none.
+    assert_eq!(got, vec![0, 2, 0], "{group} received by nodes A, B, C");
+}
