@@ -253,6 +253,12 @@ impl Link {
     }
 
     /// Takes everything queued (bounded) as one write.
+    /// The frames waiting to be sent (tests).
+    #[cfg(test)]
+    pub(super) fn queued_frames(&self) -> Vec<Bytes> {
+        self.lock().queue.iter().map(|(f, _)| f.clone()).collect()
+    }
+
     fn drain(&self, max: usize) -> Option<BytesMut> {
         let mut st = self.lock();
         if st.queue.is_empty() {

@@ -184,3 +184,69 @@ impl Cluster {
 }
 
 pub use inbound::NodeInbound;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cluster(n: usize) -> Cluster {
+        let addrs: Vec<String> = (0..n).map(|i| format!("127.0.0.1:{}", i + 1)).collect();
+        Cluster::new(&addrs, Bytes::new(), 64 << 20)
+    }
+
+    fn rm() -> RouteMessage {
+        RouteMessage {
+            appid: 7,
+            receiver: 3110,
+            msgid: 9,
+            prev_msgid: 8,
+            device_id: 1,
+            timestamp: 2,
+            msg: Bytes::from_static(b"frame"),
+        }
+    }
+
+    /// The PUBLISH_GROUP bodies queued on link `i`.
+    fn group_bodies(c: &Cluster, i: usize) -> Vec<GroupPublish> {
+        c.links[i]
+            .queued_frames()
+            .into_iter()
+            .map(|f| {
+                assert_eq!(f[8], PUBLISH_GROUP);
+                assert!(f.len() - 12 <= MAX_LINK_BODY);
+                GroupPublish::decode(f.slice(12..)).expect("a GroupPublish body")
+            })
+            .collect()
+    }
+
+    #[test]
+    fn group_publish_gives_each_imr_only_its_members() {
+        let c = cluster(3);
+        c.publish_group(&rm(), &[1, 2, 3, 4, -5, 7]);
+        let members =
+            |i| -> Vec<Vec<i64>> { group_bodies(&c, i).into_iter().map(|g| g.members).collect() };
+        assert_eq!(members(0), vec![vec![3]]);
+        assert_eq!(members(1), vec![vec![1, 4, 7]]);
+        assert_eq!(members(2), vec![vec![2, -5]]);
+        assert!(group_bodies(&c, 0).iter().all(|g| g.route == rm()));
+
+        // Members homed on one imr only: the others get nothing.
+        let c = cluster(2);
+        c.publish_group(&rm(), &[2, 4]);
+        assert_eq!(group_bodies(&c, 0).len(), 1);
+        assert!(group_bodies(&c, 1).is_empty());
+        c.publish_group(&rm(), &[]);
+        assert_eq!(group_bodies(&c, 0).len(), 1);
+    }
+
+    #[test]
+    fn a_share_too_large_for_one_frame_goes_in_disjoint_frames() {
+        let c = cluster(1);
+        let members: Vec<i64> = (0..2_100_000).collect();
+        c.publish_group(&rm(), &members);
+        let bodies = group_bodies(&c, 0);
+        assert_eq!(bodies.len(), 2);
+        let got: Vec<i64> = bodies.into_iter().flat_map(|g| g.members).collect();
+        assert_eq!(got, members);
+    }
+}
