@@ -1,5 +1,6 @@
 //! What an imr relays to this node: routed user frames, room messages,
-//! super-group messages, app broadcasts — delivered to local connections exactly like local sends.
+//! super-group messages, app broadcasts — delivered to local connections
+//! exactly like local sends.
 
 use super::link::Inbound;
 use crate::node::Node;
