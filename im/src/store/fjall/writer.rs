@@ -11,10 +11,9 @@
 //!
 //! `fdatasync` rather than `fsync`: it writes the appended bytes and the
 //! metadata needed to read them back (the file size), which is all a journal
-//! append needs; `fsync` also forces timestamps through the file system's own
-//! journal, which measured as the larger part of the commit latency here
-//! (100 one-in-flight writers: 14k → 29k appends/s in `benches/store.rs`).
-//! fjall itself syncs a new journal file fully when it creates one.
+//! append needs; `fsync` also forces timestamps (mtime) through the file
+//! system's own journal on every batch. fjall itself syncs a journal fully
+//! when it seals it and syncs the directory when it creates the next one.
 //!
 //! Each request's reply is sent only after the commit returned. When anything
 //! in the batch fails, every request in it gets an error and the writer
