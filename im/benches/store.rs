@@ -1,9 +1,13 @@
-//! Group-commit throughput of the SQLite store on the peer-message path.
+//! Group-commit throughput of the embedded stores (fjall, the default, and
+//! SQLite) on the peer-message path.
 //!
 //! Shape: 100 concurrent tokio tasks, each a distinct sender doing sequential
 //! appends of a peer message (receiver copy + sender copy + dedup key, 100-byte
 //! body) to receivers spread over 1,000 users. Every append is durable
-//! (`synchronous=FULL`) before it resolves, so this measures the group commit.
+//! (fsync'd) before it resolves, so this measures the group commit. The
+//! `..._and_sync_key` case also stores the receiver's sync key after each
+//! append (the ACK a receiver sends after syncing), as the server's peer path
+//! does.
 //!
 //! `cargo bench -p ferry-im --bench store` prints a one-off report (appends/s,
 //! average batch, p50/p99 latency) and then the criterion measurement.
@@ -12,7 +16,8 @@
 use bytes::Bytes;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use ferry_im::store::{
-    AppendRequest, DedupKey, NewEntry, QueueId, SqliteOptions, SqliteStore, Store,
+    AppendRequest, DedupKey, FjallOptions, FjallStore, NewEntry, QueueId, SqliteOptions,
+    SqliteStore, Store, StoreStats,
 };
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -47,9 +52,41 @@ fn receiver_for(writer: i64, seq: i64) -> i64 {
     WRITERS + (writer * 7919 + seq * 104_729).rem_euclid(RECEIVERS)
 }
 
+/// The backend under test, with its group-commit counters.
+#[derive(Clone)]
+enum Backend {
+    Sqlite(Arc<SqliteStore>),
+    Fjall(Arc<FjallStore>),
+}
+
+impl Backend {
+    fn name(&self) -> &'static str {
+        match self {
+            Backend::Sqlite(_) => "sqlite",
+            Backend::Fjall(_) => "fjall",
+        }
+    }
+
+    fn store(&self) -> Arc<dyn Store> {
+        match self {
+            Backend::Sqlite(s) => Arc::clone(s) as Arc<dyn Store>,
+            Backend::Fjall(s) => Arc::clone(s) as Arc<dyn Store>,
+        }
+    }
+
+    fn stats(&self) -> StoreStats {
+        match self {
+            Backend::Sqlite(s) => s.stats(),
+            Backend::Fjall(s) => s.stats(),
+        }
+    }
+}
+
 struct Fixture {
     rt: Runtime,
-    store: Arc<SqliteStore>,
+    backend: Backend,
+    /// Also store the receiver's sync key after each append.
+    ack_sync_key: bool,
     body: Bytes,
     /// Client msgids keep growing across runs so no append is a duplicate.
     seq: Arc<AtomicI64>,
@@ -57,17 +94,26 @@ struct Fixture {
 }
 
 impl Fixture {
-    fn new() -> Fixture {
+    fn new(fjall: bool, ack_sync_key: bool) -> Fixture {
         let dir = tempfile::tempdir().expect("tempdir");
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()
             .expect("runtime");
-        let store = SqliteStore::open(dir.path(), SqliteOptions::default()).expect("open");
+        let backend = if fjall {
+            Backend::Fjall(Arc::new(
+                FjallStore::open(dir.path(), FjallOptions::default()).expect("open"),
+            ))
+        } else {
+            Backend::Sqlite(Arc::new(
+                SqliteStore::open(dir.path(), SqliteOptions::default()).expect("open"),
+            ))
+        };
         Fixture {
             rt,
-            store: Arc::new(store),
+            backend,
+            ack_sync_key,
             body: Bytes::from(vec![b'x'; 100]),
             seq: Arc::new(AtomicI64::new(0)),
             _dir: dir,
@@ -82,7 +128,8 @@ impl Fixture {
         let lat = self.rt.block_on(async {
             let tasks: Vec<_> = (0..WRITERS)
                 .map(|w| {
-                    let store = Arc::clone(&self.store);
+                    let store = self.backend.store();
+                    let ack = self.ack_sync_key;
                     let body = self.body.clone();
                     let left = Arc::clone(&left);
                     let seq = Arc::clone(&self.seq);
@@ -94,9 +141,14 @@ impl Fixture {
                             let s = seq.fetch_add(1, Ordering::Relaxed);
                             let req = peer(w, receiver_for(w, s), s, &body);
                             let t0 = Instant::now();
+                            let receiver = req.entries[0].queue;
                             let out = store.append(req).await.expect("append");
                             lat.push(t0.elapsed());
                             assert!(!out.duplicate);
+                            if ack {
+                                let key = out.placed[0].msgid;
+                                store.set_sync_key(receiver, key).await.expect("sync key");
+                            }
                         }
                         lat
                     })
@@ -118,9 +170,9 @@ fn report(fx: &Fixture) {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(10u64);
-    let before = fx.store.stats();
+    let before = fx.backend.stats();
     let (elapsed, mut lat) = fx.run(u64::MAX, Some(Instant::now() + Duration::from_secs(secs)));
-    let after = fx.store.stats();
+    let after = fx.backend.stats();
     lat.sort_unstable();
     let n = lat.len().max(1);
     let pct = |p: f64| {
@@ -130,8 +182,14 @@ fn report(fx: &Fixture) {
     };
     let batches = (after.batches - before.batches).max(1);
     println!(
-        "sqlite peer appends, {WRITERS} writers, {secs}s: {} appends in {elapsed:.2?} = {:.0} appends/s; \
+        "{}{} peer appends, {WRITERS} writers, {secs}s: {} appends in {elapsed:.2?} = {:.0} appends/s; \
          avg batch {:.1} requests; latency p50 {:?} p99 {:?} max {:?}",
+        fx.backend.name(),
+        if fx.ack_sync_key {
+            " (+ sync-key ACK)"
+        } else {
+            ""
+        },
         lat.len(),
         lat.len() as f64 / elapsed.as_secs_f64(),
         (after.requests - before.requests) as f64 / batches as f64,
@@ -142,16 +200,20 @@ fn report(fx: &Fixture) {
 }
 
 fn bench_store(c: &mut Criterion) {
-    let fx = Fixture::new();
-    report(&fx);
-    let mut group = c.benchmark_group("sqlite_store");
-    group.throughput(Throughput::Elements(1));
-    group.sample_size(10);
-    group.measurement_time(Duration::from_secs(10));
-    group.bench_function("peer_append_100_writers", |b| {
-        b.iter_custom(|iters| fx.run(iters, None).0)
-    });
-    group.finish();
+    for (fjall, ack, name) in [
+        (true, false, "peer_append_100_writers"),
+        (true, true, "peer_append_and_sync_key_100_writers"),
+        (false, false, "peer_append_100_writers"),
+    ] {
+        let fx = Fixture::new(fjall, ack);
+        report(&fx);
+        let mut group = c.benchmark_group(format!("{}_store", fx.backend.name()));
+        group.throughput(Throughput::Elements(1));
+        group.sample_size(10);
+        group.measurement_time(Duration::from_secs(10));
+        group.bench_function(name, |b| b.iter_custom(|iters| fx.run(iters, None).0));
+        group.finish();
+    }
 }
 
 criterion_group!(benches, bench_store);

@@ -411,6 +411,43 @@ async fn sync_keys_only_increase_and_persist() {
     assert_eq!(store.group_sync_key(q(1), 100).await.expect("key"), 9);
 }
 
+#[tokio::test]
+async fn a_sync_key_of_a_failed_batch_is_forgotten_by_the_writer_cache() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    store.set_sync_key(q(1), 4).await.expect("set");
+    store
+        .set_group_sync_key(q(1), 100, 4)
+        .await
+        .expect("set group key");
+    store
+        .test_op(Op::FailCommits(2))
+        .await
+        .expect("arm failures");
+    let err = store.set_sync_key(q(1), 9).await;
+    assert!(matches!(err, Err(StoreError::Backend(_))), "{err:?}");
+    let err = store.set_group_sync_key(q(1), 100, 9).await;
+    assert!(matches!(err, Err(StoreError::Backend(_))), "{err:?}");
+    // 9 was never committed: 6 is an increase over what is stored (4), so
+    // it must be written, not compared with the 9 the writer saw.
+    store.set_sync_key(q(1), 6).await.expect("set");
+    store
+        .set_group_sync_key(q(1), 100, 6)
+        .await
+        .expect("set group key");
+    assert_eq!(store.sync_key(q(1)).await.expect("key"), 6);
+    assert_eq!(store.group_sync_key(q(1), 100).await.expect("key"), 6);
+    // The cached value still refuses decreases, also across a reopen.
+    store.set_sync_key(q(1), 5).await.expect("set");
+    assert_eq!(store.sync_key(q(1)).await.expect("key"), 6);
+    drop(store);
+    let store = open(dir.path());
+    store.set_sync_key(q(1), 5).await.expect("set");
+    assert_eq!(store.sync_key(q(1)).await.expect("key"), 6);
+    store.set_sync_key(q(1), 7).await.expect("set");
+    assert_eq!(store.sync_key(q(1)).await.expect("key"), 7);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn close_drains_pending_writes_then_refuses_calls() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -4,10 +4,16 @@
 //! in-memory head cache and dedup keys checked against an in-memory index
 //! without races. It blocks for the first request, then takes everything
 //! already queued (up to `batch_max`) into ONE fjall write batch, committed
-//! with `PersistMode::SyncAll`: the journal is fsync'd before the batch is
-//! applied to the memtables, so readers never see a write that is not durable
-//! and every batch costs exactly one fsync. While that fsync is in flight new
-//! requests pile up in the channel and form the next batch.
+//! with `PersistMode::SyncData`: the journal is `fdatasync`'d before the
+//! batch is applied to the memtables, so readers never see a write that is
+//! not durable and every batch costs exactly one sync. While that sync is in
+//! flight new requests pile up in the channel and form the next batch.
+//!
+//! `fdatasync` rather than `fsync`: it writes the appended bytes and the
+//! metadata needed to read them back (the file size), which is all a journal
+//! append needs; `fsync` also forces timestamps (mtime) through the file
+//! system's own journal on every batch. fjall itself syncs a journal fully
+//! when it seals it and syncs the directory when it creates the next one.
 //!
 //! Each request's reply is sent only after the commit returned. When anything
 //! in the batch fails, every request in it gets an error and the writer
@@ -108,6 +114,11 @@ const RELEASE_WAIT: Duration = Duration::from_secs(5);
 struct Cache {
     /// Newest id per queue, so an append needs no read.
     heads: HashMap<QueueId, i64>,
+    /// Sync keys and group sync keys (`meta` key → value) as the writer last
+    /// read or wrote them, so a client's per-message sync-key ACK needs no
+    /// keyspace read. Values written by the batch being built are in here
+    /// before it commits; a failed batch drops the whole cache.
+    sync_keys: HashMap<Vec<u8>, i64>,
     /// Next device number to hand out.
     next_device: Option<i64>,
 }
@@ -218,7 +229,8 @@ impl DedupIndex {
 /// end, so each key appears once in it.
 #[derive(Default)]
 struct Pending {
-    dedup: HashMap<DedupKey, (i64, Vec<i64>)>,
+    /// Creation time and encoded placed ids, written into the batch as is.
+    dedup: HashMap<DedupKey, (i64, Vec<u8>)>,
     meta: HashMap<Vec<u8>, i64>,
 }
 
@@ -344,6 +356,9 @@ impl Writer {
         if self.cache.heads.len() > HEADS_CACHE_MAX {
             self.cache.heads.clear();
         }
+        if self.cache.sync_keys.len() > HEADS_CACHE_MAX {
+            self.cache.sync_keys.clear();
+        }
         let mut results = Vec::with_capacity(jobs.len());
         let outcome = self.apply(jobs, now, &mut results);
         self.shared.batches.fetch_add(1, Ordering::Relaxed);
@@ -416,11 +431,7 @@ impl Writer {
             results.push(res);
         }
         for (k, (created, ids)) in pending.dedup {
-            batch.insert(
-                &db.dedup,
-                layout::dedup_key(created, &k),
-                layout::encode_ids(&ids),
-            );
+            batch.insert(&db.dedup, layout::dedup_key(created, &k), ids);
         }
         for (key, value) in pending.meta {
             batch.insert(&db.meta, key, layout::value_int(value));
@@ -440,10 +451,10 @@ impl Writer {
                 .map_err(backend)?;
             return Err(StoreError::Backend("injected fsync failure".into()));
         }
-        // SyncAll: the journal is flushed and fsync'd before the batch
-        // becomes visible; one fsync for the whole batch.
+        // SyncData: the journal is flushed and fdatasync'd before the batch
+        // becomes visible; one sync for the whole batch (see module docs).
         batch
-            .durability(Some(PersistMode::SyncAll))
+            .durability(Some(PersistMode::SyncData))
             .commit()
             .map_err(backend)
     }
@@ -461,11 +472,18 @@ impl Writer {
         match op {
             Op::Append(req) => self.append(db, batch, pending, req, now),
             Op::SetSyncKey { queue, key } => {
-                raise(db, pending, layout::sync_key_key(*queue), *key)?;
+                raise(
+                    db,
+                    &mut self.cache,
+                    pending,
+                    layout::sync_key_key(*queue),
+                    *key,
+                )?;
                 Ok(Ok(Done::Unit))
             }
             Op::SetGroupSyncKey { queue, gid, key } => {
-                raise(db, pending, layout::group_sync_key_key(*queue, *gid), *key)?;
+                let k = layout::group_sync_key_key(*queue, *gid);
+                raise(db, &mut self.cache, pending, k, *key)?;
                 Ok(Ok(Done::Unit))
             }
             Op::DeviceNumber {
@@ -508,8 +526,10 @@ impl Writer {
             )));
         }
         let mut previous = None;
-        if let Some(k) = &req.dedup
-            && let Some(found) = self.find_dedup(db, pending, k)?
+        // Hashed once per request: both the lookup and the record need it.
+        let fp = req.dedup.as_ref().map(|k| self.dedup.fingerprint(k));
+        if let (Some(k), Some(fp)) = (&req.dedup, fp)
+            && let Some(found) = self.find_dedup(db, pending, k, fp)?
         {
             if now.saturating_sub(found.created) < self.dedup_window_ms {
                 return Ok(match found.ids {
@@ -541,8 +561,8 @@ impl Writer {
                 self.scratch.as_slice(),
             );
         }
-        if let Some(k) = &req.dedup {
-            self.record_dedup(db, batch, pending, k, &ids, now, previous);
+        if let (Some(k), Some(fp)) = (&req.dedup, fp) {
+            self.record_dedup(db, batch, pending, k, fp, &ids, now, previous);
         }
         Ok(Ok(Done::Append(AppendOutcome {
             placed: ids.into_iter().map(placed).collect(),
@@ -556,15 +576,15 @@ impl Writer {
         db: &Db,
         pending: &Pending,
         k: &DedupKey,
+        fp: u64,
     ) -> Result<Option<Found>, StoreError> {
         if let Some((created, ids)) = pending.dedup.get(k) {
             return Ok(Some(Found {
                 created: *created,
-                ids: Some(ids.clone()),
+                ids: layout::decode_ids(ids),
                 slot: Slot::Pending,
             }));
         }
-        let fp = self.dedup.fingerprint(k);
         let candidates = [
             (self.dedup.live.get(&fp), Slot::Live),
             (self.dedup.collided.get(k), Slot::Collided),
@@ -594,11 +614,11 @@ impl Writer {
         batch: &mut OwnedWriteBatch,
         pending: &mut Pending,
         k: &DedupKey,
+        fp: u64,
         ids: &[i64],
         now: i64,
         previous: Option<Found>,
     ) {
-        let fp = self.dedup.fingerprint(k);
         match previous.as_ref().map(|f| f.slot) {
             Some(Slot::Live) => {
                 self.dedup.live.insert(fp, now);
@@ -625,7 +645,7 @@ impl Writer {
         {
             batch.remove(&db.dedup, layout::dedup_key(prev.created, k));
         }
-        pending.dedup.insert(*k, (now, ids.to_vec()));
+        pending.dedup.insert(*k, (now, layout::encode_ids(ids)));
     }
 
     /// Existing number of a device, or the next free one. Allocation happens
@@ -783,10 +803,24 @@ fn read_int(db: &Db, pending: &Pending, key: &[u8], what: &str) -> Result<Option
 }
 
 /// Stores `value` under `key` unless a larger or equal value is stored.
-fn raise(db: &Db, pending: &mut Pending, key: Vec<u8>, value: i64) -> Result<(), StoreError> {
-    let current = read_int(db, pending, &key, "sync key")?;
+/// The current value comes from the cache (which includes this batch's
+/// writes); only the first touch of a key since open or recovery reads it.
+fn raise(
+    db: &Db,
+    cache: &mut Cache,
+    pending: &mut Pending,
+    key: Vec<u8>,
+    value: i64,
+) -> Result<(), StoreError> {
+    let current = match cache.sync_keys.get(&key) {
+        Some(c) => Some(*c),
+        None => read_int(db, pending, &key, "sync key")?,
+    };
     if current.is_none_or(|c| value > c) {
+        cache.sync_keys.insert(key.clone(), value);
         pending.meta.insert(key, value);
+    } else if let Some(c) = current {
+        cache.sync_keys.entry(key).or_insert(c);
     }
     Ok(())
 }
