@@ -4,4 +4,7 @@
 pub mod client;
 pub mod link;
 pub mod protocol;
+mod redact;
 pub mod token;
+
+pub use redact::redact_url;

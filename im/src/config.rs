@@ -1,6 +1,7 @@
 //! `ferry im` configuration: one struct, filled from flags > env (`FERRY_…`) >
 //! TOML file (`--config`) > defaults. Unknown TOML keys are rejected.
 
+pub use ferry_common::redact_url;
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -344,21 +345,6 @@ pub fn redacted_store(s: &StoreSpec) -> String {
     match s {
         StoreSpec::Redis(u) => redact_url(u),
         other => format!("{other:?}"),
-    }
-}
-
-/// The URL with any password replaced by `***`, for logs.
-pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
-    };
-    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => {
-            let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
-            format!("{scheme}://{user}:***@{host}{path}")
-        }
-        None => url.to_string(),
     }
 }
 

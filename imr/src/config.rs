@@ -7,6 +7,7 @@
 //! pick up each other's listen addresses or config file. The link secret is
 //! the exception: both sides must agree on it, so both read `FERRY_LINK_SECRET`.
 
+use ferry_common::redact_url;
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -112,25 +113,6 @@ impl std::fmt::Debug for ImrConfig {
             .field("push_buffer", &self.push_buffer)
             .field("link_queue", &self.link_queue)
             .finish()
-    }
-}
-
-/// The URL with any password replaced by `***`, for logs.
-pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
-    };
-    let (authority, path) = match rest.find('/') {
-        Some(i) => rest.split_at(i),
-        None => (rest, ""),
-    };
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => {
-            let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
-            let sep = if userinfo.contains(':') { ":***" } else { "" };
-            format!("{scheme}://{user}{sep}@{host}{path}")
-        }
-        None => url.to_string(),
     }
 }
 
@@ -295,16 +277,6 @@ mod tests {
             ..Default::default()
         };
         assert!(o.resolve().is_err());
-    }
-
-    #[test]
-    fn redis_password_is_redacted() {
-        assert_eq!(
-            redact_url("redis://:pw@127.0.0.1:6379/0"),
-            "redis://:***@127.0.0.1:6379/0"
-        );
-        assert_eq!(redact_url("redis://u:pw@h:1"), "redis://u:***@h:1");
-        assert_eq!(redact_url("redis://h:1/2"), "redis://h:1/2");
     }
 
     #[test]

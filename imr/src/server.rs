@@ -2,12 +2,13 @@
 //! loop, the HTTP API and the push writer, and shut them down in order
 //! (links and HTTP first, then a bounded final flush of the push buffer).
 
-use crate::config::{ImrConfig, redact_url};
+use crate::config::ImrConfig;
 use crate::push::queue::{self, PushQueue, PushReceiver};
 use crate::push::writer;
 use crate::registry::Registry;
 use crate::stats::Stats;
 use crate::{http, link};
+use ferry_common::redact_url;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;

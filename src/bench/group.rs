@@ -11,8 +11,8 @@
 use super::ConnArgs;
 use super::connect::{Targets, Tokens, connect_all, loopback_target, msgid_base};
 use super::http::post_json;
-use super::report::{Table, latency_histogram, now_nanos, rate, record};
-use anyhow::{Context, bail};
+use super::report::{FanOut, Table, latency_histogram, now_nanos, record};
+use anyhow::bail;
 use bytes::Bytes;
 use clap::Args;
 use ferry_common::client::{Client, ClientOptions, Event};
@@ -241,8 +241,17 @@ pub async fn run(a: GroupArgs) -> anyhow::Result<()> {
             .load(Ordering::Relaxed)
             .saturating_sub(start_nanos),
     );
-    let errors = shared.refused.load(Ordering::Relaxed) + shared.lost.load(Ordering::Relaxed);
-    Table::new("bench group")
+    let fan = FanOut {
+        delivered,
+        acked,
+        span,
+        ack_latency: &ack_latency,
+        delivery_latency: &delivery_latency,
+        refused: shared.refused.load(Ordering::Relaxed),
+        lost: shared.lost.load(Ordering::Relaxed),
+    };
+    let mut table = Table::new("bench group");
+    table
         .row(
             "group",
             format!("{gid}: {s} senders, {r} receivers ({})", targets.describe()),
@@ -261,32 +270,9 @@ pub async fn run(a: GroupArgs) -> anyhow::Result<()> {
                 acked * r as u64,
                 shared.duplicates.load(Ordering::Relaxed)
             ),
-        )
-        .row("elapsed", format!("{:.3} s", span.as_secs_f64()))
-        .row(
-            "throughput",
-            format!(
-                "{:.0} deliveries/s   ({:.0} msgs/s sent)",
-                rate(delivered, span),
-                rate(acked, span)
-            ),
-        )
-        .latency("ack latency", &ack_latency)
-        .latency("delivery latency", &delivery_latency)
-        .row(
-            "errors",
-            format!(
-                "{errors} ({} refused ACKs, {} lost connections)",
-                shared.refused.load(Ordering::Relaxed),
-                shared.lost.load(Ordering::Relaxed)
-            ),
-        )
-        .print();
-    match outcome {
-        Ok(()) if errors == 0 => Ok(()),
-        Ok(()) => bail!("bench group finished with {errors} errors"),
-        Err(why) => Err(anyhow::anyhow!(why)).context("bench group incomplete"),
-    }
+        );
+    fan.rows(&mut table).print();
+    fan.finish("group", outcome)
 }
 
 /// Sender i: n GROUP_IMs, one in flight. Its own pushes are drained by a

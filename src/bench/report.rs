@@ -76,6 +76,60 @@ impl Table {
     }
 }
 
+/// The closing figures shared by the fan-out scenarios (room, group).
+pub struct FanOut<'a> {
+    pub delivered: u64,
+    pub acked: u64,
+    /// From the first send to the last counted delivery.
+    pub span: Duration,
+    pub ack_latency: &'a Histogram<u64>,
+    pub delivery_latency: &'a Histogram<u64>,
+    pub refused: u64,
+    pub lost: u64,
+}
+
+impl FanOut<'_> {
+    pub fn errors(&self) -> u64 {
+        self.refused + self.lost
+    }
+
+    /// Adds elapsed, throughput, both latencies and errors to `t`.
+    pub fn rows<'t>(&self, t: &'t mut Table) -> &'t mut Table {
+        t.row("elapsed", format!("{:.3} s", self.span.as_secs_f64()))
+            .row(
+                "throughput",
+                format!(
+                    "{:.0} deliveries/s   ({:.0} msgs/s sent)",
+                    rate(self.delivered, self.span),
+                    rate(self.acked, self.span)
+                ),
+            )
+            .latency("ack latency", self.ack_latency)
+            .latency("delivery latency", self.delivery_latency)
+            .row(
+                "errors",
+                format!(
+                    "{} ({} refused ACKs, {} lost connections)",
+                    self.errors(),
+                    self.refused,
+                    self.lost
+                ),
+            )
+    }
+
+    /// The command's result: an error when the run was cut short or had errors.
+    pub fn finish(&self, name: &str, outcome: Result<(), String>) -> anyhow::Result<()> {
+        use anyhow::Context;
+        match outcome {
+            Ok(()) if self.errors() == 0 => Ok(()),
+            Ok(()) => anyhow::bail!("bench {name} finished with {} errors", self.errors()),
+            Err(why) => {
+                Err(anyhow::anyhow!(why)).with_context(|| format!("bench {name} incomplete"))
+            }
+        }
+    }
+}
+
 /// Final numbers of a peer run.
 pub struct Results<'a> {
     pub messages: u64,

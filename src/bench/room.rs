@@ -12,8 +12,8 @@
 use super::ConnArgs;
 use super::connect::{Targets, Tokens};
 use super::raw::{RawConn, login_all};
-use super::report::{Table, latency_histogram, now_nanos, rate, record};
-use anyhow::{Context, bail};
+use super::report::{FanOut, Table, latency_histogram, now_nanos, record};
+use anyhow::bail;
 use clap::Args;
 use ferry_common::protocol::command::{ACK, ROOM_IM};
 use ferry_common::protocol::realtime::Realtime;
@@ -191,8 +191,17 @@ pub async fn run(a: RoomArgs) -> anyhow::Result<()> {
     let delivered = shared.delivered.load(Ordering::Relaxed);
     let last_ns = shared.last_delivery.load(Ordering::Relaxed);
     let span = Duration::from_nanos(last_ns.saturating_sub(start_nanos));
-    let errors = shared.refused.load(Ordering::Relaxed) + shared.lost.load(Ordering::Relaxed);
-    Table::new("bench room")
+    let fan = FanOut {
+        delivered,
+        acked,
+        span,
+        ack_latency: &ack_latency,
+        delivery_latency: &delivery_latency,
+        refused: shared.refused.load(Ordering::Relaxed),
+        lost: shared.lost.load(Ordering::Relaxed),
+    };
+    let mut table = Table::new("bench room");
+    table
         .row(
             "connections",
             format!("{s} senders, {r} listeners ({})", targets.describe()),
@@ -204,32 +213,9 @@ pub async fn run(a: RoomArgs) -> anyhow::Result<()> {
                 shared.sent.load(Ordering::Relaxed)
             ),
         )
-        .row("deliveries", format!("{delivered} of {}", acked * r as u64))
-        .row("elapsed", format!("{:.3} s", span.as_secs_f64()))
-        .row(
-            "throughput",
-            format!(
-                "{:.0} deliveries/s   ({:.0} msgs/s sent)",
-                rate(delivered, span),
-                rate(acked, span)
-            ),
-        )
-        .latency("ack latency", &ack_latency)
-        .latency("delivery latency", &delivery_latency)
-        .row(
-            "errors",
-            format!(
-                "{errors} ({} refused ACKs, {} lost connections)",
-                shared.refused.load(Ordering::Relaxed),
-                shared.lost.load(Ordering::Relaxed)
-            ),
-        )
-        .print();
-    match outcome {
-        Ok(()) if errors == 0 => Ok(()),
-        Ok(()) => bail!("bench room finished with {errors} errors"),
-        Err(why) => Err(anyhow::anyhow!(why)).context("bench room incomplete"),
-    }
+        .row("deliveries", format!("{delivered} of {}", acked * r as u64));
+    fan.rows(&mut table).print();
+    fan.finish("room", outcome)
 }
 
 /// Sends warm-up frames from one sender until every listener has received
