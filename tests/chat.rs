@@ -104,6 +104,9 @@ async fn chat_sends_receives_and_shows_history() {
 
     // Rooms: both enter room 9; a line starting with # goes to the room.
     b.enter_room(9).await;
+    // PING round trip: the server has handled b's ENTER_ROOM before the
+    // chat's room message can be broadcast.
+    b.assert_quiet().await;
     chat.type_line("/join 9");
     chat.expect("joined room 9");
     chat.type_line("#hi room");
