@@ -1,6 +1,6 @@
 //! `ferry imr` processes and im nodes wired to them, for multi-node tests.
 
-use super::{Im, Redis, ferry_bin, free_port, wait_listening};
+use super::{Im, Redis, ferry_bin, free_port, try_wait_listening};
 use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -63,8 +63,13 @@ impl Imr {
             .stderr(log)
             .spawn()
             .expect("spawn ferry imr");
-        wait_listening(self.link, &mut child, "ferry imr");
-        wait_listening(self.http, &mut child, "ferry imr http");
+        let ready = try_wait_listening(self.link, &mut child, "ferry imr")
+            .and_then(|()| try_wait_listening(self.http, &mut child, "ferry imr http"));
+        if let Err(e) = ready {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{e}\n--- imr.log ---\n{}", self.log());
+        }
         self.child = Some(child);
     }
 
