@@ -252,6 +252,11 @@ impl Imr {
         .await;
     }
 
+    /// Polls the counters until `check` holds (bounded by [`WAIT`]).
+    pub async fn wait_stats(&self, what: &str, check: impl Fn(&StatsSnapshot) -> bool) {
+        eventually(what, || async { check(&self.stats()) }).await;
+    }
+
     pub async fn wait_links(&self, n: u64) {
         eventually(&format!("{n} links"), || async { self.stats().links == n }).await;
     }
