@@ -110,7 +110,8 @@ async fn sigterm_flushes_acks_and_restart_loses_nothing() {
     assert_eq!(
         got,
         expected,
-        "exactly the ACKed messages survive the restart ({} acked of {SENT})",
-        acked.len()
+        "exactly the ACKed messages survive the restart ({} acked of {SENT})\n{}",
+        acked.len(),
+        im.log()
     );
 }

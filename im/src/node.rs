@@ -60,6 +60,8 @@ pub struct Node {
     pub shutdown: tokio_util::sync::CancellationToken,
     /// Every client connection task, so shutdown can wait for them.
     pub conns: tokio_util::task::TaskTracker,
+    /// Every open connection's outbox, so shutdown can wake them.
+    pub live: crate::connection::live::Live,
 }
 
 impl Node {
@@ -85,6 +87,7 @@ impl Node {
             node_tag: (u32::from_be_bytes(tag) & 0x7fff_ffff) as i64,
             shutdown: tokio_util::sync::CancellationToken::new(),
             conns: tokio_util::task::TaskTracker::new(),
+            live: Default::default(),
         }
     }
 }

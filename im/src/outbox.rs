@@ -12,9 +12,12 @@
 
 use bytes::Bytes;
 use ferry_common::protocol::metadata::Metadata;
+use futures_util::task::AtomicWaker;
 use std::collections::VecDeque;
 use std::sync::Mutex;
-use tokio::sync::Notify;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::task::{Context, Poll};
 
 /// Queue capacity an empty outbox may keep (see [`Outbox::drain_into`]).
 pub const IDLE_SLOTS: usize = 4;
@@ -82,15 +85,36 @@ struct State {
 
 pub struct Outbox {
     state: Mutex<State>,
-    notify: Notify,
+    /// The connection task, woken by pushes, closes and shutdown. Polled
+    /// rather than awaited through a `Notify`, so a waiting connection task
+    /// holds no extra future.
+    waker: AtomicWaker,
+    /// Set by every wake until the connection task sees it (no wake is lost
+    /// between two polls).
+    signalled: AtomicBool,
+    /// When the connection task wants to be woken at the latest (a timeout
+    /// of its own), in [`millis`]; checked by the node-wide timer
+    /// (`connection::live`) instead of a timer per connection.
+    deadline: AtomicU64,
     limit: usize,
+}
+
+/// Milliseconds since a process-wide epoch, rounded up, so a deadline the
+/// node-wide timer finds due has really passed.
+pub fn millis(at: tokio::time::Instant) -> u64 {
+    static EPOCH: OnceLock<tokio::time::Instant> = OnceLock::new();
+    let epoch = *EPOCH.get_or_init(tokio::time::Instant::now);
+    let d = at.saturating_duration_since(epoch);
+    d.as_millis() as u64 + u64::from(!d.subsec_nanos().is_multiple_of(1_000_000))
 }
 
 impl Outbox {
     pub fn new(limit: usize) -> Outbox {
         Outbox {
             state: Mutex::new(State::default()),
-            notify: Notify::new(),
+            waker: AtomicWaker::new(),
+            signalled: AtomicBool::new(false),
+            deadline: AtomicU64::new(u64::MAX),
             limit,
         }
     }
@@ -113,7 +137,7 @@ impl Outbox {
         }
         let ok = st.closed.is_none();
         drop(st);
-        self.notify.notify_one();
+        self.wake();
         ok
     }
 
@@ -160,7 +184,7 @@ impl Outbox {
             st.closed = Some(reason);
         }
         drop(st);
-        self.notify.notify_one();
+        self.wake();
     }
 
     pub fn closed(&self) -> Option<CloseReason> {
@@ -171,9 +195,40 @@ impl Outbox {
         self.lock().queue.is_empty()
     }
 
+    /// Wakes the connection task (a push, a close, or node shutdown).
+    pub fn wake(&self) {
+        self.signalled.store(true, Ordering::Release);
+        self.waker.wake();
+    }
+
+    /// Asks to be woken (once) at `at` at the latest (a little later: the
+    /// node-wide timer ticks every `connection::live::TICK`).
+    pub fn set_deadline(&self, at: tokio::time::Instant) {
+        self.deadline.store(millis(at), Ordering::Relaxed);
+    }
+
+    /// Whether the deadline set last has passed by `now_ms` (see [`millis`]).
+    pub fn is_due(&self, now_ms: u64) -> bool {
+        self.deadline.load(Ordering::Relaxed) <= now_ms
+    }
+
+    /// Ready once per wake since the last Ready: something was pushed, the
+    /// outbox was closed, or [`Outbox::wake`] was called.
+    pub fn poll_notified(&self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.signalled.swap(false, Ordering::AcqRel) {
+            return Poll::Ready(());
+        }
+        self.waker.register(cx.waker());
+        if self.signalled.swap(false, Ordering::AcqRel) {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+
     /// Resolves when something was pushed or the outbox was closed.
     pub async fn notified(&self) {
-        self.notify.notified().await
+        std::future::poll_fn(|cx| self.poll_notified(cx)).await
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {

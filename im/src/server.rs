@@ -125,6 +125,8 @@ pub async fn run(cfg: ImConfig, shutdown: impl Future<Output = ()>) -> Result<()
         auth = ?node.cfg.auth,
         "ferry im started"
     );
+    // Connection timeouts; ends with the runtime.
+    tokio::spawn(connection::live::run_timers(node.clone()));
     let mut accepts = vec![tokio::spawn(accept_loop(node.clone(), tcp, None))];
     let mut servers = vec![tokio::spawn(connection::ws::serve_plain(node.clone(), ws))];
     if let Some((acceptor, raw, wss)) = tls_listeners {
@@ -157,6 +159,8 @@ async fn stop(
         a.abort();
     }
     node.shutdown.cancel();
+    // After the cancel: a connection opening now sees the token instead.
+    node.live.wake_all();
     node.conns.close();
     let grace = connection::drive::CLOSE_FLUSH + Duration::from_secs(5);
     if tokio::time::timeout(grace, node.conns.wait())
@@ -283,17 +287,16 @@ async fn accept_loop(
                 };
                 let node2 = node.clone();
                 match &tls {
-                    None => node.conns.spawn(async move {
-                        connection::tcp::serve(node2, stream, peer).await;
-                        drop(permit);
-                    }),
-                    Some(acceptor) => {
-                        let acceptor = acceptor.clone();
-                        node.conns.spawn(async move {
-                            connection::tls::serve(node2, acceptor, stream, peer).await;
-                            drop(permit);
-                        })
-                    }
+                    None => node
+                        .conns
+                        .spawn(connection::tcp::serve(node2, stream, peer, permit)),
+                    Some(acceptor) => node.conns.spawn(connection::tls::serve(
+                        node2,
+                        acceptor.clone(),
+                        stream,
+                        peer,
+                        permit,
+                    )),
                 };
             }
             Err(e) => {

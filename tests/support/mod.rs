@@ -159,7 +159,10 @@ impl Im {
             .arg("--jwt-secret")
             .arg(SECRET)
             .args(&self.extra)
-            .env("RUST_LOG", "info")
+            .env(
+                "RUST_LOG",
+                std::env::var("FERRY_TEST_LOG").unwrap_or("info".into()),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)

@@ -6,6 +6,7 @@ pub mod drive;
 #[cfg(test)]
 mod fuzz;
 pub mod guard;
+pub mod live;
 mod read;
 pub mod tcp;
 pub mod tls;

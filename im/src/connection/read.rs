@@ -55,6 +55,38 @@ pub fn with_scratch<R>(f: impl FnOnce(&mut [u8]) -> R) -> R {
     SCRATCH_BUF.with(|cell| f(&mut cell.borrow_mut()[..]))
 }
 
+/// How long a closing connection keeps reading (and discarding) what the
+/// client still sends, after our last byte and FIN went out.
+pub const LINGER: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Lingering close: reads and discards until the client closes too (EOF),
+/// an error, or [`LINGER`]. Closing a socket that still has unread input
+/// makes the kernel send a reset at once and throw away whatever of our
+/// replies had not yet reached the client — e.g. the last ACKs to a client
+/// that was pipelining when the node shut down. Reading goes through the
+/// scratch buffer, so a lingering connection holds no buffer either.
+pub async fn linger<S: tokio::io::AsyncRead + Unpin>(io: &mut S) {
+    let drain = std::future::poll_fn(|cx| {
+        loop {
+            let r = with_scratch(|scratch| {
+                let mut buf = tokio::io::ReadBuf::new(scratch);
+                match std::pin::Pin::new(&mut *io).poll_read(cx, &mut buf) {
+                    std::task::Poll::Ready(Ok(())) if buf.filled().is_empty() => Some(true),
+                    std::task::Poll::Ready(Ok(())) => None,
+                    std::task::Poll::Ready(Err(_)) => Some(true),
+                    std::task::Poll::Pending => Some(false),
+                }
+            });
+            match r {
+                Some(true) => return std::task::Poll::Ready(()),
+                Some(false) => return std::task::Poll::Pending,
+                None => {}
+            }
+        }
+    });
+    let _ = tokio::time::timeout(LINGER, drain).await;
+}
+
 /// Appends freshly read bytes to the connection's partial frame (if any),
 /// splits off complete frames, and keeps only a trailing partial frame.
 pub fn absorb(

@@ -4,6 +4,7 @@
 
 use super::drive::{Io, Transport};
 use super::read::{ReadError, ReadOutcome, read_frames};
+use crate::limits::ConnPermit;
 use crate::metrics::Transport as Kind;
 use crate::node::Node;
 use crate::session::writer::Writer;
@@ -22,13 +23,20 @@ pub struct Tcp {
     partial: Option<BytesMut>,
 }
 
-pub async fn serve(node: Arc<Node>, stream: TcpStream, peer: SocketAddr) {
+/// The connection's whole task (see [`super::serve`] for why this is not an
+/// `async fn`).
+pub fn serve(
+    node: Arc<Node>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    permit: ConnPermit,
+) -> impl Future<Output = ()> + Send {
     let _ = stream.set_nodelay(true);
     let t = Tcp {
         stream,
         partial: None,
     };
-    super::serve(node, t, peer, Kind::Tcp).await;
+    super::serve(node, t, peer, Kind::Tcp, permit)
 }
 
 impl Transport for Tcp {
@@ -84,6 +92,8 @@ impl Transport for Tcp {
     }
 
     async fn close(mut self, _reason: &'static str) {
+        // FIN after everything written, then a lingering close.
         let _ = self.stream.shutdown().await;
+        super::read::linger(&mut self.stream).await;
     }
 }

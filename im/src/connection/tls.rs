@@ -7,6 +7,7 @@
 
 use super::drive::{Io, Transport};
 use super::read::{absorb, with_scratch};
+use crate::limits::ConnPermit;
 use crate::metrics::Transport as Kind;
 use crate::node::Node;
 use crate::session::writer::Writer;
@@ -116,9 +117,15 @@ impl<S> Stream<S> {
 }
 
 /// Serves one raw-TLS client: handshake, then the shared connection loop.
-pub async fn serve(node: Arc<Node>, acceptor: TlsAcceptor, stream: TcpStream, peer: SocketAddr) {
+pub async fn serve(
+    node: Arc<Node>,
+    acceptor: TlsAcceptor,
+    stream: TcpStream,
+    peer: SocketAddr,
+    permit: ConnPermit,
+) {
     if let Some(s) = handshake(&acceptor, stream, peer).await {
-        super::serve(node, Stream::new(s), peer, Kind::Tls).await;
+        super::serve(node, Stream::new(s), peer, Kind::Tls, permit).await;
     }
 }
 
@@ -183,6 +190,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Transport for Stream<S> {
     async fn close(mut self, _reason: &'static str) {
         // Sends close_notify and flushes; bounded so a stuck peer can't hold us.
         let _ = tokio::time::timeout(Duration::from_secs(5), self.io.shutdown()).await;
+        super::read::linger(&mut self.io).await;
     }
 }
 

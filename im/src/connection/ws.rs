@@ -106,10 +106,7 @@ async fn upgrade(
         .max_frame_size(MAX_MESSAGE)
         .on_upgrade(move |socket| {
             let tracker = node.conns.clone();
-            tracker.track_future(async move {
-                super::serve(node, Ws::new(socket), peer, s.kind).await;
-                drop(permit);
-            })
+            tracker.track_future(super::serve(node, Ws::new(socket), peer, s.kind, permit))
         })
 }
 

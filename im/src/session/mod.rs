@@ -67,6 +67,7 @@ impl Session {
     pub fn new(node: Arc<Node>, outbox: Arc<Outbox>, peer: SocketAddr) -> Session {
         let conn = node.registry.next_conn_id();
         Stats::add(&node.stats.connections, 1);
+        node.live.insert(conn, &outbox);
         Session {
             node,
             conn,
@@ -81,6 +82,11 @@ impl Session {
     /// Whether AUTH_TOKEN succeeded on this connection.
     pub fn is_authed(&self) -> bool {
         self.authed.is_some()
+    }
+
+    /// The client's address (for logs).
+    pub fn peer(&self) -> SocketAddr {
+        self.peer
     }
 
     pub fn outbox(&self) -> &Arc<Outbox> {
@@ -167,6 +173,7 @@ impl Session {
 
 impl Drop for Session {
     fn drop(&mut self) {
+        self.node.live.remove(self.conn);
         if self.authed.is_some() {
             self.close();
         }
