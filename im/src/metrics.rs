@@ -448,6 +448,10 @@ impl Store for TimedStore {
         self.0.orders_appends()
     }
 
+    fn recover_interrupted(&self) -> StoreFuture<'_, usize> {
+        self.0.recover_interrupted()
+    }
+
     fn close(&self) -> StoreFuture<'_, ()> {
         self.0.close()
     }

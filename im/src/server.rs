@@ -125,8 +125,10 @@ pub async fn run(cfg: ImConfig, shutdown: impl Future<Output = ()>) -> Result<()
         auth = ?node.cfg.auth,
         "ferry im started"
     );
-    // Connection timeouts; ends with the runtime.
+    // Connection timeouts, and appends a crashed node left half-written
+    // (shared stores); both end with the runtime.
     tokio::spawn(connection::live::run_timers(node.clone()));
+    tokio::spawn(recover_interrupted(store.clone()));
     let mut accepts = vec![tokio::spawn(accept_loop(node.clone(), tcp, None))];
     let mut servers = vec![tokio::spawn(connection::ws::serve_plain(node.clone(), ws))];
     if let Some((acceptor, raw, wss)) = tls_listeners {
@@ -271,6 +273,24 @@ async fn open_group_store(cfg: &ImConfig) -> Result<Arc<dyn GroupStore>, StartEr
             Arc::new(RedisGroupStore::new(Arc::new(store)))
         }
     })
+}
+
+/// Runs [`Store::recover_interrupted`] now and every
+/// [`crate::store::RECOVER_EVERY`] until the store is closed.
+async fn recover_interrupted(store: Arc<dyn Store>) {
+    let mut tick = tokio::time::interval(crate::store::RECOVER_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        match store.recover_interrupted().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(completed = n, "completed appends interrupted by a crash"),
+            Err(crate::store::StoreError::Closed) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, "completing interrupted appends failed; will retry")
+            }
+        }
+    }
 }
 
 async fn accept_loop(

@@ -55,7 +55,7 @@ pub struct QueueId {
 }
 
 /// One message to append to one queue.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewEntry {
     pub queue: QueueId,
     /// Protocol command of the stored message (IM 4, GROUP_IM 8,
@@ -153,6 +153,16 @@ pub trait Store: Send + Sync + 'static {
     fn orders_appends(&self) -> bool {
         false
     }
+    /// Completes appends a crashed node left half-written (see the Redis
+    /// store's fan-out log); returns how many it completed. Run by every node
+    /// every [`RECOVER_EVERY`]. Stores whose appends are atomic have nothing
+    /// to do.
+    fn recover_interrupted(&self) -> StoreFuture<'_, usize> {
+        Box::pin(async { Ok(0) })
+    }
     /// Flush and stop; later calls fail with [`StoreError::Closed`].
     fn close(&self) -> StoreFuture<'_, ()>;
 }
+
+/// How often a node runs [`Store::recover_interrupted`].
+pub const RECOVER_EVERY: std::time::Duration = std::time::Duration::from_secs(10);

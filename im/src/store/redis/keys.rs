@@ -63,7 +63,7 @@ pub(super) fn device_key(device_id: &str, platform: u8) -> String {
 pub(super) const DEVICE_COUNTER: &str = "devices_id";
 
 /// Identity under which a request's write to one queue is recorded.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum DedupId {
     /// The client's own key: a resend finds the original ids.
     Client(DedupKey),

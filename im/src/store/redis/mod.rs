@@ -36,7 +36,10 @@
 //! completes the missing half and finds the written one. (The records of
 //! the two halves expire independently, milliseconds apart; a resend exactly
 //! at the end of the dedup window could see only one of them, which is why
-//! the window is minutes while clients resend within seconds.)
+//! the window is minutes while clients resend within seconds.) A client that
+//! never resends is covered too: a request spanning several queues is first
+//! recorded in the fan-out log ([`fanout_log`]), and any node completes a
+//! record left behind by a crash.
 //!
 //! # Durability
 //!
@@ -47,6 +50,7 @@
 //! host crash; a Redis process crash alone loses nothing acknowledged).
 
 mod conn;
+mod fanout_log;
 mod group;
 mod keys;
 mod scripts;
@@ -200,8 +204,12 @@ impl RedisStore {
             return Err(StoreError::Invalid("append request without entries".into()));
         }
         let groups = group_by_queue(&req.entries);
+        let logged = groups.len() > 1;
         let (dedup_id, dedup_ttl) = match req.dedup {
             Some(k) => (DedupId::Client(k), self.opts.dedup_window),
+            // A logged request may be redone by recovery, which relies on
+            // the records as long as a client key's.
+            None if logged => (DedupId::Request(request_id()), self.opts.dedup_window),
             // Only this call's retries (bounded by `op_timeout`) read it.
             None => (
                 DedupId::Request(request_id()),
@@ -209,14 +217,55 @@ impl RedisStore {
             ),
         };
         let ts = now_ms();
+        let log = if logged {
+            Some(self.log_fanout(&dedup_id, ts, &req.entries).await?)
+        } else {
+            None
+        };
+        let done = self
+            .write_groups(&groups, &req.entries, &dedup_id, dedup_ttl, ts)
+            .await?;
+        if let Some((key, field)) = log {
+            self.forget_fanout(key, field);
+        }
+        let mut placed = vec![Placed { msgid: 0, prev: 0 }; req.entries.len()];
+        for ((_, idx), result) in groups.iter().zip(&done) {
+            let (_, first) =
+                result.ok_or_else(|| StoreError::Backend("append left unfinished".into()))?;
+            for (k, &i) in idx.iter().enumerate() {
+                let msgid = first + k as i64;
+                placed[i] = Placed {
+                    msgid,
+                    prev: msgid - 1,
+                };
+            }
+        }
+        // Duplicate = the first entry's record already existed when Redis
+        // first answered for it. Only a client key can have been recorded
+        // by an earlier call. If a failed try of this call was nevertheless
+        // executed, the retry reports a duplicate: the caller then only
+        // notifies the receiver, who still gets the message by syncing.
+        let duplicate = req.dedup.is_some() && done.first().is_some_and(|d| d.is_some_and(|d| d.0));
+        Ok(AppendOutcome { placed, duplicate })
+    }
+
+    /// Writes every queue group of a request (idempotently, retrying
+    /// transient errors); per group: (record existed, first id).
+    async fn write_groups(
+        &self,
+        groups: &[(QueueId, Vec<usize>)],
+        entries: &[NewEntry],
+        dedup_id: &DedupId,
+        dedup_ttl: Duration,
+        ts: i64,
+    ) -> Result<Vec<Option<(bool, i64)>>, StoreError> {
         let invocations: Vec<_> = groups
             .iter()
             .map(|(queue, idx)| {
-                let tails = idx.iter().map(|&i| keys::encode_tail(&req.entries[i], ts));
-                self.invocation(*queue, &dedup_id, dedup_ttl, ts, tails)
+                let tails = idx.iter().map(|&i| keys::encode_tail(&entries[i], ts));
+                self.invocation(*queue, dedup_id, dedup_ttl, ts, tails)
             })
             .collect();
-        // Per group: (record existed, first id) once Redis answered.
         let mut done: Vec<Option<(bool, i64)>> = vec![None; groups.len()];
         for attempt in 1..=ATTEMPTS {
             let replies = join_all(
@@ -245,25 +294,77 @@ impl RedisStore {
             warn!(error = %e, attempt, "redis append failed, retrying");
             tokio::time::sleep(backoff(attempt)).await;
         }
-        let mut placed = vec![Placed { msgid: 0, prev: 0 }; req.entries.len()];
-        for ((_, idx), result) in groups.iter().zip(&done) {
-            let (_, first) =
-                result.ok_or_else(|| StoreError::Backend("append left unfinished".into()))?;
-            for (k, &i) in idx.iter().enumerate() {
-                let msgid = first + k as i64;
-                placed[i] = Placed {
-                    msgid,
-                    prev: msgid - 1,
+        Ok(done)
+    }
+
+    /// Records a multi-queue request in the fan-out log before any of its
+    /// writes; returns the record's (hash, field).
+    async fn log_fanout(
+        &self,
+        dedup: &DedupId,
+        ts: i64,
+        entries: &[NewEntry],
+    ) -> Result<(String, String), StoreError> {
+        let field = fanout_log::field(dedup);
+        let key = fanout_log::shard_key(&self.opts.key_prefix, &field);
+        let mut c = self.conn.clone();
+        c.hset::<_, _, _, ()>(&key, &field, fanout_log::encode(dedup, ts, entries))
+            .await
+            .map_err(rerr)?;
+        Ok((key, field))
+    }
+
+    /// Deletes a completed request's record, off the append's path: if the
+    /// delete is lost, recovery later finds every queue already written.
+    fn forget_fanout(&self, key: String, field: String) {
+        let mut c = self.conn.clone();
+        tokio::spawn(async move {
+            if let Err(e) = c.hdel::<_, _, ()>(&key, &field).await {
+                warn!(error = %e, "could not delete a completed fan-out record; recovery will find it done");
+            }
+        });
+    }
+
+    /// Redoes every fan-out record older than [`fanout_log::LEASE`]: the
+    /// requests a crashed node (or a lost delete) left behind. Returns how
+    /// many were completed.
+    pub async fn recover_fanouts(&self) -> Result<usize, StoreError> {
+        let now = now_ms();
+        let lease = duration_ms(fanout_log::LEASE);
+        // A record must be redone while every queue's dedup record written
+        // for it still exists, or a queue could get it twice.
+        let safe =
+            duration_ms(self.opts.dedup_window).saturating_sub(duration_ms(self.opts.op_timeout));
+        let mut redone = 0;
+        for n in 0..fanout_log::SHARDS {
+            let key = fanout_log::shard_key_n(&self.opts.key_prefix, n);
+            let mut c = self.conn.clone();
+            let records: std::collections::HashMap<String, Vec<u8>> =
+                c.hgetall(&key).await.map_err(rerr)?;
+            for (field, bytes) in records {
+                let Some(r) = fanout_log::decode(&bytes) else {
+                    warn!(%key, %field, "dropping a malformed fan-out record");
+                    c.hdel::<_, _, ()>(&key, &field).await.map_err(rerr)?;
+                    continue;
                 };
+                let age = now.saturating_sub(r.ts);
+                if age < lease {
+                    continue;
+                }
+                if age >= safe {
+                    tracing::error!(%field, age_ms = age, entries = r.entries.len(), "an interrupted fan-out is older than the dedup window and cannot be completed safely; dropping it (its sender can resend)");
+                    c.hdel::<_, _, ()>(&key, &field).await.map_err(rerr)?;
+                    continue;
+                }
+                let groups = group_by_queue(&r.entries);
+                self.write_groups(&groups, &r.entries, &r.dedup, self.opts.dedup_window, r.ts)
+                    .await?;
+                c.hdel::<_, _, ()>(&key, &field).await.map_err(rerr)?;
+                info!(%field, queues = groups.len(), age_ms = age, "completed an interrupted fan-out");
+                redone += 1;
             }
         }
-        // Duplicate = the first entry's record already existed when Redis
-        // first answered for it. Only a client key can have been recorded
-        // by an earlier call. If a failed try of this call was nevertheless
-        // executed, the retry reports a duplicate: the caller then only
-        // notifies the receiver, who still gets the message by syncing.
-        let duplicate = req.dedup.is_some() && done.first().is_some_and(|d| d.is_some_and(|d| d.0));
-        Ok(AppendOutcome { placed, duplicate })
+        Ok(redone)
     }
 
     /// The append script call for one queue's entries of a request.
@@ -450,6 +551,15 @@ impl Store for RedisStore {
     fn device_number(&self, device_id: &str, platform: u8) -> StoreFuture<'_, i64> {
         let device_id = device_id.to_owned();
         Box::pin(self.call(async move { self.do_device_number(&device_id, platform).await }))
+    }
+
+    fn recover_interrupted(&self) -> StoreFuture<'_, usize> {
+        Box::pin(async move {
+            if self.closed.load(Ordering::Acquire) {
+                return Err(StoreError::Closed);
+            }
+            self.recover_fanouts().await
+        })
     }
 
     /// Marks the store closed (idempotent). Redis holds nothing unflushed on

@@ -445,3 +445,144 @@ fn redis_throughput_100_concurrent_peer_writers() {
         store.retried_appends(),
     );
 }
+
+/// A group-like request: one shared body to each of `uids`' queues.
+fn fanout(uids: &[i64], msgid: i64) -> AppendRequest {
+    let body = bytes::Bytes::from_static(b"to everyone");
+    AppendRequest {
+        entries: uids
+            .iter()
+            .map(|&uid| NewEntry {
+                queue: q(uid),
+                cmd: 8,
+                flag: 0,
+                device_id: 3,
+                body: body.clone(),
+            })
+            .collect(),
+        dedup: Some(key(1, -77, msgid)),
+    }
+}
+
+/// Simulates a node that logged `req` `age` ago and died after writing
+/// only the queues in `written`.
+async fn crash_mid_fanout(store: &RedisStore, req: &AppendRequest, age: Duration, written: &[i64]) {
+    let dedup = DedupId::Client(req.dedup.expect("client key"));
+    let ts = now_ms() - age.as_millis() as i64;
+    store
+        .log_fanout(&dedup, ts, &req.entries)
+        .await
+        .expect("log");
+    let groups: Vec<(QueueId, Vec<usize>)> = group_by_queue(&req.entries)
+        .into_iter()
+        .filter(|(queue, _)| written.contains(&queue.uid))
+        .collect();
+    store
+        .write_groups(&groups, &req.entries, &dedup, Duration::from_secs(600), ts)
+        .await
+        .expect("first queues");
+}
+
+async fn log_len(server: &RedisServer) -> usize {
+    (0..fanout_log::SHARDS)
+        .map(|n| {
+            let key = fanout_log::shard_key_n("ferry", n);
+            server
+                .cli(&["hlen", &key])
+                .trim()
+                .parse::<usize>()
+                .expect("hlen")
+        })
+        .sum()
+}
+
+/// The node died after two of five queues and the client never resends:
+/// recovery writes the other three, once, and leaves the first two alone.
+#[tokio::test]
+async fn recovery_completes_an_interrupted_fanout_exactly_once() {
+    let server = start().await;
+    let store = connect(&server, RedisStoreOptions::default()).await;
+    let uids = [10, 11, 12, 13, 14];
+    store.append(single(12, "older")).await.expect("append");
+    let req = fanout(&uids, 5);
+    crash_mid_fanout(&store, &req, Duration::from_secs(5), &[10, 11]).await;
+    assert_eq!(all_ids(&store, 12).await, vec![1]);
+    // Within the lease the record belongs to a node that may still be
+    // writing: left alone.
+    assert_eq!(store.recover_fanouts().await.expect("recover"), 0);
+    assert_eq!(log_len(&server).await, 1);
+
+    // Another node, after the lease.
+    let other = connect(&server, RedisStoreOptions::default()).await;
+    let req_old = fanout(&uids, 6);
+    crash_mid_fanout(
+        &other,
+        &req_old,
+        fanout_log::LEASE + Duration::from_secs(1),
+        &[10, 11],
+    )
+    .await;
+    assert_eq!(other.recover_fanouts().await.expect("recover"), 1);
+    for uid in uids {
+        let window = store.window(q(uid), 0, 100).await.expect("window");
+        let copies = window.messages.iter().filter(|m| m.msgid > 0).count();
+        let expected = match uid {
+            10 | 11 => 2, // both requests' first halves
+            12 => 2,      // "older" + the recovered copy
+            _ => 1,       // only the recovered copy
+        };
+        assert_eq!(copies, expected, "uid {uid}: {:?}", window.messages);
+    }
+    assert_eq!(log_len(&server).await, 1, "only the young record is left");
+    assert_eq!(other.recover_fanouts().await.expect("again"), 0);
+
+    // The client's late resend finds every queue written: same ids, nothing new.
+    let before: Vec<Vec<i64>> =
+        futures_util::future::join_all(uids.map(|u| all_ids(&store, u))).await;
+    let out = store.append(req_old).await.expect("resend");
+    assert!(out.duplicate);
+    let after: Vec<Vec<i64>> =
+        futures_util::future::join_all(uids.map(|u| all_ids(&store, u))).await;
+    assert_eq!(before, after);
+    assert_eq!(ids(&out), vec![2, 2, 2, 1, 1]);
+}
+
+/// A record older than the dedup window cannot be redone safely (a queue's
+/// dedup record may be gone): it is dropped, nothing is written.
+#[tokio::test]
+async fn records_older_than_the_dedup_window_are_dropped() {
+    let server = start().await;
+    let opts = RedisStoreOptions {
+        dedup_window: Duration::from_secs(20),
+        ..RedisStoreOptions::default()
+    };
+    let store = connect(&server, opts).await;
+    let req = fanout(&[20, 21, 22], 1);
+    crash_mid_fanout(
+        &store,
+        &req,
+        fanout_log::LEASE + Duration::from_secs(1),
+        &[20],
+    )
+    .await;
+    assert_eq!(store.recover_fanouts().await.expect("recover"), 0);
+    assert_eq!(log_len(&server).await, 0);
+    assert!(all_ids(&store, 21).await.is_empty());
+}
+
+/// A completed append leaves no record behind (the delete runs off the
+/// append's path, so poll for it); a single-queue append never logs.
+#[tokio::test]
+async fn completed_appends_leave_the_log_empty() {
+    let server = start().await;
+    let store = connect(&server, RedisStoreOptions::default()).await;
+    store.append(fanout(&[1, 2, 3], 1)).await.expect("group");
+    store.append(peer(1, 2, Some(7), "p")).await.expect("peer");
+    store.append(single(4, "s")).await.expect("single");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while log_len(&server).await > 0 {
+        assert!(Instant::now() < deadline, "records never deleted");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(store.recover_fanouts().await.expect("recover"), 0);
+}
