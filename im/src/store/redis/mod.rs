@@ -37,9 +37,9 @@
 //! the two halves expire independently, milliseconds apart; a resend exactly
 //! at the end of the dedup window could see only one of them, which is why
 //! the window is minutes while clients resend within seconds.) A client that
-//! never resends is covered too: a request spanning several queues is first
-//! recorded in the fan-out log ([`fanout_log`]), and any node completes a
-//! record left behind by a crash.
+//! never resends is covered too for fan-outs (a group message to its
+//! members): such a request is first recorded in the fan-out log
+//! ([`fanout_log`]), and any node completes a record left behind by a crash.
 //!
 //! # Durability
 //!
@@ -204,7 +204,7 @@ impl RedisStore {
             return Err(StoreError::Invalid("append request without entries".into()));
         }
         let groups = group_by_queue(&req.entries);
-        let logged = groups.len() > 1;
+        let logged = groups.len() >= fanout_log::MIN_QUEUES;
         let (dedup_id, dedup_ttl) = match req.dedup {
             Some(k) => (DedupId::Client(k), self.opts.dedup_window),
             // A logged request may be redone by recovery, which relies on
