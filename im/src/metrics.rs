@@ -397,17 +397,22 @@ fn command_name(cmd: u8) -> String {
 /// passes straight through.
 pub struct TimedStore(pub Arc<dyn Store>);
 
+/// Latency, size and outcome of one append.
+fn record_append(start: Instant, entries: u64, ok: bool) {
+    APPEND_SECONDS.observe(&LATENCY_BOUNDS_US, start.elapsed().as_micros() as u64);
+    APPEND_ENTRIES.observe(&SIZE_BOUNDS, entries);
+    if !ok {
+        APPEND_ERRORS.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
 impl Store for TimedStore {
     fn append(&self, req: AppendRequest) -> StoreFuture<'_, AppendOutcome> {
         let entries = req.entries.len() as u64;
         Box::pin(async move {
             let start = Instant::now();
             let r = self.0.append(req).await;
-            APPEND_SECONDS.observe(&LATENCY_BOUNDS_US, start.elapsed().as_micros() as u64);
-            APPEND_ENTRIES.observe(&SIZE_BOUNDS, entries);
-            if r.is_err() {
-                APPEND_ERRORS.fetch_add(1, Ordering::Relaxed);
-            }
+            record_append(start, entries, r.is_ok());
             r
         })
     }
@@ -446,6 +451,20 @@ impl Store for TimedStore {
 
     fn orders_appends(&self) -> bool {
         self.0.orders_appends()
+    }
+
+    fn append_ordered(
+        &self,
+        req: AppendRequest,
+        stream: (i64, i64),
+    ) -> StoreFuture<'_, (AppendOutcome, Option<u64>)> {
+        let entries = req.entries.len() as u64;
+        Box::pin(async move {
+            let start = Instant::now();
+            let r = self.0.append_ordered(req, stream).await;
+            record_append(start, entries, r.is_ok());
+            r
+        })
     }
 
     fn recover_interrupted(&self) -> StoreFuture<'_, usize> {

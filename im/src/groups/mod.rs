@@ -10,6 +10,7 @@
 
 pub mod manage;
 pub mod send;
+pub mod turns;
 
 use crate::store::StoreError;
 use crate::store::group::{Group, GroupStore};
@@ -33,6 +34,8 @@ pub struct Groups {
     /// Fan-outs of one group run one at a time on a node, so every member's
     /// queue gets the group's messages in the same order.
     order: Vec<tokio::sync::Mutex<()>>,
+    /// Deliveries in storage order on stores that order appends.
+    pub turns: turns::Turns,
 }
 
 impl Groups {
@@ -44,6 +47,7 @@ impl Groups {
             order: (0..ORDER_STRIPES)
                 .map(|_| tokio::sync::Mutex::new(()))
                 .collect(),
+            turns: turns::Turns::default(),
         }
     }
 

@@ -13,8 +13,9 @@
 //! resends the same msgid): queues already written return their original ids,
 //! the missing ones are written, nobody gets a second copy. The ACK is sent
 //! only after the store confirmed every queue. One order per group: the
-//! embedded stores apply requests one at a time ([`Store::orders_appends`]);
-//! on Redis, fan-outs of one group are serialised per node (striped lock).
+//! embedded stores apply requests one at a time ([`Store::orders_appends`])
+//! and pushes follow that order ([`super::turns`]); on Redis, fan-outs of
+//! one group are serialised per node (striped lock).
 //!
 //! [`Store::orders_appends`]: crate::store::Store::orders_appends
 //!
@@ -163,7 +164,16 @@ impl Node {
         // Held until every member was handed its copy: one order per group
         // (not needed when the store itself applies requests in order).
         let _order = self.group_order(appid, gid).await;
-        let out = self.store.append(AppendRequest { entries, dedup }).await?;
+        let (out, position) = self
+            .store
+            .append_ordered(AppendRequest { entries, dedup }, (appid, gid))
+            .await?;
+        // Pushed in storage order (see `turns`), so members' METADATA chain
+        // and they need not sync.
+        let _turn = match position {
+            Some(p) => Some(self.groups.turns.wait((appid, gid), p).await),
+            None => None,
+        };
         let mut sender_placed = None;
         for (&uid, p) in members.iter().zip(&out.placed) {
             let queue = QueueId { appid, uid };

@@ -153,6 +153,19 @@ pub trait Store: Send + Sync + 'static {
     fn orders_appends(&self) -> bool {
         false
     }
+    /// [`Store::append`] for a stream of requests that must be delivered in
+    /// the order they were stored (a group's fan-outs): a store that applies
+    /// requests in order ([`Store::orders_appends`]) also returns the
+    /// request's position among those with the same `stream` (1, 2, …,
+    /// counted since the process started). `None` from stores that do not.
+    fn append_ordered(
+        &self,
+        req: AppendRequest,
+        stream: (i64, i64),
+    ) -> StoreFuture<'_, (AppendOutcome, Option<u64>)> {
+        let _ = stream;
+        Box::pin(async move { Ok((self.append(req).await?, None)) })
+    }
     /// Completes appends a crashed node left half-written (see the Redis
     /// store's fan-out log); returns how many it completed. Run by every node
     /// every [`RECOVER_EVERY`]. Stores whose appends are atomic have nothing

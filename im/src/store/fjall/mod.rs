@@ -196,6 +196,19 @@ impl Store for FjallStore {
         })
     }
 
+    fn append_ordered(
+        &self,
+        req: AppendRequest,
+        stream: (i64, i64),
+    ) -> StoreFuture<'_, (AppendOutcome, Option<u64>)> {
+        Box::pin(async move {
+            match self.write(Op::AppendOrdered(req, stream)).await? {
+                Done::Ordered(outcome, n) => Ok((outcome, Some(n))),
+                _ => Err(mismatch()),
+            }
+        })
+    }
+
     fn window(&self, queue: QueueId, after: i64, limit: usize) -> StoreFuture<'_, Window> {
         Box::pin(self.read(move |db| reader::window(db, queue, after, limit)))
     }

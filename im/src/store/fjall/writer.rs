@@ -42,6 +42,9 @@ use tracing::{debug, info, warn};
 /// A write operation for the writer thread.
 pub(super) enum Op {
     Append(AppendRequest),
+    /// An append that also gets its position in `stream` (see
+    /// [`crate::store::Store::append_ordered`]).
+    AppendOrdered(AppendRequest, (i64, i64)),
     SetSyncKey {
         queue: QueueId,
         key: i64,
@@ -74,6 +77,7 @@ pub(super) enum Op {
 #[derive(Debug)]
 pub(super) enum Done {
     Append(AppendOutcome),
+    Ordered(AppendOutcome, u64),
     Unit,
     Number(i64),
 }
@@ -224,6 +228,27 @@ impl DedupIndex {
     }
 }
 
+/// Per-stream counters of [`Op::AppendOrdered`]: the writer applies
+/// requests one at a time, so counting here gives every stream's requests
+/// their storage order.
+#[derive(Default)]
+struct Streams(HashMap<(i64, i64), u64>);
+
+/// Streams remembered at most; beyond, the counters start again (a
+/// reader then sees positions it already passed and stops waiting).
+const STREAMS_MAX: usize = 1 << 20;
+
+impl Streams {
+    fn next(&mut self, stream: (i64, i64)) -> u64 {
+        if self.0.len() >= STREAMS_MAX && !self.0.contains_key(&stream) {
+            self.0.clear();
+        }
+        let n = self.0.entry(stream).or_insert(0);
+        *n += 1;
+        *n
+    }
+}
+
 /// Writes of the batch being built that later requests of the same batch
 /// must see (reads only see committed data). Written into the batch at the
 /// end, so each key appears once in it.
@@ -261,6 +286,8 @@ pub(super) struct Writer {
     next_prune_ms: i64,
     /// Dedup records written since the last prune caught up.
     dedup_since_prune: usize,
+    /// Positions handed out by [`Op::AppendOrdered`].
+    streams: Streams,
     #[cfg(test)]
     fail_commits: u32,
     #[cfg(test)]
@@ -289,6 +316,7 @@ impl Writer {
             last_now: 0,
             next_prune_ms: 0,
             dedup_since_prune: 0,
+            streams: Streams::default(),
             #[cfg(test)]
             fail_commits: 0,
             #[cfg(test)]
@@ -429,7 +457,11 @@ impl Writer {
         let mut batch = OwnedWriteBatch::with_capacity(db.db.clone(), jobs.len() * 3);
         let mut pending = Pending::default();
         for (op, _) in jobs {
-            if matches!(op, Op::Append(AppendRequest { dedup: Some(_), .. })) {
+            if matches!(
+                op,
+                Op::Append(AppendRequest { dedup: Some(_), .. })
+                    | Op::AppendOrdered(AppendRequest { dedup: Some(_), .. }, _)
+            ) {
                 self.dedup_since_prune += 1;
             }
             let res = self.apply_one(&db, &mut batch, &mut pending, op, now)?;
@@ -482,6 +514,12 @@ impl Writer {
     ) -> Result<Result<Done, StoreError>, StoreError> {
         match op {
             Op::Append(req) => self.append(db, batch, pending, req, now),
+            Op::AppendOrdered(req, stream) => {
+                Ok(match self.append(db, batch, pending, req, now)? {
+                    Ok(Done::Append(out)) => Ok(Done::Ordered(out, self.streams.next(*stream))),
+                    other => other,
+                })
+            }
             Op::SetSyncKey { queue, key } => {
                 raise(
                     db,
