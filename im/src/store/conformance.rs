@@ -413,6 +413,25 @@ pub(crate) async fn close_refuses_later_calls(s: SharedStore) {
     s.close().await.expect("second close is a no-op");
 }
 
+/// Stores that apply requests in order give each request its position in
+/// its stream, counted per stream, a duplicate included; others give none.
+pub(crate) async fn ordered_appends_get_their_position_per_stream(s: SharedStore) {
+    let g1 = (7, 1);
+    let g2 = (7, 2);
+    let expect = |n: u64| s.orders_appends().then_some(n);
+    let pos = |r: Result<(AppendOutcome, Option<u64>), StoreError>| r.expect("append").1;
+    assert_eq!(pos(s.append_ordered(single(1, "a"), g1).await), expect(1));
+    assert_eq!(pos(s.append_ordered(single(1, "b"), g2).await), expect(1));
+    let req = peer(1, 2, Some(5), "c");
+    assert_eq!(pos(s.append_ordered(req.clone(), g1).await), expect(2));
+    let (again, p) = s.append_ordered(req, g1).await.expect("resend");
+    assert!(again.duplicate);
+    assert_eq!(p, expect(3));
+    // A plain append has no position and takes none.
+    append(&*s, single(1, "d")).await;
+    assert_eq!(pos(s.append_ordered(single(1, "e"), g1).await), expect(4));
+}
+
 /// Calls `$m!` with every conformance function's name: the one list the
 /// per-backend test modules and [`CASES`] are generated from.
 macro_rules! with_cases {
@@ -432,6 +451,7 @@ macro_rules! with_cases {
             sync_keys_only_increase,
             group_sync_keys_only_increase,
             device_numbers_are_stable_and_distinct,
+            ordered_appends_get_their_position_per_stream,
             close_refuses_later_calls,
         }
     };

@@ -22,6 +22,7 @@ pub mod group;
 mod group_conformance;
 mod redis;
 mod sqlite;
+mod streams;
 #[cfg(test)]
 mod test_support;
 

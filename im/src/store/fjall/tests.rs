@@ -693,36 +693,3 @@ fn throughput_100_concurrent_peer_writers() {
         lat[n - 1],
     );
 }
-
-/// Positions count per stream, in the order requests were applied, and a
-/// duplicate (applied as a no-op) still takes its place.
-#[tokio::test]
-async fn ordered_appends_get_their_position_per_stream() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = open(dir.path());
-    let g1 = (7, 1);
-    let g2 = (7, 2);
-    let pos = |r: (AppendOutcome, Option<u64>)| r.1;
-    assert_eq!(
-        pos(store.append_ordered(single(1, "a"), g1).await.expect("a")),
-        Some(1)
-    );
-    assert_eq!(
-        pos(store.append_ordered(single(1, "b"), g2).await.expect("b")),
-        Some(1)
-    );
-    let req = peer(1, 2, Some(5), "c");
-    assert_eq!(
-        pos(store.append_ordered(req.clone(), g1).await.expect("c")),
-        Some(2)
-    );
-    let (again, p) = store.append_ordered(req, g1).await.expect("resend");
-    assert!(again.duplicate);
-    assert_eq!(p, Some(3));
-    // A plain append has no position and takes none.
-    store.append(single(1, "d")).await.expect("d");
-    assert_eq!(
-        pos(store.append_ordered(single(1, "e"), g1).await.expect("e")),
-        Some(4)
-    );
-}

@@ -228,27 +228,6 @@ impl DedupIndex {
     }
 }
 
-/// Per-stream counters of [`Op::AppendOrdered`]: the writer applies
-/// requests one at a time, so counting here gives every stream's requests
-/// their storage order.
-#[derive(Default)]
-struct Streams(HashMap<(i64, i64), u64>);
-
-/// Streams remembered at most; beyond, the counters start again (a
-/// reader then sees positions it already passed and stops waiting).
-const STREAMS_MAX: usize = 1 << 20;
-
-impl Streams {
-    fn next(&mut self, stream: (i64, i64)) -> u64 {
-        if self.0.len() >= STREAMS_MAX && !self.0.contains_key(&stream) {
-            self.0.clear();
-        }
-        let n = self.0.entry(stream).or_insert(0);
-        *n += 1;
-        *n
-    }
-}
-
 /// Writes of the batch being built that later requests of the same batch
 /// must see (reads only see committed data). Written into the batch at the
 /// end, so each key appears once in it.
@@ -287,7 +266,7 @@ pub(super) struct Writer {
     /// Dedup records written since the last prune caught up.
     dedup_since_prune: usize,
     /// Positions handed out by [`Op::AppendOrdered`].
-    streams: Streams,
+    streams: crate::store::streams::Streams,
     #[cfg(test)]
     fail_commits: u32,
     #[cfg(test)]
@@ -316,7 +295,7 @@ impl Writer {
             last_now: 0,
             next_prune_ms: 0,
             dedup_since_prune: 0,
-            streams: Streams::default(),
+            streams: Default::default(),
             #[cfg(test)]
             fail_commits: 0,
             #[cfg(test)]

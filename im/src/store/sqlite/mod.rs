@@ -187,6 +187,19 @@ impl Store for SqliteStore {
         })
     }
 
+    fn append_ordered(
+        &self,
+        req: AppendRequest,
+        stream: (i64, i64),
+    ) -> StoreFuture<'_, (AppendOutcome, Option<u64>)> {
+        Box::pin(async move {
+            match self.write(Op::AppendOrdered(req, stream)).await? {
+                Done::Ordered(outcome, n) => Ok((outcome, Some(n))),
+                _ => Err(mismatch()),
+            }
+        })
+    }
+
     fn window(&self, queue: QueueId, after: i64, limit: usize) -> StoreFuture<'_, Window> {
         Box::pin(self.read(move |c| reader::window(c, queue, after, limit)))
     }

@@ -25,6 +25,9 @@ use tracing::{debug, warn};
 /// A write operation for the writer thread.
 pub(super) enum Op {
     Append(AppendRequest),
+    /// An append that also gets its position in `stream` (see
+    /// [`crate::store::Store::append_ordered`]).
+    AppendOrdered(AppendRequest, (i64, i64)),
     SetSyncKey {
         queue: QueueId,
         key: i64,
@@ -53,6 +56,7 @@ pub(super) enum Op {
 #[derive(Debug)]
 pub(super) enum Done {
     Append(AppendOutcome),
+    Ordered(AppendOutcome, u64),
     Unit,
     Number(i64),
 }
@@ -133,6 +137,8 @@ pub(super) struct Writer {
     next_prune_ms: i64,
     /// Dedup rows written since the last prune caught up.
     dedup_since_prune: i64,
+    /// Positions handed out by [`Op::AppendOrdered`].
+    streams: crate::store::streams::Streams,
     #[cfg(test)]
     fail_commits: u32,
 }
@@ -154,6 +160,7 @@ impl Writer {
             cache: Cache::default(),
             next_prune_ms: 0,
             dedup_since_prune: 0,
+            streams: Default::default(),
             #[cfg(test)]
             fail_commits: 0,
         }
@@ -262,7 +269,11 @@ impl Writer {
         };
         self.conn.execute_batch("BEGIN IMMEDIATE")?;
         for (op, _) in jobs {
-            if matches!(op, Op::Append(AppendRequest { dedup: Some(_), .. })) {
+            if matches!(
+                op,
+                Op::Append(AppendRequest { dedup: Some(_), .. })
+                    | Op::AppendOrdered(AppendRequest { dedup: Some(_), .. }, _)
+            ) {
                 self.dedup_since_prune += 1;
             }
             let res = self.apply_one(op, now)?;
@@ -287,6 +298,12 @@ impl Writer {
         let conn = &self.conn;
         match op {
             Op::Append(req) => append(conn, &mut self.cache, req, now, self.dedup_window_ms),
+            Op::AppendOrdered(req, stream) => Ok(
+                match append(conn, &mut self.cache, req, now, self.dedup_window_ms)? {
+                    Ok(Done::Append(out)) => Ok(Done::Ordered(out, self.streams.next(*stream))),
+                    other => other,
+                },
+            ),
             Op::SetSyncKey { queue, key } => {
                 conn.prepare_cached(UPSERT_SYNC_KEY)?.execute(params![
                     queue.appid,
