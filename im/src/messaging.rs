@@ -189,16 +189,7 @@ impl Node {
         if receivers.is_empty() {
             return Ok(());
         }
-        let entries = receivers
-            .iter()
-            .map(|&uid| NewEntry {
-                queue: QueueId { appid, uid },
-                cmd: SYSTEM,
-                flag: 0,
-                device_id: 0,
-                body: content.clone(),
-            })
-            .collect();
+        let entries = NewEntry::fan_out(appid, receivers, SYSTEM, 0, 0, &content);
         let out = self
             .store
             .append(AppendRequest {

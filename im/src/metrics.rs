@@ -364,33 +364,10 @@ fn frames(o: &mut String, name: &str, text: &str, arr: &[AtomicU64; 256]) {
 
 /// Command names from the spec (numbers for anything unnamed).
 fn command_name(cmd: u8) -> String {
-    use ferry_common::protocol::command::*;
-    let name = match cmd {
-        AUTH_STATUS => "auth_status",
-        IM => "im",
-        ACK => "ack",
-        GROUP_IM => "group_im",
-        PING => "ping",
-        PONG => "pong",
-        AUTH_TOKEN => "auth_token",
-        RT => "rt",
-        ENTER_ROOM => "enter_room",
-        LEAVE_ROOM => "leave_room",
-        ROOM_IM => "room_im",
-        SYSTEM => "system",
-        UNREAD_COUNT => "unread_count",
-        SYNC => "sync",
-        SYNC_BEGIN => "sync_begin",
-        SYNC_END => "sync_end",
-        SYNC_NOTIFY => "sync_notify",
-        SYNC_KEY => "sync_key",
-        GROUP_SYNC_KEY => "group_sync_key",
-        NOTIFICATION => "notification",
-        METADATA => "metadata",
-        CUSTOMER_V2 => "customer_v2",
-        _ => return cmd.to_string(),
-    };
-    name.to_string()
+    match ferry_common::protocol::command::name(cmd) {
+        "unknown" => cmd.to_string(),
+        name => name.to_string(),
+    }
 }
 
 /// A [`Store`] that times appends and counts their entries; everything else

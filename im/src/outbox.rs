@@ -226,11 +226,6 @@ impl Outbox {
         }
     }
 
-    /// Resolves when something was pushed or the outbox was closed.
-    pub async fn notified(&self) {
-        std::future::poll_fn(|cx| self.poll_notified(cx)).await
-    }
-
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         // A poisoned lock only means another thread panicked mid-push; the
         // queue itself is still consistent, so keep going.

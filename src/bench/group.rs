@@ -11,7 +11,7 @@
 use super::ConnArgs;
 use super::connect::{Targets, Tokens, connect_all, loopback_target, msgid_base};
 use super::http::post_json;
-use super::report::{FanOut, Table, latency_histogram, now_nanos, record};
+use super::report::{FanOut, Stall, Table, latency_histogram, now_nanos, record};
 use anyhow::bail;
 use bytes::Bytes;
 use clap::Args;
@@ -183,8 +183,7 @@ pub async fn run(a: GroupArgs) -> anyhow::Result<()> {
     tick.tick().await;
     let mut ack_latency = latency_histogram()?;
     let mut senders_done = false;
-    let mut last = 0u64;
-    let mut stalled_since: Option<Instant> = None;
+    let mut stall = Stall::new(Duration::from_secs(10));
     let mut kept_senders = Vec::new();
     let outcome: Result<(), String> = loop {
         tokio::select! {
@@ -200,18 +199,12 @@ pub async fn run(a: GroupArgs) -> anyhow::Result<()> {
                     run_start.elapsed().as_secs(),
                     shared.sent.load(Ordering::Relaxed),
                     shared.acked.load(Ordering::Relaxed),
-                    d - last,
+                    stall.delta(d),
                     shared.refused.load(Ordering::Relaxed) + shared.lost.load(Ordering::Relaxed),
                 );
-                if senders_done && d == last {
-                    let since = *stalled_since.get_or_insert_with(Instant::now);
-                    if since.elapsed() >= Duration::from_secs(10) {
-                        break Err("deliveries stopped before all arrived".into());
-                    }
-                } else {
-                    stalled_since = None;
+                if let Err(e) = stall.tick(senders_done, d) {
+                    break Err(e);
                 }
-                last = d;
             }
             _ = tokio::time::sleep_until(deadline) => {
                 break Err(format!("time limit of {} s reached", a.conn.timeout));

@@ -166,3 +166,41 @@ impl Results<'_> {
             .print();
     }
 }
+
+/// Watches a fan-out's delivery count once its senders are done: an error
+/// when it stops growing for `limit` (something was lost), instead of
+/// waiting for the overall time limit.
+pub struct Stall {
+    limit: Duration,
+    last: u64,
+    since: Option<Instant>,
+}
+
+impl Stall {
+    pub fn new(limit: Duration) -> Stall {
+        Stall {
+            limit,
+            last: 0,
+            since: None,
+        }
+    }
+
+    /// Deliveries since the previous tick.
+    pub fn delta(&self, delivered: u64) -> u64 {
+        delivered - self.last
+    }
+
+    /// Called once per progress tick with the current count.
+    pub fn tick(&mut self, senders_done: bool, delivered: u64) -> Result<(), String> {
+        if senders_done && delivered == self.last {
+            let since = *self.since.get_or_insert_with(Instant::now);
+            if since.elapsed() >= self.limit {
+                return Err("deliveries stopped before all arrived".into());
+            }
+        } else {
+            self.since = None;
+        }
+        self.last = delivered;
+        Ok(())
+    }
+}

@@ -12,7 +12,7 @@
 use super::ConnArgs;
 use super::connect::{Targets, Tokens};
 use super::raw::{RawConn, login_all};
-use super::report::{FanOut, Table, latency_histogram, now_nanos, record};
+use super::report::{FanOut, Stall, Table, latency_histogram, now_nanos, record};
 use anyhow::bail;
 use clap::Args;
 use ferry_common::protocol::command::{ACK, ROOM_IM};
@@ -136,10 +136,9 @@ pub async fn run(a: RoomArgs) -> anyhow::Result<()> {
     }
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.tick().await;
-    let mut last = 0u64;
     let mut senders_done = false;
     let mut ack_latency = latency_histogram()?;
-    let mut stalled_since: Option<Instant> = None;
+    let mut stall = Stall::new(Duration::from_secs(5));
     let outcome: Result<(), String> = loop {
         tokio::select! {
             j = send_tasks.join_next(), if !senders_done => match j {
@@ -154,18 +153,12 @@ pub async fn run(a: RoomArgs) -> anyhow::Result<()> {
                     run_start.elapsed().as_secs(),
                     shared.sent.load(Ordering::Relaxed),
                     shared.acked.load(Ordering::Relaxed),
-                    d - last,
+                    stall.delta(d),
                     shared.lost.load(Ordering::Relaxed),
                 );
-                if senders_done && d == last {
-                    let since = *stalled_since.get_or_insert_with(Instant::now);
-                    if since.elapsed() >= Duration::from_secs(5) {
-                        break Err("deliveries stopped before all arrived".into());
-                    }
-                } else {
-                    stalled_since = None;
+                if let Err(e) = stall.tick(senders_done, d) {
+                    break Err(e);
                 }
-                last = d;
             }
             _ = tokio::time::sleep_until(deadline) => {
                 break Err(format!("time limit of {} s reached", a.conn.timeout));

@@ -28,10 +28,7 @@ impl GroupPublish {
     pub fn decode(body: Bytes) -> Result<GroupPublish, ProtocolError> {
         let mut r = Reader::new(PUBLISH_GROUP, body);
         r.need(56)?;
-        let (appid, receiver, msgid, prev_msgid, device_id, timestamp) =
-            (r.i64()?, r.i64()?, r.i64()?, r.i64()?, r.i64()?, r.i64()?);
-        let len = r.u32()? as usize;
-        let msg = r.bytes(len)?;
+        let route = RouteMessage::read(&mut r)?;
         let count = r.u32()? as usize;
         if count.saturating_mul(8) != r.remaining() {
             return Err(ProtocolError::BadInnerLength(PUBLISH_GROUP));
@@ -40,32 +37,14 @@ impl GroupPublish {
         for _ in 0..count {
             members.push(r.i64()?);
         }
-        Ok(GroupPublish {
-            route: RouteMessage {
-                appid,
-                receiver,
-                msgid,
-                prev_msgid,
-                device_id,
-                timestamp,
-                msg,
-            },
-            members,
-        })
+        Ok(GroupPublish { route, members })
     }
 
     /// Encodes `route` and `members` without building a GroupPublish (the
     /// sender encodes one body per imr from one route message).
     pub fn encode_parts(route: &RouteMessage, members: &[i64]) -> Bytes {
         let mut b = BytesMut::with_capacity(Self::encoded_len(route.msg.len(), members.len()));
-        b.put_i64(route.appid);
-        b.put_i64(route.receiver);
-        b.put_i64(route.msgid);
-        b.put_i64(route.prev_msgid);
-        b.put_i64(route.device_id);
-        b.put_i64(route.timestamp);
-        b.put_u32(route.msg.len() as u32);
-        b.put_slice(&route.msg);
+        route.put(&mut b);
         b.put_u32(members.len() as u32);
         for &m in members {
             b.put_i64(m);

@@ -30,6 +30,11 @@ impl RouteMessage {
     pub fn decode(cmd: u8, body: Bytes) -> Result<RouteMessage, ProtocolError> {
         let mut r = Reader::new(cmd, body);
         r.need(52)?;
+        RouteMessage::read(&mut r)
+    }
+
+    /// Reads one encoding from `r` (also the start of a PUBLISH_GROUP body).
+    pub(crate) fn read(r: &mut Reader) -> Result<RouteMessage, ProtocolError> {
         let (appid, receiver, msgid, prev_msgid, device_id, timestamp) =
             (r.i64()?, r.i64()?, r.i64()?, r.i64()?, r.i64()?, r.i64()?);
         let len = r.u32()? as usize;
@@ -47,6 +52,12 @@ impl RouteMessage {
 
     pub fn encode(&self) -> Bytes {
         let mut b = BytesMut::with_capacity(52 + self.msg.len());
+        self.put(&mut b);
+        b.freeze()
+    }
+
+    /// Appends the encoding to `b` (also the start of a PUBLISH_GROUP body).
+    pub fn put(&self, b: &mut BytesMut) {
         b.put_i64(self.appid);
         b.put_i64(self.receiver);
         b.put_i64(self.msgid);
@@ -55,7 +66,6 @@ impl RouteMessage {
         b.put_i64(self.timestamp);
         b.put_u32(self.msg.len() as u32);
         b.put_slice(&self.msg);
-        b.freeze()
     }
 
     /// gobelieve layout (min 42): no prev_msgid, `msg_len i16`.

@@ -68,19 +68,18 @@ pub const LINGER: std::time::Duration = std::time::Duration::from_secs(2);
 pub async fn linger<S: tokio::io::AsyncRead + Unpin>(io: &mut S) {
     let drain = std::future::poll_fn(|cx| {
         loop {
-            let r = with_scratch(|scratch| {
+            let polled = with_scratch(|scratch| {
                 let mut buf = tokio::io::ReadBuf::new(scratch);
-                match std::pin::Pin::new(&mut *io).poll_read(cx, &mut buf) {
-                    std::task::Poll::Ready(Ok(())) if buf.filled().is_empty() => Some(true),
-                    std::task::Poll::Ready(Ok(())) => None,
-                    std::task::Poll::Ready(Err(_)) => Some(true),
-                    std::task::Poll::Pending => Some(false),
-                }
+                std::pin::Pin::new(&mut *io)
+                    .poll_read(cx, &mut buf)
+                    .map(|r| r.map(|()| buf.filled().len()))
             });
-            match r {
-                Some(true) => return std::task::Poll::Ready(()),
-                Some(false) => return std::task::Poll::Pending,
-                None => {}
+            match polled {
+                std::task::Poll::Pending => return std::task::Poll::Pending,
+                // EOF or an error: the client is done with us.
+                std::task::Poll::Ready(Ok(0) | Err(_)) => return std::task::Poll::Ready(()),
+                // Discarded; read on.
+                std::task::Poll::Ready(Ok(_)) => {}
             }
         }
     });

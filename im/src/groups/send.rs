@@ -144,16 +144,14 @@ impl Node {
                 duplicate: false,
             });
         }
-        let entries = members
-            .iter()
-            .map(|&uid| NewEntry {
-                queue: QueueId { appid, uid },
-                cmd: GROUP_IM,
-                flag: s.flag & TEXT,
-                device_id: s.device_id,
-                body: s.body.clone(),
-            })
-            .collect();
+        let entries = NewEntry::fan_out(
+            appid,
+            members,
+            GROUP_IM,
+            s.flag & TEXT,
+            s.device_id,
+            &s.body,
+        );
         let dedup = s.client_msgid.map(|m| DedupKey {
             appid,
             sender: s.sender,
@@ -361,16 +359,7 @@ impl Node {
         if members.is_empty() {
             return Ok(());
         }
-        let entries = members
-            .iter()
-            .map(|&uid| NewEntry {
-                queue: QueueId { appid, uid },
-                cmd: GROUP_NOTIFICATION,
-                flag: 0,
-                device_id: 0,
-                body: content.clone(),
-            })
-            .collect();
+        let entries = NewEntry::fan_out(appid, members, GROUP_NOTIFICATION, 0, 0, &content);
         let _order = self.group_order(appid, gid).await;
         let out = self
             .store

@@ -70,6 +70,28 @@ pub struct NewEntry {
     pub body: Bytes,
 }
 
+impl NewEntry {
+    /// One entry per user's queue, all sharing `body`: a fan-out.
+    pub fn fan_out(
+        appid: i64,
+        uids: &[i64],
+        cmd: u8,
+        flag: u8,
+        device_id: i64,
+        body: &Bytes,
+    ) -> Vec<NewEntry> {
+        uids.iter()
+            .map(|&uid| NewEntry {
+                queue: QueueId { appid, uid },
+                cmd,
+                flag,
+                device_id,
+                body: body.clone(),
+            })
+            .collect()
+    }
+}
+
 /// Identity of one client send, for idempotent resends
 /// `(appid, sender, device, client msgid, receiver)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -223,9 +223,8 @@ pub(super) fn message_id(key: &[u8]) -> Result<i64, StoreError> {
     parsed.ok_or_else(|| StoreError::Backend("corrupt message key in store".into()))
 }
 
-/// Writes a `messages` value into `out` (cleared first).
+/// Appends a `messages` value to `out`.
 pub(super) fn message_value(out: &mut Vec<u8>, cmd: u8, flag: u8, device_id: i64, body: &[u8]) {
-    out.clear();
     out.push(cmd);
     out.push(flag);
     out.extend_from_slice(&device_id.to_be_bytes());
@@ -365,6 +364,7 @@ mod tests {
         let mut v = Vec::new();
         message_value(&mut v, 4, 1, -3, b"body");
         assert_eq!(parse_message(&v).expect("parse"), (4, 1, -3, &b"body"[..]));
+        v.clear();
         message_value(&mut v, 4, 1, 7, b"");
         assert_eq!(parse_message(&v).expect("parse"), (4, 1, 7, &b""[..]));
         assert!(parse_message(&[1, 2]).is_err());

@@ -243,7 +243,10 @@ struct Pending {
     /// as many queues. (All entries of a batch share one sequence number and
     /// message keys are new and distinct, so the order changes nothing
     /// else.)
-    messages: Vec<(layout::Key, Vec<u8>)>,
+    messages: Vec<(layout::Key, std::ops::Range<usize>)>,
+    /// The encoded values of `messages`, back to back (one buffer per
+    /// batch, not one allocation per message).
+    values: Vec<u8>,
 }
 
 /// Owns the write path; see the module docs.
@@ -450,7 +453,7 @@ impl Writer {
             .messages
             .sort_unstable_by(|a, b| a.0.as_ref().cmp(b.0.as_ref()));
         for (key, value) in pending.messages {
-            batch.insert(&db.messages, key, value);
+            batch.insert(&db.messages, key, &pending.values[value]);
         }
         for (k, (created, ids)) in pending.dedup {
             batch.insert(&db.dedup, layout::dedup_key(created, &k), ids);
@@ -576,14 +579,15 @@ impl Writer {
             let id = head_of(db, &mut self.cache, entry.queue)? + 1;
             self.cache.heads.insert(entry.queue, id);
             ids.push(id);
-            let mut value = Vec::new();
+            let start = pending.values.len();
             layout::message_value(
-                &mut value,
+                &mut pending.values,
                 entry.cmd,
                 entry.flag,
                 entry.device_id,
                 &entry.body,
             );
+            let value = start..pending.values.len();
             pending
                 .messages
                 .push((layout::message_key(entry.queue, id), value));
