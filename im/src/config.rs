@@ -40,7 +40,7 @@ pub struct ImOptions {
     /// Directory of the embedded store and the generated JWT secret [default: ./data].
     #[arg(long, env = "FERRY_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
-    /// Message store: `fjall` (embedded, default), `sqlite` (embedded), or a
+    /// Message store: `fjall` (embedded, default) or a
     /// shared Redis `redis://host:port/db` / `redis+cluster://h1:p1,h2:p2`.
     #[arg(long, env = "FERRY_STORE")]
     pub store: Option<String>,
@@ -136,8 +136,6 @@ pub enum ConfigError {
 pub enum StoreSpec {
     /// fjall LSM tree under `<data-dir>/fjall` (the default).
     Fjall,
-    /// SQLite (WAL) at `<data-dir>/ferry.db`.
-    Sqlite,
     /// Shared Redis store, standalone (`redis://`, `rediss://`) or cluster
     /// (`redis+cluster://`).
     Redis(String),
@@ -148,7 +146,10 @@ impl StoreSpec {
     pub fn parse(s: &str) -> Result<StoreSpec, ConfigError> {
         match s.trim() {
             "" | "fjall" | "embedded" => Ok(StoreSpec::Fjall),
-            "sqlite" => Ok(StoreSpec::Sqlite),
+            "sqlite" => Err(ConfigError::Invalid(
+                "--store sqlite was retired: the embedded store is fjall (see \"Stores\" in the README)"
+                    .into(),
+            )),
             u if u.starts_with("redis://")
                 || u.starts_with("rediss://")
                 || u.starts_with("redis+cluster://") =>
@@ -156,7 +157,7 @@ impl StoreSpec {
                 Ok(StoreSpec::Redis(u.to_string()))
             }
             other => Err(ConfigError::Invalid(format!(
-                "--store {other:?}: expected fjall, sqlite, redis://… or redis+cluster://…"
+                "--store {other:?}: expected fjall, redis://… or redis+cluster://…"
             ))),
         }
     }

@@ -478,7 +478,7 @@ mod tests {
     #[test]
     fn timed_store_keeps_the_stores_ordering_promise() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = crate::store::SqliteStore::open(dir.path(), Default::default()).expect("store");
+        let store = crate::store::FjallStore::open(dir.path(), Default::default()).expect("store");
         assert!(store.orders_appends());
         assert!(TimedStore(Arc::new(store)).orders_appends());
     }

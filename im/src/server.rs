@@ -10,7 +10,7 @@ use crate::node::Node;
 use crate::store::group::GroupStore;
 use crate::store::{
     FjallGroupStore, FjallOptions, FjallStore, RedisGroupStore, RedisStore, RedisStoreOptions,
-    SqliteGroupStore, SqliteOptions, SqliteStore, Store,
+    Store,
 };
 use bytes::Bytes;
 use std::future::Future;
@@ -217,13 +217,6 @@ async fn open_store(cfg: &ImConfig) -> Result<Arc<dyn Store>, StartError> {
             };
             Arc::new(FjallStore::open(&cfg.data_dir, opts).map_err(embedded("fjall"))?)
         }
-        StoreSpec::Sqlite => {
-            let opts = SqliteOptions {
-                dedup_window: cfg.dedup_window,
-                ..SqliteOptions::default()
-            };
-            Arc::new(SqliteStore::open(&cfg.data_dir, opts).map_err(embedded("sqlite"))?)
-        }
         StoreSpec::Redis(url) => {
             let opts = RedisStoreOptions {
                 dedup_window: cfg.dedup_window,
@@ -259,9 +252,6 @@ async fn open_group_store(cfg: &ImConfig) -> Result<Arc<dyn GroupStore>, StartEr
     Ok(match &cfg.store {
         StoreSpec::Fjall => {
             Arc::new(FjallGroupStore::open(&cfg.data_dir).map_err(embedded("fjall group"))?)
-        }
-        StoreSpec::Sqlite => {
-            Arc::new(SqliteGroupStore::open(&cfg.data_dir).map_err(embedded("sqlite group"))?)
         }
         StoreSpec::Redis(url) => {
             let store = RedisStore::connect(url, RedisStoreOptions::default())

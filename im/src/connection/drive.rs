@@ -232,7 +232,7 @@ mod tests {
     use super::*;
     use crate::auth::{Authenticator, JwtAuth};
     use crate::config::ImOptions;
-    use crate::store::{SqliteGroupStore, SqliteOptions, SqliteStore};
+    use crate::store::{FjallGroupStore, FjallOptions, FjallStore};
 
     /// An idle connection's memory is mostly its task: tokio rounds the task
     /// (about 110 bytes of its own plus this future) up to a multiple of 128
@@ -248,8 +248,8 @@ mod tests {
         }
         .resolve()
         .expect("config");
-        let store = SqliteStore::open(dir.path(), SqliteOptions::default()).expect("store");
-        let groups = SqliteGroupStore::open(dir.path()).expect("groups");
+        let store = FjallStore::open(dir.path(), FjallOptions::default()).expect("store");
+        let groups = FjallGroupStore::open(dir.path()).expect("groups");
         let node = Arc::new(Node::new(
             cfg,
             Arc::new(store),

@@ -6,7 +6,7 @@
 //! A message is written into every member's personal queue by ONE
 //! [`AppendRequest`] (one entry per member, batched by the backend) whose
 //! dedup key is `(appid, sender, device, client msgid, !gid)` — the per-group
-//! fan-out record. fjall and SQLite apply a request atomically (all queues or
+//! fan-out record. The embedded store applies a request atomically (all queues or
 //! none, one fsync). Redis writes each queue with a script that first checks
 //! the record *in that queue*, so a fan-out interrupted by a crash of this
 //! node or of Redis is completed by the client's resend (it gets no ACK and

@@ -1,7 +1,7 @@
 //! Backend-agnostic behaviour tests of [`Store`]: every function here takes
 //! any store and checks one part of the contract in `store/mod.rs`. The
-//! modules at the bottom run every function against each backend (SQLite,
-//! fjall, standalone Redis, Redis Cluster).
+//! modules at the bottom run every function against each backend (the
+//! engine on fjall, standalone Redis, Redis Cluster).
 //!
 //! The functions only assume a store that is fresh for the queues they use:
 //! a shared Redis is fine as long as each gets its own key prefix (device
@@ -479,20 +479,6 @@ macro_rules! backend_tests {
             }
         )*
     };
-}
-
-mod sqlite {
-    use super::SharedStore;
-    use crate::store::{SqliteOptions, SqliteStore};
-    use std::sync::Arc;
-
-    async fn fixture() -> (SharedStore, tempfile::TempDir) {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = SqliteStore::open(dir.path(), SqliteOptions::default()).expect("open");
-        (Arc::new(store), dir)
-    }
-
-    with_cases!(backend_tests, fixture);
 }
 
 mod fjall {

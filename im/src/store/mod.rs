@@ -2,8 +2,9 @@
 //! idempotency records that make a resend after a lost ACK harmless.
 //!
 //! Every backend implements [`Store`]. The session and HTTP code only ever talk
-//! to `Arc<dyn Store>`, so the embedded SQLite store (single node) and the Redis
-//! store (cluster) are interchangeable and share one test suite.
+//! to `Arc<dyn Store>`, so the embedded store (the queue engine on fjall,
+//! single node) and the Redis store (cluster) are interchangeable and share
+//! one test suite.
 //!
 //! Invariants every backend keeps:
 //! * message ids are contiguous per queue (1, 2, 3, …), so the previous id of a
@@ -16,19 +17,19 @@
 
 #[cfg(test)]
 mod conformance;
+mod engine;
 mod fjall;
 pub mod group;
 #[cfg(test)]
 mod group_conformance;
 mod redis;
-mod sqlite;
 mod streams;
 #[cfg(test)]
 mod test_support;
 
 pub use self::fjall::{FjallGroupStore, FjallOptions, FjallStore};
 pub use self::redis::{RedisGroupStore, RedisStore, RedisStoreOptions};
-pub use sqlite::{SqliteGroupStore, SqliteOptions, SqliteStore, StoreStats};
+pub use engine::{EngineOptions, StoreStats};
 
 use bytes::Bytes;
 use std::future::Future;
