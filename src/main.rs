@@ -1,9 +1,11 @@
 //! The `ferry` command: `im` (gateway node), `imr` (router), `token` (mint a
-//! login token), `bench` (load tool), `chat` (terminal client).
+//! login token), `bench` (load tool), `chat` (terminal client), `migrate`
+//! (move an embedded store to the current format).
 
 mod bench;
 mod chat;
 mod logging;
+mod migrate;
 mod token;
 
 use anyhow::Context;
@@ -35,6 +37,8 @@ enum Command {
     Chat(chat::ChatArgs),
     /// Print a login token accepted by `ferry im --auth jwt` with the same secret/data dir.
     Token(token::TokenArgs),
+    /// Move a stopped node's embedded store to the current store format.
+    Migrate(migrate::MigrateArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -57,6 +61,7 @@ fn main() -> anyhow::Result<()> {
                 Ok(())
             }
             Command::Token(args) => token::run(args),
+            Command::Migrate(args) => migrate::run(args),
             Command::Bench(args) => bench::run(args).await,
             Command::Chat(args) => chat::run(args).await,
         }

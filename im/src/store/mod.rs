@@ -29,7 +29,7 @@ mod test_support;
 
 pub use self::fjall::{FjallGroupStore, FjallOptions, FjallStore};
 pub use self::redis::{RedisGroupStore, RedisStore, RedisStoreOptions};
-pub use engine::{EngineOptions, StoreStats};
+pub use engine::{EngineOptions, Migrated, StoreStats};
 
 use bytes::Bytes;
 use std::future::Future;

@@ -135,6 +135,66 @@ pub(crate) fn open_kv<K: Kv>(dir: &Path, config: &K::Config) -> Result<K, StoreE
     Ok(db)
 }
 
+/// What [`migrate`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Migrated {
+    /// The dir holds no store yet (nothing to do).
+    Empty,
+    /// Already in the current format.
+    Current,
+    /// Moved from `from` to the current format, dropping `dedup_records`
+    /// old idempotency records.
+    Upgraded { from: u32, dedup_records: usize },
+}
+
+/// Moves a store written in an older format to the current one, in place
+/// (the node must be stopped). Format 1 differs only in its dedup records,
+/// which live for the dedup window: they are dropped, messages, sync keys
+/// and device numbers are kept.
+pub(crate) fn migrate<K: Kv>(dir: &Path, config: &K::Config) -> Result<Migrated, StoreError> {
+    let db = K::open(dir, config)?;
+    let Some(v) = db.get(Space::Meta, &layout::META_FORMAT)? else {
+        return Ok(Migrated::Empty);
+    };
+    let from = <[u8; 4]>::try_from(&v[..])
+        .map(u32::from_be_bytes)
+        .map_err(|_| StoreError::Backend("corrupt format record".into()))?;
+    match from {
+        f if f == layout::FORMAT_VERSION => Ok(Migrated::Current),
+        1 => {
+            let mut keys = Vec::new();
+            db.scan(
+                Space::Dedup,
+                &[],
+                &layout::KEY_MAX,
+                kv::Order::Forward,
+                &mut |k, _| {
+                    keys.push(k.to_vec());
+                    Ok(true)
+                },
+            )?;
+            let mut batch = db.batch(keys.len() + 1);
+            for k in &keys {
+                db.stage(&mut batch, Write::Delete(Space::Dedup, k));
+            }
+            let current = layout::FORMAT_VERSION.to_be_bytes();
+            db.stage(
+                &mut batch,
+                Write::Put(Space::Meta, &layout::META_FORMAT, &current),
+            );
+            db.commit(batch)?;
+            Ok(Migrated::Upgraded {
+                from,
+                dedup_records: keys.len(),
+            })
+        }
+        other => Err(StoreError::Backend(format!(
+            "store format {other} cannot be migrated by this build (it reads format {})",
+            layout::FORMAT_VERSION
+        ))),
+    }
+}
+
 impl<K: Kv> Engine<K> {
     /// Opens (or creates) the store in `dir`, creating missing directories,
     /// and starts the writer and committer threads.

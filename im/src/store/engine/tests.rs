@@ -606,6 +606,41 @@ fn open_creates_missing_directories_and_refuses_a_newer_format() {
     }
 }
 
+#[tokio::test]
+async fn migrate_moves_a_format_1_dir_to_the_current_format() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    assert_eq!(FjallStore::migrate(dir.path()).expect("empty"), Migrated::Empty);
+    {
+        let store = open(dir.path());
+        store.append(peer(1, 2, Some(3), "kept")).await.expect("append");
+        store.set_sync_key(q(2), 1).await.expect("set");
+        store.close().await.expect("close");
+    }
+    {
+        // What format 1 looked like: its format record and a dedup record
+        // keyed by creation time then the dedup key.
+        let db = FjallKv::open(dir.path(), &(1 << 20)).expect("open");
+        let mut batch = db.batch(2);
+        db.stage(&mut batch, Write::Put(Space::Meta, &layout::META_FORMAT, &1u32.to_be_bytes()));
+        db.stage(&mut batch, Write::Put(Space::Dedup, &[0x85, 1, 2, 3, 4, 5, 0x81, 7], &[1; 16]));
+        db.commit(batch).expect("commit");
+    }
+    assert!(FjallStore::open(dir.path(), FjallOptions::default()).is_err());
+    assert_eq!(
+        FjallStore::migrate(dir.path()).expect("migrate"),
+        Migrated::Upgraded {
+            from: 1,
+            dedup_records: 2
+        }
+    );
+    assert_eq!(FjallStore::migrate(dir.path()).expect("again"), Migrated::Current);
+    let store = open(dir.path());
+    assert_eq!(dedup_records(&store).await, 0);
+    let w = store.window(q(2), 0, 10).await.expect("window");
+    assert_eq!(&w.messages[0].body[..], b"kept");
+    assert_eq!(store.sync_key(q(2)).await.expect("key"), 1);
+}
+
 /// Copies a live store's files: what a crash at this instant leaves on disk
 /// (every acknowledged batch was fsync'd; nothing was closed or flushed).
 fn crash_image(from: &Path, to: &Path) {

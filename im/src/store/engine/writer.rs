@@ -71,6 +71,7 @@ pub(crate) enum Op {
 pub(crate) enum Done {
     Append(AppendOutcome),
     Ordered(AppendOutcome, u64),
+    #[cfg(test)]
     Unit,
     Number(i64),
 }

@@ -15,7 +15,7 @@ mod group;
 
 use crate::store::StoreError;
 use crate::store::engine::kv::{Kv, Order, Space, Write};
-use crate::store::engine::{Engine, EngineOptions};
+use crate::store::engine::{Engine, EngineOptions, Migrated};
 use fjall::config::FilterPolicy;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, OwnedWriteBatch, PersistMode};
 pub use group::FjallGroupStore;
@@ -72,6 +72,15 @@ impl Engine<FjallKv> {
         let store = Engine::start(dir, opts.cache_bytes, engine)?;
         info!(path = %dir.join(DATA_DIR).display(), "fjall store opened");
         Ok(store)
+    }
+
+    /// Moves the store in `<dir>/fjall/` to the current format (see
+    /// "Store format versions" in the README); the node must be stopped.
+    pub fn migrate(dir: &Path) -> Result<Migrated, StoreError> {
+        if !dir.join(DATA_DIR).is_dir() {
+            return Ok(Migrated::Empty);
+        }
+        crate::store::engine::migrate::<FjallKv>(dir, &FjallOptions::default().cache_bytes)
     }
 }
 
