@@ -444,4 +444,13 @@ mod tests {
         };
         assert!(o.resolve().is_ok());
     }
+
+    #[test]
+    fn retired_sqlite_store_is_refused_with_a_pointer() {
+        match StoreSpec::parse("sqlite") {
+            Err(ConfigError::Invalid(why)) => assert!(why.contains("retired"), "{why}"),
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+        assert_eq!(StoreSpec::parse("fjall").expect("fjall"), StoreSpec::Fjall);
+    }
 }
