@@ -228,6 +228,7 @@ impl<K: Kv> Engine<K> {
             .name("ferry-store-writer".into())
             .spawn(move || writer.run())
             .map_err(|e| StoreError::Backend(format!("cannot start writer thread: {e}")))?;
+        spawn_flush_tick(tx.downgrade(), Arc::clone(&shared))?;
         Ok(Engine {
             tx: Some(tx),
             shared,
@@ -301,12 +302,7 @@ impl<K: Kv> Engine<K> {
         if self.shared.closed.load(Ordering::Acquire) {
             return Err(StoreError::Closed);
         }
-        let tx = self.tx.as_ref().ok_or(StoreError::Closed)?;
-        if self.shared.sync_keys.raise(key, value) {
-            // Full: the writer has messages to read and sees the keys at
-            // its next batch anyway.
-            let _ = tx.try_send(Msg::Wake);
-        }
+        self.shared.sync_keys.raise(key, value);
         Ok(())
     }
 
@@ -323,6 +319,30 @@ impl<K: Kv> Engine<K> {
     async fn test_op(&self, op: Op) -> Result<(), StoreError> {
         self.write(op).await.map(|_| ())
     }
+}
+
+/// Asks the writer to write pending sync keys every
+/// [`sync_keys::FLUSH_EVERY`] while some wait (see [`sync_keys`]). Stops
+/// once the store's handle is gone.
+fn spawn_flush_tick<K: Kv>(
+    wake: mpsc::WeakSender<Msg>,
+    shared: Arc<Shared<K>>,
+) -> Result<(), StoreError> {
+    std::thread::Builder::new()
+        .name("ferry-store-flush".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(sync_keys::FLUSH_EVERY);
+                let Some(tx) = wake.upgrade() else { break };
+                if shared.sync_keys.is_dirty() {
+                    // Full: the writer is busy and takes the keys with its
+                    // next batch anyway.
+                    let _ = tx.try_send(Msg::FlushSyncKeys);
+                }
+            }
+        })
+        .map(|_| ())
+        .map_err(|e| StoreError::Backend(format!("cannot start flush thread: {e}")))
 }
 
 /// The writer answered with a result of the wrong kind (a bug, not a panic).

@@ -6,12 +6,19 @@
 //! losing the last one in a crash only re-sends a few messages the client
 //! already has, so a report is just raised in this map and returns at once;
 //! every batch carries the latest value per key, and an entry leaves the map
-//! only once a batch with that value (or a larger one) is durable. Readers
+//! only once a batch with that value (or a larger one) is durable. When no
+//! requests flow, a flush tick writes them within [`FLUSH_EVERY`] (a batch
+//! of sync keys alone would otherwise cost a sync per report and delay the
+//! next message behind it). Readers
 //! consult the map first, so a key reads back as soon as it was set.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
+
+/// Longest time a sync key waits for a batch when no requests flow.
+pub(crate) const FLUSH_EVERY: Duration = Duration::from_millis(20);
 
 /// Sync keys set but not yet durable (`meta` key → value).
 #[derive(Default)]
@@ -27,15 +34,14 @@ impl PendingSyncKeys {
         self.keys.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Raises `key` to `value`; true when the writer should be woken (the
-    /// first raise since it last took the keys).
-    pub(crate) fn raise(&self, key: Vec<u8>, value: i64) -> bool {
+    /// Raises `key` to `value`.
+    pub(crate) fn raise(&self, key: Vec<u8>, value: i64) {
         {
             let mut map = self.map();
             let v = map.entry(key).or_insert(value);
             *v = (*v).max(value);
         }
-        !self.dirty.swap(true, Ordering::AcqRel)
+        self.dirty.store(true, Ordering::Release);
     }
 
     /// The pending value of `key`, if any.
@@ -82,14 +88,15 @@ mod tests {
     #[test]
     fn raises_coalesce_and_leave_once_committed() {
         let p = PendingSyncKeys::default();
-        assert!(p.raise(b"a".to_vec(), 5), "first raise wakes the writer");
-        assert!(!p.raise(b"a".to_vec(), 3), "later raises need no wake-up");
+        p.raise(b"a".to_vec(), 5);
+        p.raise(b"a".to_vec(), 3);
+        assert!(p.is_dirty());
         assert_eq!(p.get(b"a"), Some(5));
         let batch = p.take();
         assert_eq!(batch, vec![(b"a".to_vec(), 5)]);
         assert!(!p.is_dirty());
         // Raised again while that batch syncs: the newer value stays.
-        assert!(p.raise(b"a".to_vec(), 9));
+        p.raise(b"a".to_vec(), 9);
         p.committed(&batch);
         assert_eq!(p.get(b"a"), Some(9));
         p.committed(&p.take());

@@ -84,8 +84,10 @@ pub(crate) enum Msg {
     },
     /// Finish everything queued, close the database, then signal.
     Close(oneshot::Sender<()>),
-    /// Something to look at: a batch was committed or a sync key was set.
+    /// Something to look at: a batch was committed.
     Wake,
+    /// Write pending sync keys even if no request comes.
+    FlushSyncKeys,
 }
 
 /// Forget the cached queue heads when this many queues are cached, so a
@@ -196,6 +198,8 @@ pub(crate) struct Writer<K: Kv> {
     /// Positions handed out by [`Op::AppendOrdered`].
     streams: crate::store::streams::Streams,
     building: Option<Building<K>>,
+    /// A [`Msg::FlushSyncKeys`] arrived since the last hand-over.
+    flush_requested: bool,
     /// What the batch at the committer wrote, until it reports back.
     inflight: Option<Written>,
     to_committer: Option<std_mpsc::SyncSender<Prepared<K>>>,
@@ -238,6 +242,7 @@ impl<K: Kv> Writer<K> {
             batches_since_prune: 0,
             streams: Default::default(),
             building: None,
+            flush_requested: false,
             inflight: None,
             to_committer: Some(to_committer),
             from_committer,
@@ -311,7 +316,8 @@ impl<K: Kv> Writer<K> {
                     }
                 }
                 let flush_keys = !open && !final_flush && self.shared.sync_keys.has_any();
-                if self.building_len() > 0 || self.shared.sync_keys.is_dirty() || flush_keys {
+                let flush_now = self.flush_requested && self.shared.sync_keys.is_dirty();
+                if self.building_len() > 0 || flush_now || flush_keys {
                     final_flush |= !open;
                     self.hand_over();
                     continue;
@@ -361,6 +367,7 @@ impl<K: Kv> Writer<K> {
                 close_acks.push(ack);
             }
             Msg::Wake => {}
+            Msg::FlushSyncKeys => self.flush_requested = true,
         }
     }
 
@@ -472,6 +479,7 @@ impl<K: Kv> Writer<K> {
                 Building::new(now, BatchRef { created: now, batch: 0 })
             }
         };
+        self.flush_requested = false;
         let sync_keys = self.shared.sync_keys.take();
         let mut batch = db.batch(b.messages.len() + b.written.meta.len() + sync_keys.len() + 2);
         let staged = (|| {
