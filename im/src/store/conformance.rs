@@ -208,10 +208,13 @@ pub(crate) async fn duplicate_returns_original_ids_and_writes_nothing(s: SharedS
     assert!(!other_receiver.duplicate);
     assert_eq!(ids(&other_receiver), vec![1, 3]);
     let mut other_device = peer(1, 2, Some(42), "hi");
-    other_device.dedup = Some(DedupKey {
-        device_id: 4,
-        ..key(1, 2, 42)
-    });
+    other_device.dedup = Some(dedup(
+        DedupKey {
+            device_id: 4,
+            ..key(1, 2, 42)
+        },
+        "hi",
+    ));
     let out = append(&*s, other_device).await;
     assert!(!out.duplicate);
     assert_eq!(ids(&out), vec![2, 4]);
@@ -220,7 +223,7 @@ pub(crate) async fn duplicate_returns_original_ids_and_writes_nothing(s: SharedS
     // A message to oneself (one entry) deduplicates too.
     let own = AppendRequest {
         entries: vec![entry(5, "me")],
-        dedup: Some(key(5, 5, 1)),
+        dedup: Some(dedup(key(5, 5, 1), "me")),
     };
     let a = append(&*s, own.clone()).await;
     let b = append(&*s, own).await;

@@ -97,10 +97,13 @@ async fn resend_completes_a_half_written_request() {
         &DedupId::Client(key(1, 2, 9)),
         Duration::from_secs(600),
         now_ms(),
+        &tag(req.dedup.expect("key").digest, ORIGIN),
+        Mode::Check,
         std::iter::once(keys::encode_tail(&req.entries[0], now_ms())),
     );
     let mut c = store.conn.clone();
-    let (existed, first): (i64, i64) = inv.invoke_async(&mut c).await.expect("half");
+    let (existed, first, _, _): (i64, i64, String, i64) =
+        inv.invoke_async(&mut c).await.expect("half");
     assert_eq!((existed, first), (0, 1));
     let out = store.append(req.clone()).await.expect("resend");
     assert_eq!(ids(&out), vec![1, 2]);
@@ -193,10 +196,12 @@ async fn retention_by_age_drops_old_messages_in_bounded_steps() {
         &DedupId::Request("seed".into()),
         Duration::from_secs(60),
         old_ts, // "now" of that append: nothing is old yet
+        "",
+        Mode::Check,
         stale.into_iter(),
     );
     let mut c = store.conn.clone();
-    let (_, first): (i64, i64) = inv.invoke_async(&mut c).await.expect("seed");
+    let (_, first, _, _): (i64, i64, String, i64) = inv.invoke_async(&mut c).await.expect("seed");
     assert_eq!(first, 1);
     assert_eq!(all_ids(&store, 1).await.len(), 150);
     // Each append drops at most AGE_SCAN old entries.
@@ -460,17 +465,19 @@ fn fanout(uids: &[i64], msgid: i64) -> AppendRequest {
                 body: body.clone(),
             })
             .collect(),
-        dedup: Some(key(1, -77, msgid)),
+        dedup: Some(dedup(key(1, -77, msgid), "to everyone")),
     }
 }
 
 /// Simulates a node that logged `req` `age` ago and died after writing
 /// only the queues in `written`.
 async fn crash_mid_fanout(store: &RedisStore, req: &AppendRequest, age: Duration, written: &[i64]) {
-    let dedup = DedupId::Client(req.dedup.expect("client key"));
+    let d = req.dedup.expect("client key");
+    let dedup = DedupId::Client(d.key);
+    let tag = tag(d.digest, d.origin);
     let ts = now_ms() - age.as_millis() as i64;
     store
-        .log_fanout(&dedup, ts, &req.entries)
+        .log_fanout(&dedup, &tag, ts, &req.entries)
         .await
         .expect("log");
     let groups: Vec<(QueueId, Vec<usize>)> = group_by_queue(&req.entries)
@@ -478,7 +485,15 @@ async fn crash_mid_fanout(store: &RedisStore, req: &AppendRequest, age: Duration
         .filter(|(queue, _)| written.contains(&queue.uid))
         .collect();
     store
-        .write_groups(&groups, &req.entries, &dedup, Duration::from_secs(600), ts)
+        .write_groups(
+            &groups,
+            &req.entries,
+            &dedup,
+            Duration::from_secs(600),
+            ts,
+            &tag,
+            Mode::Check,
+        )
         .await
         .expect("first queues");
 }
