@@ -48,19 +48,22 @@ mod tests {
     use std::io::{Read, Write};
     use std::os::fd::AsRawFd;
 
+    /// On an accepted socket (every client connection) the count is data
+    /// bytes only; an active open counts its SYN too.
     #[test]
     fn counts_what_the_peer_received() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        let mut a = std::net::TcpStream::connect(l.local_addr().expect("addr")).expect("connect");
-        let (mut b, _) = l.accept().expect("accept");
-        a.write_all(&[7; 100]).expect("write");
+        let mut client =
+            std::net::TcpStream::connect(l.local_addr().expect("addr")).expect("connect");
+        let (mut server, _) = l.accept().expect("accept");
+        server.write_all(&[7; 100]).expect("write");
         let mut buf = [0; 100];
-        b.read_exact(&mut buf).expect("read");
-        // The peer read all 100 bytes, so its kernel has them; its ACK may
-        // still be on the way (a reply carries it for sure).
-        b.write_all(&[1]).expect("reply");
-        a.read_exact(&mut buf[..1]).expect("read reply");
-        assert_eq!(bytes_acked(a.as_raw_fd()), Some(100));
+        client.read_exact(&mut buf).expect("read");
+        // The client read all 100 bytes, so its kernel has them; its ACK may
+        // still be on the way, a reply carries it for sure.
+        client.write_all(&[1]).expect("reply");
+        server.read_exact(&mut buf[..1]).expect("read reply");
+        assert_eq!(bytes_acked(server.as_raw_fd()), Some(100));
         assert_eq!(bytes_acked(-1), None);
     }
 }

@@ -49,7 +49,9 @@ async fn keys_follow_the_documented_layout() {
     assert_eq!(cli(&["hget", "ferry:{7:100}:meta", "gsk:5"]), "4");
     for queue in ["100", "200"] {
         let d = format!("ferry:{{7:{queue}}}:d:7:100:3:42:200");
-        assert_eq!(cli(&["get", &d]), "1");
+        // First id, digest of "hi" (FNV-1a), origin (incarnation 1,
+        // connection 1), no mark.
+        assert_eq!(cli(&["get", &d]), "1|8ba5f07b55ec3da|1|1|0");
         let ttl: i64 = cli(&["pttl", &d]).parse().expect("pttl");
         assert!(ttl > 590_000 && ttl <= 600_000, "{ttl}");
     }
@@ -61,7 +63,7 @@ async fn keys_follow_the_documented_layout() {
     store.append(single(300, "x")).await.expect("append");
     let rec = cli(&["--scan", "--pattern", "ferry:{7:300}:d:r:*"]);
     assert_eq!(rec.lines().count(), 1, "{rec}");
-    assert_eq!(cli(&["get", &rec]), "1");
+    assert_eq!(cli(&["get", &rec]), "1||0", "first id, empty tag, no mark");
     let ttl: i64 = cli(&["pttl", &rec]).parse().expect("pttl");
     assert!(ttl > 0 && ttl <= 10_000, "{ttl}");
     // gobelieve's device keys, shared with `--auth redis`.
