@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod node;
 pub mod outbox;
 pub mod registry;
+pub mod resend;
 pub mod rooms;
 pub mod server;
 pub mod session;

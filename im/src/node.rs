@@ -62,6 +62,11 @@ pub struct Node {
     pub conns: tokio_util::task::TaskTracker,
     /// Every open connection's outbox, so shutdown can wake them.
     pub live: crate::connection::live::Live,
+    /// This process's random id in dedup records' origins (see
+    /// [`crate::resend`]).
+    pub incarnation: u64,
+    /// ACK ledgers of open connections that sent msgid-carrying messages.
+    pub ledgers: crate::resend::ledger::Ledgers,
 }
 
 impl Node {
@@ -88,6 +93,8 @@ impl Node {
             shutdown: tokio_util::sync::CancellationToken::new(),
             conns: tokio_util::task::TaskTracker::new(),
             live: Default::default(),
+            incarnation: crate::resend::new_incarnation(),
+            ledgers: Default::default(),
         }
     }
 }

@@ -25,23 +25,26 @@ impl Session {
             return self.ack(seq, STATUS_INVALID_SENDER, 0, w);
         }
         m.timestamp = now_secs();
+        let receiver = QueueId {
+            appid: a.appid,
+            uid: m.receiver,
+        };
+        let key = DedupKey {
+            appid: a.appid,
+            sender: a.uid,
+            device_id: a.device_id,
+            client_msgid: m.msgid as i64,
+            receiver: m.receiver,
+        };
+        let dedup = self.dedup(key, &m.content, receiver);
         let p = PeerSend {
             cmd: IM,
             flag,
             body: m.encode(2),
             sender: a.queue(),
-            receiver: QueueId {
-                appid: a.appid,
-                uid: m.receiver,
-            },
+            receiver,
             device_id: a.device_id,
-            dedup: Some(DedupKey {
-                appid: a.appid,
-                sender: a.uid,
-                device_id: a.device_id,
-                client_msgid: m.msgid as i64,
-                receiver: m.receiver,
-            }),
+            dedup,
         };
         self.store_and_ack(p, seq, w).await
     }
@@ -82,9 +85,10 @@ impl Session {
     }
 
     /// Stores, then ACKs with the sender-queue METADATA in front. On a store
-    /// error nothing is ACKed: the client resends and the dedup key makes
-    /// the resend safe.
+    /// error nothing is ACKed: the client resends, and the ledger (ACK never
+    /// written) makes the resend find what was stored, if anything.
     async fn store_and_ack(&mut self, p: PeerSend, seq: i32, w: &mut Writer) -> Control {
+        let dedup = p.dedup;
         match self.node.send_peer(p).await {
             Ok(out) => {
                 let meta = Metadata {
@@ -93,6 +97,7 @@ impl Session {
                 };
                 let ack = ferry_common::protocol::ack::Ack { seq, status: 0 }.encode(2);
                 w.push(&OutFrame::with_meta(ACK, 0, ack, meta));
+                self.acked(dedup.as_ref(), None, w);
                 Control::Continue
             }
             Err(e) => {

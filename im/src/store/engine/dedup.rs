@@ -9,18 +9,20 @@
 //! and parses that batch's value (resends are rare, new keys miss the index).
 
 use super::layout;
+use crate::store::record::{self, Record};
 use crate::store::{DedupKey, StoreError};
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
 
-/// One request's record. Extend it here (and in [`encode`]/[`decode`], with a
-/// format version bump) when a dedup record must carry more.
+/// One request's record: its key, when the send was first written (the
+/// window counts from there, also for a copy rewritten by a mark) and the
+/// shared [`Record`] (placed ids, content digest, origin, mark).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct DedupRecord {
     pub(crate) key: DedupKey,
-    /// The placed ids, one per entry in request order.
-    pub(crate) ids: Vec<i64>,
+    pub(crate) created: i64,
+    pub(crate) record: Record,
 }
 
 /// The batch holding a record: its creation time and batch number (the
@@ -38,17 +40,18 @@ impl BatchRef {
 }
 
 /// Appends the encoding of `records` to `out`: per record the five key
-/// integers, the id count (u32) and the ids, all little-endian.
+/// integers and the creation time (i64), then the length (u32) and bytes of
+/// the [`record::encode`]d record, all little-endian.
 pub(crate) fn encode<'a>(records: impl Iterator<Item = &'a DedupRecord>, out: &mut Vec<u8>) {
     for r in records {
         let k = &r.key;
-        for v in [k.appid, k.sender, k.device_id, k.client_msgid, k.receiver] {
+        for v in [k.appid, k.sender, k.device_id, k.client_msgid, k.receiver, r.created] {
             out.extend_from_slice(&v.to_le_bytes());
         }
-        out.extend_from_slice(&(r.ids.len() as u32).to_le_bytes());
-        for id in &r.ids {
-            out.extend_from_slice(&id.to_le_bytes());
-        }
+        let rec = &r.record;
+        let body = record::encode(&rec.ids, rec.digest, rec.origin, rec.marked);
+        out.extend_from_slice(&(body.len() as u32).to_le_bytes());
+        out.extend_from_slice(&body);
     }
 }
 
@@ -62,17 +65,15 @@ pub(crate) fn decode(mut v: &[u8]) -> Result<Vec<DedupRecord>, StoreError> {
     let corrupt = || StoreError::Backend("corrupt dedup record in store".into());
     let mut out = Vec::new();
     while !v.is_empty() {
-        let mut k = [0i64; 5];
+        let mut k = [0i64; 6];
         for slot in &mut k {
             *slot = int(&mut v).ok_or_else(corrupt)?;
         }
         let (n, rest) = v.split_first_chunk::<4>().ok_or_else(corrupt)?;
-        v = rest;
         let n = u32::from_le_bytes(*n) as usize;
-        if n == 0 || v.len() < n * 8 {
-            return Err(corrupt());
-        }
-        let ids = (0..n).map(|_| int(&mut v).ok_or_else(corrupt)).collect::<Result<_, _>>()?;
+        let (body, rest) = rest.split_at_checked(n).ok_or_else(corrupt)?;
+        v = rest;
+        let record = record::decode(body).ok_or_else(corrupt)?;
         out.push(DedupRecord {
             key: DedupKey {
                 appid: k[0],
@@ -81,7 +82,8 @@ pub(crate) fn decode(mut v: &[u8]) -> Result<Vec<DedupRecord>, StoreError> {
                 client_msgid: k[3],
                 receiver: k[4],
             },
-            ids,
+            created: k[5],
+            record,
         });
     }
     Ok(out)
@@ -220,14 +222,25 @@ mod tests {
 
     #[test]
     fn records_roundtrip_and_corruption_is_an_error() {
+        let rec = |ids: Vec<i64>, marked| Record {
+            ids,
+            digest: 77,
+            origin: crate::store::Origin {
+                incarnation: 5,
+                connection: 6,
+            },
+            marked,
+        };
         let records = vec![
             DedupRecord {
                 key: key(1),
-                ids: vec![1, 42],
+                created: 10,
+                record: rec(vec![1, 42], false),
             },
             DedupRecord {
                 key: key(i64::MIN),
-                ids: vec![i64::MAX],
+                created: -1,
+                record: rec(vec![i64::MAX], true),
             },
         ];
         let mut v = Vec::new();

@@ -25,7 +25,8 @@ pub(crate) mod writer;
 mod tests;
 
 use crate::store::{
-    AppendOutcome, AppendRequest, QueueId, Store, StoreError, StoreFuture, StoredMessage, Window,
+    AppendOutcome, AppendRequest, QueueId, Store, StoreError, StoreFuture, StoredMessage,
+    Unconfirmed, Window,
 };
 use kv::{Kv, Space, Write};
 use std::path::Path;
@@ -403,6 +404,32 @@ impl<K: Kv> Store for Engine<K> {
     fn set_group_sync_key(&self, queue: QueueId, gid: i64, key: i64) -> StoreFuture<'_, ()> {
         let res = self.raise_sync_key(layout::group_sync_key_key(queue, gid), key);
         Box::pin(async move { res })
+    }
+
+    fn mark_unconfirmed(&self, marks: Vec<Unconfirmed>) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            if marks.is_empty() {
+                return Ok(());
+            }
+            let keys = marks.into_iter().map(|m| m.key).collect();
+            match self.write(Op::Mark(keys)).await? {
+                Done::Unit => Ok(()),
+                _ => Err(mismatch()),
+            }
+        })
+    }
+
+    /// Unlike a client's sync key, a node state must be durable when this
+    /// resolves (a crash right after a start must still find it).
+    fn set_node_state(&self, incarnation: u64, clean: bool) -> StoreFuture<'_, ()> {
+        let (queue, value) = crate::store::node_state_record(incarnation, clean);
+        let key = layout::sync_key_key(queue);
+        Box::pin(async move {
+            match self.write(Op::RaiseDurable { key, value }).await? {
+                Done::Unit => Ok(()),
+                _ => Err(mismatch()),
+            }
+        })
     }
 
     fn device_number(&self, device_id: &str, platform: u8) -> StoreFuture<'_, i64> {

@@ -607,6 +607,35 @@ fn open_creates_missing_directories_and_refuses_a_newer_format() {
 }
 
 #[tokio::test]
+async fn a_mark_survives_reopen_and_keeps_the_send_time() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let opts = FjallOptions {
+        dedup_window: Duration::from_millis(400),
+        ..FjallOptions::default()
+    };
+    let first = {
+        let store = FjallStore::open(dir.path(), opts.clone()).expect("open");
+        let first = store.append(peer(1, 2, Some(5), "m")).await.expect("append");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let mark = crate::store::Unconfirmed {
+            key: key(1, 2, 5),
+            queue: q(2),
+        };
+        store.mark_unconfirmed(vec![mark]).await.expect("mark");
+        first
+    };
+    let store = FjallStore::open(dir.path(), opts).expect("reopen");
+    let again = store.append(peer(1, 2, Some(5), "m")).await.expect("resend");
+    assert!(again.duplicate);
+    assert_eq!(again.placed, first.placed);
+    assert!(again.earlier.expect("earlier").unconfirmed, "the mark was kept");
+    // The window counts from the send, not from the mark.
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    let late = store.append(peer(1, 2, Some(5), "m")).await.expect("append");
+    assert!(!late.duplicate, "expired 400 ms after the send");
+}
+
+#[tokio::test]
 async fn migrate_moves_a_format_1_dir_to_the_current_format() {
     let dir = tempfile::tempdir().expect("tempdir");
     assert_eq!(FjallStore::migrate(dir.path()).expect("empty"), Migrated::Empty);
@@ -722,7 +751,7 @@ fn acknowledged_writes_survive_a_crash_exactly_once() {
             assert_eq!(w.messages[0].body, format!("m{i}").as_bytes());
             if i % 2 == 0 {
                 let again = store
-                    .append(peer(1 + i % 3, receiver, Some(*i), "resend"))
+                    .append(peer(1 + i % 3, receiver, Some(*i), &format!("m{i}")))
                     .await
                     .expect("resend");
                 assert!(again.duplicate, "dedup record of {i} survived");

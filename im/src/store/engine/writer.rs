@@ -28,7 +28,8 @@ use super::dedup::{self, BatchRef, DedupIndex, DedupRecord, Slot};
 use super::kv::{Kv, Order, Space, Write};
 use super::layout::{self, dec_value};
 use super::{EngineOptions, Shared};
-use crate::store::{AppendOutcome, AppendRequest, DedupKey, Placed, QueueId, StoreError};
+use crate::store::record::Record;
+use crate::store::{AppendOutcome, AppendRequest, DedupKey, Earlier, Placed, QueueId, StoreError};
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::mpsc as std_mpsc;
@@ -47,6 +48,10 @@ pub(crate) enum Op {
         device_id: String,
         platform: u8,
     },
+    /// Sets the "ACK unconfirmed" mark of these records.
+    Mark(Vec<DedupKey>),
+    /// Raises a `meta` integer (a node state) and answers once it is durable.
+    RaiseDurable { key: Vec<u8>, value: i64 },
     /// Test hook: make the next `n` batches fail before anything is written.
     #[cfg(test)]
     FailCommits(u32),
@@ -71,7 +76,6 @@ pub(crate) enum Op {
 pub(crate) enum Done {
     Append(AppendOutcome),
     Ordered(AppendOutcome, u64),
-    #[cfg(test)]
     Unit,
     Number(i64),
 }
@@ -140,8 +144,6 @@ struct Building<K: Kv> {
     messages: Vec<(layout::Key, std::ops::Range<usize>)>,
     /// The encoded values of `messages`, back to back.
     values: Vec<u8>,
-    /// Requests carrying a dedup key.
-    deduped: usize,
     #[cfg(test)]
     test: super::commit::TestHooks,
     _kv: std::marker::PhantomData<K>,
@@ -159,7 +161,6 @@ impl<K: Kv> Building<K> {
             },
             messages: Vec::new(),
             values: Vec::new(),
-            deduped: 0,
             #[cfg(test)]
             test: Default::default(),
             _kv: std::marker::PhantomData,
@@ -170,7 +171,7 @@ impl<K: Kv> Building<K> {
 /// A dedup record found for the key being appended.
 struct Found {
     at: BatchRef,
-    ids: Vec<i64>,
+    record: DedupRecord,
     slot: Slot,
 }
 
@@ -582,6 +583,16 @@ impl<K: Kv> Writer<K> {
                 device_id,
                 platform,
             } => self.device_number(db, b, device_id, *platform),
+            Op::Mark(keys) => {
+                for k in keys {
+                    self.mark(db, b, k)?;
+                }
+                Ok(Ok(Done::Unit))
+            }
+            Op::RaiseDurable { key, value } => {
+                self.raise(db, &mut b.written, key, *value)?;
+                Ok(Ok(Done::Unit))
+            }
             #[cfg(test)]
             Op::FailCommits(n) => {
                 self.fail_commits = *n;
@@ -607,8 +618,10 @@ impl<K: Kv> Writer<K> {
         }
     }
 
-    /// Places one request's entries, unless its dedup key is a recent
-    /// duplicate (then nothing is written and the original ids return).
+    /// Places one request's entries, unless a recent record has its dedup
+    /// key and digest and the request does not replace it (then nothing is
+    /// written and the original ids return with the record's origin and
+    /// mark).
     fn append(
         &mut self,
         db: &K,
@@ -622,19 +635,27 @@ impl<K: Kv> Writer<K> {
         }
         let mut renewing = None;
         // Hashed once per request: both the lookup and the record need it.
-        let fp = req.dedup.as_ref().map(|k| self.dedup.fingerprint(k));
-        if let (Some(k), Some(fp)) = (&req.dedup, fp) {
-            b.deduped += 1;
-            if let Some(found) = self.find_dedup(db, &b.written, k, fp)? {
-                if b.now.saturating_sub(found.at.created) < self.dedup_window_ms {
-                    return Ok(Ok(Done::Append(AppendOutcome {
-                        placed: found.ids.into_iter().map(placed).collect(),
-                        duplicate: true,
-                    })));
-                }
-                // Expired but not pruned yet: the new record replaces it.
-                renewing = Some(found.slot);
+        let fp = req.dedup.as_ref().map(|d| self.dedup.fingerprint(&d.key));
+        if let (Some(d), Some(fp)) = (&req.dedup, fp)
+            && let Some(found) = self.find_dedup(db, &b.written, &d.key, fp)?
+        {
+            let r = &found.record;
+            if !d.replace
+                && r.record.digest == d.digest
+                && r.record.ids.len() == req.entries.len()
+                && b.now.saturating_sub(r.created) < self.dedup_window_ms
+            {
+                return Ok(Ok(Done::Append(AppendOutcome {
+                    placed: r.record.ids.iter().copied().map(placed).collect(),
+                    duplicate: true,
+                    earlier: Some(Earlier {
+                        origin: r.record.origin,
+                        unconfirmed: r.record.marked,
+                    }),
+                })));
             }
+            // Expired, other content or replaced: the new record replaces it.
+            renewing = Some(found.slot);
         }
         let mut ids = Vec::with_capacity(req.entries.len());
         for entry in &req.entries {
@@ -652,20 +673,45 @@ impl<K: Kv> Writer<K> {
             b.messages
                 .push((layout::message_key(entry.queue, id), start..b.values.len()));
         }
-        if let (Some(k), Some(fp), Some(at)) = (&req.dedup, fp, b.written.at) {
-            self.dedup.insert(k, fp, at, renewing);
+        if let (Some(d), Some(fp), Some(at)) = (&req.dedup, fp, b.written.at) {
+            self.dedup.insert(&d.key, fp, at, renewing);
             b.written.dedup.insert(
-                *k,
+                d.key,
                 DedupRecord {
-                    key: *k,
-                    ids: ids.clone(),
+                    key: d.key,
+                    created: b.now,
+                    record: Record {
+                        ids: ids.clone(),
+                        digest: d.digest,
+                        origin: d.origin,
+                        marked: false,
+                    },
                 },
             );
         }
         Ok(Ok(Done::Append(AppendOutcome {
             placed: ids.into_iter().map(placed).collect(),
             duplicate: false,
+            earlier: None,
         })))
+    }
+
+    /// Sets the mark of `k`'s record: a marked copy goes into this batch's
+    /// record, keeping the original creation time (the window still counts
+    /// from the send).
+    fn mark(&mut self, db: &K, b: &mut Building<K>, k: &DedupKey) -> Result<(), StoreError> {
+        let fp = self.dedup.fingerprint(k);
+        let Some(found) = self.find_dedup(db, &b.written, k, fp)? else {
+            return Ok(());
+        };
+        let Some(at) = b.written.at else {
+            return Ok(());
+        };
+        let mut copy = found.record;
+        copy.record.marked = true;
+        self.dedup.insert(k, fp, at, Some(found.slot));
+        b.written.dedup.insert(*k, copy);
+        Ok(())
     }
 
     /// The newest stored record of `k`, if any (expired ones included).
@@ -683,21 +729,18 @@ impl<K: Kv> Writer<K> {
             if best.as_ref().is_some_and(|f| f.at >= at) {
                 continue;
             }
-            let ids = if building.at == Some(at) {
-                building.dedup.get(k).map(|r| r.ids.clone())
+            let record = if building.at == Some(at) {
+                building.dedup.get(k).cloned()
             } else if let Some(w) = self.inflight.as_ref().filter(|w| w.at == Some(at)) {
-                w.dedup.get(k).map(|r| r.ids.clone())
+                w.dedup.get(k).cloned()
             } else {
                 match db.get(Space::Dedup, &at.key())? {
-                    Some(v) => dedup::decode(&v)?
-                        .into_iter()
-                        .find(|r| r.key == *k)
-                        .map(|r| r.ids),
+                    Some(v) => dedup::decode(&v)?.into_iter().find(|r| r.key == *k),
                     None => None,
                 }
             };
-            if let Some(ids) = ids {
-                best = Some(Found { at, ids, slot });
+            if let Some(record) = record {
+                best = Some(Found { at, record, slot });
             }
         }
         Ok(best)
