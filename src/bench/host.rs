@@ -52,7 +52,10 @@ pub fn fsync_cost(dir: &Path) -> std::io::Result<Duration> {
 pub fn fsync_line(a: &HostArgs, data_dir: &Path) -> String {
     let dir = a.fsync_dir.as_deref().unwrap_or(data_dir);
     if !dir.is_dir() {
-        return format!("fdatasync cost: not measured ({} is not a directory)", dir.display());
+        return format!(
+            "fdatasync cost: not measured ({} is not a directory)",
+            dir.display()
+        );
     }
     match fsync_cost(dir) {
         Ok(d) => format!(
@@ -146,7 +149,11 @@ mod tests {
         }
         std::hint::black_box(x);
         assert!(cpu.used().expect("read") >= 0.0);
-        assert!(cpu.row(1000, 0).expect("row").contains("per 1,000 messages"));
+        assert!(
+            cpu.row(1000, 0)
+                .expect("row")
+                .contains("per 1,000 messages")
+        );
     }
 
     #[test]
@@ -154,7 +161,11 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let d = fsync_cost(dir.path()).expect("measure");
         assert!(d > Duration::ZERO);
-        assert_eq!(std::fs::read_dir(dir.path()).expect("ls").count(), 0, "probe removed");
+        assert_eq!(
+            std::fs::read_dir(dir.path()).expect("ls").count(),
+            0,
+            "probe removed"
+        );
         let missing = HostArgs {
             server_pid: vec![],
             fsync_dir: Some(dir.path().join("nope")),

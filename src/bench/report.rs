@@ -167,7 +167,9 @@ impl Results<'_> {
             .row("errors", self.errors.to_string())
             .row(
                 "server CPU",
-                self.server_cpu.as_deref().unwrap_or("- (pass --server-pid)"),
+                self.server_cpu
+                    .as_deref()
+                    .unwrap_or("- (pass --server-pid)"),
             )
             .print();
     }

@@ -179,8 +179,7 @@ fn fuzz_raw_requests_against_live_api() {
         }
         .resolve()
         .expect("config");
-        let store =
-            Arc::new(FjallStore::open(dir.path(), FjallOptions::default()).expect("store"));
+        let store = Arc::new(FjallStore::open(dir.path(), FjallOptions::default()).expect("store"));
         let groups = Arc::new(crate::store::FjallGroupStore::open(dir.path()).expect("groups"));
         let node = Arc::new(Node::new(
             cfg,

@@ -7,7 +7,7 @@ use crate::config::ImOptions;
 use crate::outbox::{OutFrame, Outbox};
 use crate::registry::ClientHandle;
 use crate::store::{
-    AppendOutcome, AppendRequest, QueueId, FjallOptions, FjallStore, Store, StoreError,
+    AppendOutcome, AppendRequest, FjallOptions, FjallStore, QueueId, Store, StoreError,
     StoreFuture, StoredMessage, Window,
 };
 use ferry_common::protocol::command::{IM, NOTIFICATION, ROOM_IM, RT, SYNC_NOTIFY};

@@ -45,7 +45,14 @@ impl BatchRef {
 pub(crate) fn encode<'a>(records: impl Iterator<Item = &'a DedupRecord>, out: &mut Vec<u8>) {
     for r in records {
         let k = &r.key;
-        for v in [k.appid, k.sender, k.device_id, k.client_msgid, k.receiver, r.created] {
+        for v in [
+            k.appid,
+            k.sender,
+            k.device_id,
+            k.client_msgid,
+            k.receiver,
+            r.created,
+        ] {
             out.extend_from_slice(&v.to_le_bytes());
         }
         let rec = &r.record;

@@ -33,6 +33,9 @@ pub enum Order {
     Reverse,
 }
 
+/// What a scan calls for each key and value: `Ok(false)` stops the scan.
+pub type Visit<'a> = dyn FnMut(&[u8], &[u8]) -> Result<bool, StoreError> + 'a;
+
 /// An ordered key-value store with atomic durable batches.
 pub trait Kv: Send + Sync + Sized + 'static {
     /// Backend-specific settings (cache sizes, ...).
@@ -70,6 +73,6 @@ pub trait Kv: Send + Sync + Sized + 'static {
         from: &[u8],
         to: &[u8],
         order: Order,
-        visit: &mut dyn FnMut(&[u8], &[u8]) -> Result<bool, StoreError>,
+        visit: &mut Visit<'_>,
     ) -> Result<(), StoreError>;
 }

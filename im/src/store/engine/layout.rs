@@ -299,7 +299,7 @@ mod tests {
         assert_eq!(prefix_end(&[1, 2]), Some(vec![1, 3]));
         assert_eq!(prefix_end(&[1, 0xff]), Some(vec![2]));
         assert_eq!(prefix_end(&[0xff]), None);
-        assert!(&message_key(QueueId { appid: 1, uid: 1 }, i64::MAX)[..] < &KEY_MAX[..]);
+        assert!(message_key(QueueId { appid: 1, uid: 1 }, i64::MAX)[..] < KEY_MAX[..]);
         assert_eq!(dec_value(&value_int(-9), "x").expect("value"), -9);
         assert!(dec_value(&[1], "x").is_err());
     }

@@ -19,10 +19,16 @@ async fn dedup_records(store: &FjallStore) -> usize {
     store
         .read(|db| {
             let mut n = 0;
-            db.scan(Space::Dedup, &[], &layout::KEY_MAX, Order::Forward, &mut |_, _| {
-                n += 1;
-                Ok(true)
-            })?;
+            db.scan(
+                Space::Dedup,
+                &[],
+                &layout::KEY_MAX,
+                Order::Forward,
+                &mut |_, _| {
+                    n += 1;
+                    Ok(true)
+                },
+            )?;
             Ok(n)
         })
         .await
@@ -499,7 +505,11 @@ async fn the_next_batch_is_built_on_the_one_in_flight() {
     tokio::time::sleep(Duration::from_millis(150)).await;
     // Batch 2, placed while batch 1 syncs: it must see batch 1's ids, dedup
     // record and device number although the database does not have them yet.
-    assert_eq!(all_ids(&*store, 2).await, Vec::<i64>::new(), "not visible before its sync");
+    assert_eq!(
+        all_ids(&*store, 2).await,
+        Vec::<i64>::new(),
+        "not visible before its sync"
+    );
     let (dup, device, next) = tokio::join!(
         store.append(peer(1, 2, Some(7), "a")),
         store.device_number("d", 1),
@@ -600,7 +610,10 @@ fn open_creates_missing_directories_and_refuses_a_newer_format() {
     set_format(1);
     match FjallStore::open(&nested, FjallOptions::default()) {
         Err(StoreError::Backend(why)) => {
-            assert!(why.contains("older Ferry") && why.contains("migrate"), "{why}")
+            assert!(
+                why.contains("older Ferry") && why.contains("migrate"),
+                "{why}"
+            )
         }
         other => panic!("opened an older format: {:?}", other.err()),
     }
@@ -615,7 +628,10 @@ async fn a_mark_survives_reopen_and_keeps_the_send_time() {
     };
     let first = {
         let store = FjallStore::open(dir.path(), opts.clone()).expect("open");
-        let first = store.append(peer(1, 2, Some(5), "m")).await.expect("append");
+        let first = store
+            .append(peer(1, 2, Some(5), "m"))
+            .await
+            .expect("append");
         tokio::time::sleep(Duration::from_millis(200)).await;
         let mark = crate::store::Unconfirmed {
             key: key(1, 2, 5),
@@ -625,23 +641,38 @@ async fn a_mark_survives_reopen_and_keeps_the_send_time() {
         first
     };
     let store = FjallStore::open(dir.path(), opts).expect("reopen");
-    let again = store.append(peer(1, 2, Some(5), "m")).await.expect("resend");
+    let again = store
+        .append(peer(1, 2, Some(5), "m"))
+        .await
+        .expect("resend");
     assert!(again.duplicate);
     assert_eq!(again.placed, first.placed);
-    assert!(again.earlier.expect("earlier").unconfirmed, "the mark was kept");
+    assert!(
+        again.earlier.expect("earlier").unconfirmed,
+        "the mark was kept"
+    );
     // The window counts from the send, not from the mark.
     tokio::time::sleep(Duration::from_millis(250)).await;
-    let late = store.append(peer(1, 2, Some(5), "m")).await.expect("append");
+    let late = store
+        .append(peer(1, 2, Some(5), "m"))
+        .await
+        .expect("append");
     assert!(!late.duplicate, "expired 400 ms after the send");
 }
 
 #[tokio::test]
 async fn migrate_moves_a_format_1_dir_to_the_current_format() {
     let dir = tempfile::tempdir().expect("tempdir");
-    assert_eq!(FjallStore::migrate(dir.path()).expect("empty"), Migrated::Empty);
+    assert_eq!(
+        FjallStore::migrate(dir.path()).expect("empty"),
+        Migrated::Empty
+    );
     {
         let store = open(dir.path());
-        store.append(peer(1, 2, Some(3), "kept")).await.expect("append");
+        store
+            .append(peer(1, 2, Some(3), "kept"))
+            .await
+            .expect("append");
         store.set_sync_key(q(2), 1).await.expect("set");
         store.close().await.expect("close");
     }
@@ -650,8 +681,14 @@ async fn migrate_moves_a_format_1_dir_to_the_current_format() {
         // keyed by creation time then the dedup key.
         let db = FjallKv::open(dir.path(), &(1 << 20)).expect("open");
         let mut batch = db.batch(2);
-        db.stage(&mut batch, Write::Put(Space::Meta, &layout::META_FORMAT, &1u32.to_be_bytes()));
-        db.stage(&mut batch, Write::Put(Space::Dedup, &[0x85, 1, 2, 3, 4, 5, 0x81, 7], &[1; 16]));
+        db.stage(
+            &mut batch,
+            Write::Put(Space::Meta, &layout::META_FORMAT, &1u32.to_be_bytes()),
+        );
+        db.stage(
+            &mut batch,
+            Write::Put(Space::Dedup, &[0x85, 1, 2, 3, 4, 5, 0x81, 7], &[1; 16]),
+        );
         db.commit(batch).expect("commit");
     }
     assert!(FjallStore::open(dir.path(), FjallOptions::default()).is_err());
@@ -662,7 +699,10 @@ async fn migrate_moves_a_format_1_dir_to_the_current_format() {
             dedup_records: 2
         }
     );
-    assert_eq!(FjallStore::migrate(dir.path()).expect("again"), Migrated::Current);
+    assert_eq!(
+        FjallStore::migrate(dir.path()).expect("again"),
+        Migrated::Current
+    );
     let store = open(dir.path());
     assert_eq!(dedup_records(&store).await, 0);
     let w = store.window(q(2), 0, 10).await.expect("window");
@@ -723,10 +763,7 @@ fn acknowledged_writes_survive_a_crash_exactly_once() {
         .block_on(store.device_number("crash", 1))
         .expect("number");
     // The process "dies" now: the running store is never closed or dropped.
-    crash_image(
-        &dir.path().join(DATA_DIR),
-        &image.path().join(DATA_DIR),
-    );
+    crash_image(&dir.path().join(DATA_DIR), &image.path().join(DATA_DIR));
     std::mem::forget(store);
 
     let store = open(image.path());

@@ -51,7 +51,10 @@ pub(crate) enum Op {
     /// Sets the "ACK unconfirmed" mark of these records.
     Mark(Vec<DedupKey>),
     /// Raises a `meta` integer (a node state) and answers once it is durable.
-    RaiseDurable { key: Vec<u8>, value: i64 },
+    RaiseDurable {
+        key: Vec<u8>,
+        value: i64,
+    },
     /// Test hook: make the next `n` batches fail before anything is written.
     #[cfg(test)]
     FailCommits(u32),
@@ -477,7 +480,13 @@ impl<K: Kv> Writer<K> {
                 let now = now_ms().max(self.last_now);
                 self.last_now = now;
                 // A batch of sync keys only: it writes no dedup record.
-                Building::new(now, BatchRef { created: now, batch: 0 })
+                Building::new(
+                    now,
+                    BatchRef {
+                        created: now,
+                        batch: 0,
+                    },
+                )
             }
         };
         self.flush_requested = false;
@@ -490,7 +499,10 @@ impl<K: Kv> Writer<K> {
             b.messages
                 .sort_unstable_by(|x, y| x.0.as_ref().cmp(y.0.as_ref()));
             for (key, range) in &b.messages {
-                db.stage(&mut batch, Write::Put(Space::Messages, key, &b.values[range.clone()]));
+                db.stage(
+                    &mut batch,
+                    Write::Put(Space::Messages, key, &b.values[range.clone()]),
+                );
             }
             if let Some(at) = b.written.at
                 && !b.written.dedup.is_empty()
@@ -501,7 +513,10 @@ impl<K: Kv> Writer<K> {
                 self.batches_since_prune += 1;
             }
             for (key, value) in &b.written.meta {
-                db.stage(&mut batch, Write::Put(Space::Meta, key, &layout::value_int(*value)));
+                db.stage(
+                    &mut batch,
+                    Write::Put(Space::Meta, key, &layout::value_int(*value)),
+                );
             }
             if b.now >= self.next_prune_ms {
                 self.prune_dedup(&db, &mut batch, b.now)?;
@@ -531,10 +546,7 @@ impl<K: Kv> Writer<K> {
             test: b.test,
         };
         self.inflight = Some(std::mem::take(&mut b.written));
-        let sent = self
-            .to_committer
-            .as_ref()
-            .map(|tx| tx.send(prepared));
+        let sent = self.to_committer.as_ref().map(|tx| tx.send(prepared));
         if !matches!(sent, Some(Ok(()))) {
             // The committer is gone (only while stopping): the replies were
             // dropped with the batch, so their callers see `Closed`.
@@ -768,7 +780,9 @@ impl<K: Kv> Writer<K> {
             }
         };
         b.written.meta.insert(key, next);
-        b.written.meta.insert(layout::META_LAST_DEVICE.to_vec(), next);
+        b.written
+            .meta
+            .insert(layout::META_LAST_DEVICE.to_vec(), next);
         self.cache.next_device = Some(next + 1);
         Ok(Ok(Done::Number(next)))
     }

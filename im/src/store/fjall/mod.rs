@@ -14,7 +14,7 @@
 mod group;
 
 use crate::store::StoreError;
-use crate::store::engine::kv::{Kv, Order, Space, Write};
+use crate::store::engine::kv::{Kv, Order, Space, Visit, Write};
 use crate::store::engine::{Engine, EngineOptions, Migrated};
 use fjall::config::FilterPolicy;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, OwnedWriteBatch, PersistMode};
@@ -168,7 +168,11 @@ impl Kv for FjallKv {
     }
 
     fn get(&self, space: Space, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.space(space).get(key).map_err(backend)?.map(|v| v.to_vec()))
+        Ok(self
+            .space(space)
+            .get(key)
+            .map_err(backend)?
+            .map(|v| v.to_vec()))
     }
 
     fn scan(
@@ -177,7 +181,7 @@ impl Kv for FjallKv {
         from: &[u8],
         to: &[u8],
         order: Order,
-        visit: &mut dyn FnMut(&[u8], &[u8]) -> Result<bool, StoreError>,
+        visit: &mut Visit<'_>,
     ) -> Result<(), StoreError> {
         if from >= to {
             return Ok(());
