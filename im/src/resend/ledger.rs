@@ -157,14 +157,23 @@ impl Ledger {
         })
     }
 
-    /// The sends whose ACK is not confirmed received, at connection end
-    /// (the socket is still open, after a reset too).
+    /// The sends whose ACK never left this host, at connection end (the
+    /// socket is still open, after a reset too). An ACK that was
+    /// transmitted but not acknowledged is in doubt — a client that read it
+    /// and reset its connection before its delayed TCP ACK went out, or a
+    /// path that died — and counts as delivered: a rare duplicate instead
+    /// of taking a client's next identical send for a resend.
     pub fn unconfirmed(&self) -> Vec<Unconfirmed> {
         let g = self.lock();
-        let acked = g.fd.and_then(tcp_info::bytes_acked);
+        let c = g.fd.and_then(tcp_info::counters);
         g.entries
             .iter()
-            .filter(|e| !confirmed(e.stage, acked, g.fd))
+            .filter(|e| match (e.stage, c) {
+                (Stage::Sending | Stage::Buffered(_), _) => true,
+                (Stage::Wire(end), Some(c)) => end > c.acked && end > c.transmitted,
+                // The socket cannot be asked: when in doubt, confirmed.
+                (Stage::Wire(_), None) => false,
+            })
             .map(|e| e.mark)
             .collect()
     }
