@@ -30,6 +30,9 @@ pub struct PeerSend {
     pub device_id: i64,
     /// Client sends with a msgid: the dedup record (see [`crate::resend`]).
     pub dedup: Option<Dedup>,
+    /// The session's number for this send in its ACK ledger: a verdict
+    /// never takes the send's own entry for the earlier one.
+    pub ticket: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -143,7 +146,7 @@ impl Node {
             })
             .await?;
         if let (Some(d), Some(e)) = (p.dedup, out.earlier)
-            && !self.is_resend(&d.key, e).await
+            && !self.is_resend(&d.key, e, p.ticket).await
         {
             out = self
                 .store

@@ -64,6 +64,9 @@ pub struct GroupSend {
     /// record of the fan-out, receiver `!gid`
     /// ([`crate::store::group::group_dedup_receiver`]).
     pub dedup: Option<Dedup>,
+    /// The session's ledger number for this send (see
+    /// [`crate::messaging::PeerSend::ticket`]).
+    pub ticket: Option<u64>,
     /// Client sends must come from an unmuted member; HTTP sends are not
     /// checked (as gobelieve).
     pub check_sender: bool,
@@ -176,7 +179,7 @@ impl Node {
             )
             .await?;
         if let (Some(d), Some(e)) = (s.dedup, out.earlier)
-            && !self.is_resend(&d.key, e).await
+            && !self.is_resend(&d.key, e, s.ticket).await
         {
             // A new message after all: give up this turn (nothing to
             // deliver) and take the next one with the real write.
@@ -254,7 +257,7 @@ impl Node {
             })
             .await?;
         if let (Some(d), Some(e)) = (s.dedup, out.earlier)
-            && !self.is_resend(&d.key, e).await
+            && !self.is_resend(&d.key, e, s.ticket).await
         {
             out = self
                 .store

@@ -215,6 +215,7 @@ pub async fn post_group_message(
         flag: 0,
         body,
         dedup: None,
+        ticket: None,
         check_sender: false,
     };
     match node.send_group(s).await {

@@ -16,6 +16,7 @@ use crate::registry::ConnId;
 use crate::store::{DedupKey, QueueId, Unconfirmed};
 use std::collections::HashMap;
 use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 /// Entries above which confirmed ones are pruned (one `TCP_INFO` read).
@@ -36,6 +37,8 @@ enum Stage {
 }
 
 struct Entry {
+    /// Node-wide number of the send ([`Ledgers::ticket`]).
+    ticket: u64,
     mark: Unconfirmed,
     stage: Stage,
 }
@@ -68,10 +71,11 @@ impl Ledger {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// A send of `mark.key` starts (before its append).
-    pub fn sending(&self, mark: Unconfirmed) {
+    /// Send `ticket` of `mark.key` starts (before its append). An entry of
+    /// an earlier send of the same key stays until this one is ACKed: a
+    /// verdict on this send is about that earlier ACK.
+    pub fn sending(&self, ticket: u64, mark: Unconfirmed) {
         let mut g = self.lock();
-        g.entries.retain(|e| e.mark.key != mark.key);
         if g.entries.len() >= PRUNE_AT {
             let acked = g.fd.and_then(tcp_info::bytes_acked);
             let fd = g.fd;
@@ -82,6 +86,7 @@ impl Ledger {
             }
         }
         g.entries.push(Entry {
+            ticket,
             mark,
             stage: Stage::Sending,
         });
@@ -90,9 +95,21 @@ impl Ledger {
     /// The ACK of `key` was appended to the write buffer, ending at
     /// plaintext offset `end`; `queue`: the request's first queue, when only
     /// the send's outcome told it.
-    pub fn acked(&self, key: &DedupKey, queue: Option<QueueId>, end: u64) {
+    /// Earlier sends of the key are forgotten: this ACK is the one the
+    /// client waits for now.
+    pub fn acked(&self, ticket: u64, queue: Option<QueueId>, end: u64) {
         let mut g = self.lock();
-        if let Some(e) = g.entries.iter_mut().rev().find(|e| e.mark.key == *key) {
+        let Some(key) = g
+            .entries
+            .iter()
+            .find(|e| e.ticket == ticket)
+            .map(|e| e.mark.key)
+        else {
+            return;
+        };
+        g.entries
+            .retain(|e| e.mark.key != key || e.ticket == ticket);
+        if let Some(e) = g.entries.iter_mut().find(|e| e.ticket == ticket) {
             e.stage = Stage::Buffered(end);
             if let Some(q) = queue {
                 e.mark.queue = q;
@@ -118,26 +135,45 @@ impl Ledger {
         }
     }
 
-    /// Whether the ACK of `key` may not have reached the client; `None`
-    /// when the ledger knows nothing of `key`.
-    pub fn may_be_lost(&self, key: &DedupKey) -> Option<bool> {
+    /// Where the ACK of an earlier send of `key` (not send `own`) is;
+    /// `None` when the ledger knows of none.
+    pub fn ack_state(&self, key: &DedupKey, own: Option<u64>) -> Option<AckState> {
         let g = self.lock();
-        let e = g.entries.iter().rev().find(|e| e.mark.key == *key)?;
-        let acked = match e.stage {
-            Stage::Wire(_) => g.fd.and_then(tcp_info::bytes_acked),
-            _ => None,
-        };
-        Some(!confirmed(e.stage, acked, g.fd))
+        let e = g
+            .entries
+            .iter()
+            .rev()
+            .find(|e| e.mark.key == *key && Some(e.ticket) != own)?;
+        Some(match e.stage {
+            Stage::Sending | Stage::Buffered(_) => AckState::NotSent,
+            Stage::Wire(_) => {
+                let acked = g.fd.and_then(tcp_info::bytes_acked);
+                if confirmed(e.stage, acked, g.fd) {
+                    AckState::Confirmed
+                } else {
+                    AckState::Unacked
+                }
+            }
+        })
     }
 
-    /// The sends whose ACK is not confirmed received, at connection end
-    /// (the socket is still open, after a reset too).
+    /// The sends whose ACK never left this host, at connection end (the
+    /// socket is still open, after a reset too). An ACK that was
+    /// transmitted but not acknowledged is in doubt — a client that read it
+    /// and reset its connection before its delayed TCP ACK went out, or a
+    /// path that died — and counts as delivered: a rare duplicate instead
+    /// of taking a client's next identical send for a resend.
     pub fn unconfirmed(&self) -> Vec<Unconfirmed> {
         let g = self.lock();
-        let acked = g.fd.and_then(tcp_info::bytes_acked);
+        let c = g.fd.and_then(tcp_info::counters);
         g.entries
             .iter()
-            .filter(|e| !confirmed(e.stage, acked, g.fd))
+            .filter(|e| match (e.stage, c) {
+                (Stage::Sending | Stage::Buffered(_), _) => true,
+                (Stage::Wire(end), Some(c)) => end > c.acked && end > c.transmitted,
+                // The socket cannot be asked: when in doubt, confirmed.
+                (Stage::Wire(_), None) => false,
+            })
             .map(|e| e.mark)
             .collect()
     }
@@ -148,6 +184,17 @@ impl Ledger {
         g.fd = None;
         g.entries = Vec::new();
     }
+}
+
+/// Where an earlier send's ACK is, as its connection's ledger sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AckState {
+    /// Not written to the socket (the send may still be running).
+    NotSent,
+    /// Written, not yet acknowledged by the peer's TCP stack.
+    Unacked,
+    /// Acknowledged by the peer's TCP stack (or not askable: taken as such).
+    Confirmed,
 }
 
 /// An ACK on the wire is confirmed once the peer acknowledged its last
@@ -167,9 +214,15 @@ fn confirmed(stage: Stage, acked: Option<u64>, fd: Option<RawFd>) -> bool {
 #[derive(Default)]
 pub struct Ledgers {
     map: Mutex<HashMap<ConnId, Arc<Ledger>>>,
+    tickets: AtomicU64,
 }
 
 impl Ledgers {
+    /// A node-wide unique number for one send.
+    pub fn ticket(&self) -> u64 {
+        self.tickets.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
     pub fn insert(&self, conn: ConnId, l: Arc<Ledger>) {
         self.map
             .lock()
@@ -213,17 +266,63 @@ mod tests {
     #[test]
     fn stages_without_a_socket() {
         let l = Ledger::new(None);
-        l.sending(mark(1));
-        l.sending(mark(2));
-        assert_eq!(l.may_be_lost(&mark(1).key), Some(true));
-        l.acked(&mark(1).key, None, 50);
-        assert_eq!(l.may_be_lost(&mark(1).key), Some(true), "only buffered");
+        l.sending(1, mark(1));
+        l.sending(2, mark(2));
+        assert_eq!(l.ack_state(&mark(1).key, None), Some(AckState::NotSent));
+        assert_eq!(l.ack_state(&mark(1).key, Some(1)), None, "not its own");
+        l.acked(1, None, 50);
+        assert_eq!(l.ack_state(&mark(1).key, None), Some(AckState::NotSent));
         l.on_wire(49, None);
-        assert_eq!(l.may_be_lost(&mark(1).key), Some(true));
+        assert_eq!(l.ack_state(&mark(1).key, None), Some(AckState::NotSent));
         l.on_wire(50, None);
-        // No socket to ask: handed over counts as delivered.
-        assert_eq!(l.may_be_lost(&mark(1).key), None);
+        // No socket to ask: handed over counts as delivered (and forgotten).
+        assert_eq!(l.ack_state(&mark(1).key, None), None);
         assert_eq!(l.unconfirmed(), vec![mark(2)]);
-        assert_eq!(l.may_be_lost(&mark(3).key), None);
+        // A second send of a key is judged by the first one's ACK, and its
+        // own ACK replaces it.
+        l.sending(3, mark(4));
+        l.acked(3, None, 70);
+        l.sending(4, mark(4));
+        assert_eq!(l.ack_state(&mark(4).key, Some(4)), Some(AckState::NotSent));
+        l.acked(4, None, 80);
+        l.on_wire(80, None);
+        l.sending(5, mark(4));
+        assert_eq!(
+            l.ack_state(&mark(4).key, Some(5)),
+            None,
+            "first ACK delivered"
+        );
+    }
+
+    /// Over a real socket: an ACK is unacked until the peer's TCP stack
+    /// acknowledged its last byte.
+    #[test]
+    fn wire_entries_follow_tcp_info() {
+        use std::io::{Read, Write};
+        use std::os::fd::AsRawFd;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let mut client =
+            std::net::TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
+        let (mut server, _) = listener.accept().expect("accept");
+        let l = Ledger::new(Some(server.as_raw_fd()));
+        l.sending(1, mark(1));
+        l.acked(1, None, 10);
+        // Ten bytes of plaintext are bytes 1..=10 of the stream; pretend a
+        // TLS layer made them 20 on the wire.
+        l.on_wire(10, Some(20));
+        server.write_all(&[0; 10]).expect("write");
+        let mut buf = [0; 10];
+        client.read_exact(&mut buf).expect("read");
+        client.write_all(&[1]).expect("reply carries the ack");
+        server.read_exact(&mut buf[..1]).expect("read");
+        assert_eq!(l.ack_state(&mark(1).key, None), Some(AckState::Unacked));
+        server.write_all(&[0; 10]).expect("write");
+        client.read_exact(&mut buf).expect("read");
+        client.write_all(&[1]).expect("reply");
+        server.read_exact(&mut buf[..1]).expect("read");
+        assert_eq!(l.ack_state(&mark(1).key, None), Some(AckState::Confirmed));
+        assert!(l.unconfirmed().is_empty());
+        l.detach();
+        assert_eq!(l.ack_state(&mark(1).key, None), None);
     }
 }

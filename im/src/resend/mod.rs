@@ -24,6 +24,7 @@ mod tcp_info;
 
 use crate::node::Node;
 use crate::store::{DedupKey, Earlier, INCARNATION_MASK, Store, StoreError};
+use ledger::AckState;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,6 +33,11 @@ pub const HEARTBEAT: Duration = Duration::from_secs(10);
 /// Seconds without a heartbeat after which an unclean incarnation on a
 /// shared store is taken for crashed.
 pub const DEAD_AFTER_SECS: i64 = 30;
+
+/// How long a verdict waits for the peer to acknowledge an ACK already on
+/// the wire (Linux delays an ACK by at most 200 ms).
+pub const ACK_GRACE: Duration = Duration::from_millis(250);
+const ACK_POLL: Duration = Duration::from_millis(5);
 
 /// A fresh random incarnation id (non-zero, below 2^62).
 pub fn new_incarnation() -> u64 {
@@ -63,17 +69,30 @@ pub async fn announce(store: Arc<dyn Store>, incarnation: u64) -> Result<(), Sto
 
 impl Node {
     /// The verdict on a candidate (see the module docs): true = resend.
-    pub(crate) async fn is_resend(&self, key: &DedupKey, e: Earlier) -> bool {
+    /// `own`: the send's ledger ticket, so its own entry is not taken for
+    /// the earlier send's.
+    pub(crate) async fn is_resend(&self, key: &DedupKey, e: Earlier, own: Option<u64>) -> bool {
         if e.unconfirmed {
             return true;
         }
         if e.origin.incarnation == self.incarnation {
             // Closed without a mark: its ACK was confirmed.
-            return self
-                .ledgers
-                .get(e.origin.connection)
-                .and_then(|l| l.may_be_lost(key))
-                .unwrap_or(false);
+            let Some(l) = self.ledgers.get(e.origin.connection) else {
+                return false;
+            };
+            // A client that read the ACK may not have acknowledged it yet
+            // (delayed ACKs: 40 ms, at most 200 ms): give it that long.
+            let deadline = tokio::time::Instant::now() + ACK_GRACE;
+            loop {
+                match l.ack_state(key, own) {
+                    None | Some(AckState::Confirmed) => return false,
+                    Some(AckState::NotSent) => return true,
+                    Some(AckState::Unacked) if tokio::time::Instant::now() >= deadline => {
+                        return true;
+                    }
+                    Some(AckState::Unacked) => tokio::time::sleep(ACK_POLL).await,
+                }
+            }
         }
         match self.store.node_state(e.origin.incarnation).await {
             Ok(Some(s)) if s.clean => false,

@@ -6,10 +6,25 @@
 
 use std::os::fd::RawFd;
 
+/// What the kernel says about a socket's outgoing bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Counters {
+    /// Bytes the peer's TCP stack acknowledged.
+    pub acked: u64,
+    /// Distinct bytes transmitted at least once (sent minus retransmitted).
+    pub transmitted: u64,
+}
+
 /// Bytes the peer acknowledged, or `None` when the kernel does not say
 /// (closed descriptor, not a TCP socket, not Linux).
-#[cfg(target_os = "linux")]
 pub fn bytes_acked(fd: RawFd) -> Option<u64> {
+    counters(fd).map(|c| c.acked)
+}
+
+/// The socket's [`Counters`]; `None` when the kernel does not say (closed
+/// descriptor, not a TCP socket, a kernel before 4.19, not Linux).
+#[cfg(target_os = "linux")]
+pub fn counters(fd: RawFd) -> Option<Counters> {
     let mut info: libc::tcp_info = unsafe_zeroed();
     let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
     // SAFETY: `info` is a valid, writable `tcp_info` and `len` its size; the
@@ -25,10 +40,12 @@ pub fn bytes_acked(fd: RawFd) -> Option<u64> {
             &mut len,
         )
     };
-    // Kernels before 4.2 do not fill `tcpi_bytes_acked`: the struct is
-    // shorter, and then nothing can be confirmed.
-    let needed = std::mem::offset_of!(libc::tcp_info, tcpi_bytes_acked) + 8;
-    (rc == 0 && len as usize >= needed).then_some(info.tcpi_bytes_acked)
+    // Older kernels fill a shorter struct; then nothing can be told.
+    let needed = std::mem::offset_of!(libc::tcp_info, tcpi_bytes_retrans) + 8;
+    (rc == 0 && len as usize >= needed).then(|| Counters {
+        acked: info.tcpi_bytes_acked,
+        transmitted: info.tcpi_bytes_sent.saturating_sub(info.tcpi_bytes_retrans),
+    })
 }
 
 #[cfg(target_os = "linux")]
@@ -38,7 +55,7 @@ fn unsafe_zeroed() -> libc::tcp_info {
 }
 
 #[cfg(not(target_os = "linux"))]
-pub fn bytes_acked(_fd: RawFd) -> Option<u64> {
+pub fn counters(_fd: RawFd) -> Option<Counters> {
     None
 }
 
@@ -63,7 +80,13 @@ mod tests {
         // still be on the way, a reply carries it for sure.
         client.write_all(&[1]).expect("reply");
         server.read_exact(&mut buf[..1]).expect("read reply");
-        assert_eq!(bytes_acked(server.as_raw_fd()), Some(100));
+        assert_eq!(
+            counters(server.as_raw_fd()),
+            Some(Counters {
+                acked: 100,
+                transmitted: 100
+            })
+        );
         assert_eq!(bytes_acked(-1), None);
     }
 }

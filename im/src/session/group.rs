@@ -44,7 +44,9 @@ impl Session {
         };
         // The first queue is the group's (super) or a member's (normal):
         // corrected from the outcome once known.
-        let dedup = self.dedup(key, &m.content, group_queue(a.appid, m.receiver));
+        let (dedup, ticket) = self
+            .dedup(key, &m.content, group_queue(a.appid, m.receiver))
+            .unzip();
         let s = GroupSend {
             appid: a.appid,
             sender: a.uid,
@@ -53,6 +55,7 @@ impl Session {
             flag,
             body: m.encode(2),
             dedup,
+            ticket,
             check_sender: true,
         };
         match self.node.send_group(s).await {
@@ -71,7 +74,7 @@ impl Session {
                     )),
                     None => w.push(&OutFrame::new(ACK, ack_flag, ack)),
                 }
-                self.acked(dedup.as_ref(), sent.first_queue, w);
+                self.acked(ticket, sent.first_queue, w);
                 Control::Continue
             }
             Err(GroupSendError::NoGroup) => self.ack(seq, STATUS_GROUP_NOT_EXIST, 0, w),

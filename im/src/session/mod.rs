@@ -96,10 +96,16 @@ impl Session {
     /// before its append starts; `None` for msgid 0 (no identity: every
     /// such send is a new message). `first_queue`: the request's first
     /// entry's queue, if known now.
-    fn dedup(&mut self, key: DedupKey, content: &[u8], first_queue: QueueId) -> Option<Dedup> {
+    fn dedup(
+        &mut self,
+        key: DedupKey,
+        content: &[u8],
+        first_queue: QueueId,
+    ) -> Option<(Dedup, u64)> {
         if key.client_msgid == 0 {
             return None;
         }
+        let ticket = self.node.ledgers.ticket();
         let conn = self.conn;
         let node = &self.node;
         let fd = self.wire_fd;
@@ -108,11 +114,14 @@ impl Session {
             node.ledgers.insert(conn, l.clone());
             l
         });
-        ledger.sending(Unconfirmed {
-            key,
-            queue: first_queue,
-        });
-        Some(Dedup {
+        ledger.sending(
+            ticket,
+            Unconfirmed {
+                key,
+                queue: first_queue,
+            },
+        );
+        let d = Dedup {
             key,
             digest: record::digest(content),
             origin: Origin {
@@ -120,13 +129,14 @@ impl Session {
                 connection: self.conn,
             },
             replace: false,
-        })
+        };
+        Some((d, ticket))
     }
 
-    /// The ACK of a send with `dedup` was just appended to `w`.
-    fn acked(&self, dedup: Option<&Dedup>, first_queue: Option<QueueId>, w: &Writer) {
-        if let (Some(d), Some(l)) = (dedup, &self.ledger) {
-            l.acked(&d.key, first_queue, w.appended());
+    /// The ACK of send `ticket` was just appended to `w`.
+    fn acked(&self, ticket: Option<u64>, first_queue: Option<QueueId>, w: &Writer) {
+        if let (Some(t), Some(l)) = (ticket, &self.ledger) {
+            l.acked(t, first_queue, w.appended());
         }
     }
 

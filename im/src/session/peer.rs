@@ -36,7 +36,7 @@ impl Session {
             client_msgid: m.msgid as i64,
             receiver: m.receiver,
         };
-        let dedup = self.dedup(key, &m.content, receiver);
+        let (dedup, ticket) = self.dedup(key, &m.content, receiver).unzip();
         let p = PeerSend {
             cmd: IM,
             flag,
@@ -45,6 +45,7 @@ impl Session {
             receiver,
             device_id: a.device_id,
             dedup,
+            ticket,
         };
         self.store_and_ack(p, seq, w).await
     }
@@ -80,6 +81,7 @@ impl Session {
             // CUSTOMER_V2 carries no client message id, so a resend cannot be
             // told from a second identical message: no dedup key.
             dedup: None,
+            ticket: None,
         };
         self.store_and_ack(p, seq, w).await
     }
@@ -88,7 +90,7 @@ impl Session {
     /// error nothing is ACKed: the client resends, and the ledger (ACK never
     /// written) makes the resend find what was stored, if anything.
     async fn store_and_ack(&mut self, p: PeerSend, seq: i32, w: &mut Writer) -> Control {
-        let dedup = p.dedup;
+        let ticket = p.ticket;
         match self.node.send_peer(p).await {
             Ok(out) => {
                 let meta = Metadata {
@@ -97,7 +99,7 @@ impl Session {
                 };
                 let ack = ferry_common::protocol::ack::Ack { seq, status: 0 }.encode(2);
                 w.push(&OutFrame::with_meta(ACK, 0, ack, meta));
-                self.acked(dedup.as_ref(), None, w);
+                self.acked(ticket, None, w);
                 Control::Continue
             }
             Err(e) => {
