@@ -159,11 +159,44 @@ pub(crate) fn message_value(out: &mut Vec<u8>, cmd: u8, flag: u8, device_id: i64
     out.extend_from_slice(body);
 }
 
+/// First byte of a `messages` value whose body is stored in another entry
+/// (a group fan-out stores its body once). No stored command is 255, so an
+/// inline value never starts with it (the writer refuses command 255).
+pub(crate) const BODY_REF: u8 = 0xff;
+
+/// Appends a `messages` value whose body is the one of the entry at
+/// `body_key` to `out`.
+pub(crate) fn message_ref_value(
+    out: &mut Vec<u8>,
+    cmd: u8,
+    flag: u8,
+    device_id: i64,
+    body_key: &[u8],
+) {
+    out.push(BODY_REF);
+    message_value(out, cmd, flag, device_id, body_key);
+}
+
+/// A `messages` value: the body inline, or the key of the entry holding it.
+pub(crate) enum Body<'a> {
+    Inline(&'a [u8]),
+    At(&'a [u8]),
+}
+
 /// `(cmd, flag, device_id, body)` of a `messages` value.
-pub(crate) fn parse_message(v: &[u8]) -> Result<(u8, u8, i64, &[u8]), StoreError> {
+pub(crate) fn parse_message(v: &[u8]) -> Result<(u8, u8, i64, Body<'_>), StoreError> {
     let corrupt = || StoreError::Backend("corrupt message record in store".into());
+    let (is_ref, v) = match v.split_first() {
+        Some((&BODY_REF, rest)) => (true, rest),
+        _ => (false, v),
+    };
     let (head, body) = v.split_at_checked(10).ok_or_else(corrupt)?;
     let device: [u8; 8] = head[2..].try_into().map_err(|_| corrupt())?;
+    let body = if is_ref {
+        Body::At(body)
+    } else {
+        Body::Inline(body)
+    };
     Ok((head[0], head[1], i64::from_be_bytes(device), body))
 }
 
@@ -282,12 +315,23 @@ mod tests {
     #[test]
     fn records_roundtrip() {
         let mut v = Vec::new();
+        let inline = |v: &[u8]| match parse_message(v).expect("parse") {
+            (c, f, d, Body::Inline(b)) => (c, f, d, b.to_vec()),
+            _ => panic!("not inline"),
+        };
         message_value(&mut v, 4, 1, -3, b"body");
-        assert_eq!(parse_message(&v).expect("parse"), (4, 1, -3, &b"body"[..]));
+        assert_eq!(inline(&v), (4, 1, -3, b"body".to_vec()));
         v.clear();
         message_value(&mut v, 4, 1, 7, b"");
-        assert_eq!(parse_message(&v).expect("parse"), (4, 1, 7, &b""[..]));
+        assert_eq!(inline(&v), (4, 1, 7, Vec::new()));
+        v.clear();
+        message_ref_value(&mut v, 8, 0, 2, b"key");
+        assert!(matches!(
+            parse_message(&v).expect("parse"),
+            (8, 0, 2, Body::At(b"key"))
+        ));
         assert!(parse_message(&[1, 2]).is_err());
+        assert!(parse_message(&[BODY_REF, 1]).is_err());
         assert_eq!(
             parse_dedup_batch_key(&dedup_batch_key(99, 4)),
             Some((99, 4))

@@ -9,14 +9,32 @@ use super::layout::{self, dec_value};
 use crate::store::{QueueId, StoreError, StoredMessage, Window};
 use bytes::Bytes;
 
-fn message(key: &[u8], value: &[u8]) -> Result<StoredMessage, StoreError> {
+/// A stored message; a body stored in another entry (group fan-outs) is
+/// read from there.
+fn message<K: Kv>(db: &K, key: &[u8], value: &[u8]) -> Result<StoredMessage, StoreError> {
     let (cmd, flag, device_id, body) = layout::parse_message(value)?;
+    let body = match body {
+        layout::Body::Inline(b) => Bytes::copy_from_slice(b),
+        layout::Body::At(at) => {
+            let v = db
+                .get(Space::Messages, at)?
+                .ok_or_else(|| StoreError::Backend("message body missing from store".into()))?;
+            match layout::parse_message(&v)? {
+                (_, _, _, layout::Body::Inline(b)) => Bytes::copy_from_slice(b),
+                _ => {
+                    return Err(StoreError::Backend(
+                        "corrupt message reference in store".into(),
+                    ));
+                }
+            }
+        }
+    };
     Ok(StoredMessage {
         msgid: layout::message_id(key)?,
         cmd,
         flag,
         device_id,
-        body: Bytes::copy_from_slice(body),
+        body,
     })
 }
 
@@ -60,7 +78,7 @@ pub(crate) fn window<K: Kv>(
             &queue_end(queue),
             Order::Forward,
             &mut |key, value| {
-                messages.push(message(key, value)?);
+                messages.push(message(db, key, value)?);
                 Ok(messages.len() < limit)
             },
         )?;
@@ -88,7 +106,7 @@ pub(crate) fn latest<K: Kv>(
             &queue_end(queue),
             Order::Reverse,
             &mut |key, value| {
-                messages.push(message(key, value)?);
+                messages.push(message(db, key, value)?);
                 Ok(messages.len() < limit)
             },
         )?;

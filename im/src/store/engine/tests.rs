@@ -661,6 +661,67 @@ async fn a_mark_survives_reopen_and_keeps_the_send_time() {
 }
 
 #[tokio::test]
+async fn a_fan_out_stores_its_body_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    let long = bytes::Bytes::from(vec![b'g'; 200]);
+    let uids = [1, 2, 3, 4, 5];
+    let req = AppendRequest {
+        entries: NewEntry::fan_out(APP, &uids, 8, 0, 3, &long),
+        dedup: None,
+    };
+    store.append(req).await.expect("fan-out");
+    // A short body and a peer message's two copies stay inline.
+    let short = bytes::Bytes::from_static(b"short");
+    let req = AppendRequest {
+        entries: NewEntry::fan_out(APP, &uids, 8, 0, 3, &short),
+        dedup: None,
+    };
+    store.append(req).await.expect("fan-out");
+    store
+        .append(peer(1, 2, None, &"p".repeat(200)))
+        .await
+        .expect("peer");
+    let refs = store
+        .read(|db| {
+            let mut n = 0;
+            db.scan(
+                Space::Messages,
+                &[],
+                &layout::KEY_MAX,
+                Order::Forward,
+                &mut |_, v| {
+                    n += usize::from(v.first() == Some(&layout::BODY_REF));
+                    Ok(true)
+                },
+            )?;
+            Ok(n)
+        })
+        .await
+        .expect("scan");
+    assert_eq!(refs, 4, "one body, four references");
+    for uid in uids {
+        let w = store.window(q(uid), 0, 10).await.expect("window");
+        assert_eq!(w.messages[0].body, long, "uid {uid}");
+        assert_eq!(w.messages[1].body, short);
+        assert_eq!(w.messages[0].cmd, 8);
+        let latest = store.latest(q(uid), 10).await.expect("latest");
+        assert_eq!(latest[0].body, long);
+    }
+    let bad = AppendRequest {
+        entries: vec![NewEntry {
+            cmd: layout::BODY_REF,
+            ..entry(1, "x")
+        }],
+        dedup: None,
+    };
+    assert!(matches!(
+        store.append(bad).await,
+        Err(StoreError::Invalid(_))
+    ));
+}
+
+#[tokio::test]
 async fn migrate_moves_a_format_1_dir_to_the_current_format() {
     let dir = tempfile::tempdir().expect("tempdir");
     assert_eq!(

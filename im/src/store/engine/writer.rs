@@ -107,6 +107,15 @@ const HEADS_CACHE_MAX: usize = 1 << 20;
 /// and a backlog (after a restart) is spread over several batches.
 const PRUNE_FLOOR: usize = 256;
 
+/// Requests with at least this many entries (group fan-outs, not a peer
+/// message's two copies) store a shared body once: reading a referenced body
+/// costs a point read, which a 2-entry request does not save enough to pay.
+const BODY_REF_ENTRIES: usize = 3;
+
+/// Bodies shorter than this are stored in every entry (a reference is a key
+/// of up to 28 bytes plus a tag byte).
+const BODY_REF_MIN: usize = 48;
+
 /// Longest time between two prunes.
 const PRUNE_INTERVAL_MAX_MS: i64 = 100;
 
@@ -645,6 +654,12 @@ impl<K: Kv> Writer<K> {
                 "append request without entries".into(),
             )));
         }
+        if req.entries.iter().any(|e| e.cmd == layout::BODY_REF) {
+            return Ok(Err(StoreError::Invalid(format!(
+                "command {} cannot be stored",
+                layout::BODY_REF
+            ))));
+        }
         let mut renewing = None;
         // Hashed once per request: both the lookup and the record need it.
         let fp = req.dedup.as_ref().map(|d| self.dedup.fingerprint(&d.key));
@@ -670,20 +685,40 @@ impl<K: Kv> Writer<K> {
             renewing = Some(found.slot);
         }
         let mut ids = Vec::with_capacity(req.entries.len());
+        // A fan-out's body is stored once, in its first entry; the others
+        // refer to it (see `BODY_REF_MIN`).
+        let mut body_at: Option<(layout::Key, &bytes::Bytes)> = None;
         for entry in &req.entries {
             let id = self.head_of(db, entry.queue)? + 1;
             self.cache.heads.insert(entry.queue, id);
             ids.push(id);
+            let key = layout::message_key(entry.queue, id);
             let start = b.values.len();
-            layout::message_value(
-                &mut b.values,
-                entry.cmd,
-                entry.flag,
-                entry.device_id,
-                &entry.body,
-            );
-            b.messages
-                .push((layout::message_key(entry.queue, id), start..b.values.len()));
+            match body_at {
+                Some((at, body)) if *body == entry.body => layout::message_ref_value(
+                    &mut b.values,
+                    entry.cmd,
+                    entry.flag,
+                    entry.device_id,
+                    &at,
+                ),
+                _ => {
+                    layout::message_value(
+                        &mut b.values,
+                        entry.cmd,
+                        entry.flag,
+                        entry.device_id,
+                        &entry.body,
+                    );
+                    if body_at.is_none()
+                        && req.entries.len() >= BODY_REF_ENTRIES
+                        && entry.body.len() >= BODY_REF_MIN
+                    {
+                        body_at = Some((key, &entry.body));
+                    }
+                }
+            }
+            b.messages.push((key, start..b.values.len()));
         }
         if let (Some(d), Some(fp), Some(at)) = (&req.dedup, fp, b.written.at) {
             self.dedup.insert(&d.key, fp, at, renewing);
