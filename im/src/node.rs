@@ -28,6 +28,8 @@ pub struct Stats {
     pub auth_timeouts: AtomicU64,
     /// Connections closed for exceeding `--max-frames-per-sec`.
     pub rate_limited: AtomicU64,
+    /// Successful logins (AUTH_TOKEN accepted), for the admin console.
+    pub logins: AtomicU64,
 }
 
 impl Stats {
@@ -62,6 +64,10 @@ pub struct Node {
     pub conns: tokio_util::task::TaskTracker,
     /// Every open connection's outbox, so shutdown can wake them.
     pub live: crate::connection::live::Live,
+    /// The last ten minutes of headline figures, for `/admin`.
+    pub history: crate::history::History,
+    /// When the node started, for the console's uptime.
+    pub started: std::time::Instant,
 }
 
 impl Node {
@@ -88,6 +94,8 @@ impl Node {
             shutdown: tokio_util::sync::CancellationToken::new(),
             conns: tokio_util::task::TaskTracker::new(),
             live: Default::default(),
+            history: Default::default(),
+            started: std::time::Instant::now(),
         }
     }
 }
