@@ -53,8 +53,8 @@ pub async fn run(a: ChatArgs) -> anyhow::Result<()> {
         (None, Some(uid)) => {
             let key = ferry_im::auth::load_or_create_secret(a.jwt_secret.as_deref(), &a.data_dir)
                 .with_context(|| {
-                    format!("loading the JWT secret from {}", a.data_dir.display())
-                })?;
+                format!("loading the JWT secret from {}", a.data_dir.display())
+            })?;
             sign(
                 &Claims {
                     appid: a.appid,

@@ -15,10 +15,10 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use support::Im;
-use wire::Raw;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use wire::Raw;
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -504,8 +504,14 @@ async fn admin_console_shows_live_traffic_and_finds_a_user() {
         ))
         .await;
     assert!(stats["w"].as_u64() > Some(100), "{stats}");
-    assert!(stats["colours"].as_u64() > Some(20), "blank screenshot? {stats}");
-    assert!(stats["other"].as_f64() > Some(0.05), "blank screenshot? {stats}");
+    assert!(
+        stats["colours"].as_u64() > Some(20),
+        "blank screenshot? {stats}"
+    );
+    assert!(
+        stats["other"].as_f64() > Some(0.05),
+        "blank screenshot? {stats}"
+    );
     eprintln!("admin console screenshot: {} ({stats})", file.display());
     drop(b);
 }

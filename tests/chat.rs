@@ -176,7 +176,14 @@ fn two_people_chat_live_in_terminals() {
     let dir = im.dir.display().to_string();
     let start = |uid: &str, device: &str| {
         let mut c = Chat::start_tty(&[
-            "--server", &server, "--uid", uid, "--data-dir", &dir, "--device", device,
+            "--server",
+            &server,
+            "--uid",
+            uid,
+            "--data-dir",
+            &dir,
+            "--device",
+            device,
         ]);
         c.expect(&format!("logged in as uid {uid}"));
         c
@@ -210,7 +217,11 @@ fn two_people_chat_live_in_terminals() {
                 l.contains("[history]") || l.starts_with("me -> ") || own.contains(&l.as_str())
             })
             .collect();
-        assert!(wrong.is_empty(), "{who} printed {wrong:?}; all: {:#?}", c.seen);
+        assert!(
+            wrong.is_empty(),
+            "{who} printed {wrong:?}; all: {:#?}",
+            c.seen
+        );
     }
 
     // Alice's phone (a second device of uid 1): what she sends from the

@@ -108,7 +108,8 @@ impl History {
             })
             .filter(|&(_, i, o)| i > 0 || o > 0)
             .collect();
-        by_command.sort_unstable_by_key(|&(c, i, o)| (std::cmp::Reverse(u64::from(i) + u64::from(o)), c));
+        by_command
+            .sort_unstable_by_key(|&(c, i, o)| (std::cmp::Reverse(u64::from(i) + u64::from(o)), c));
         inner.by_command = by_command;
         let sum = |a: &[u64; 256]| a.iter().sum::<u64>();
         let delta: [u64; 13] =

@@ -11,8 +11,8 @@ mod http;
 mod peer;
 mod plot;
 mod raw;
-mod record;
 mod reconnect;
+mod record;
 mod report;
 mod room;
 

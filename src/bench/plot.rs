@@ -59,7 +59,10 @@ pub fn render(runs: &[RunRecord], title: Option<&str>) -> String {
     );
     let mut scenarios: Vec<&str> = runs.iter().map(|r| r.scenario.as_str()).collect();
     scenarios.dedup();
-    let title = title.map_or_else(|| format!("ferry bench {}", scenarios.join(", ")), String::from);
+    let title = title.map_or_else(
+        || format!("ferry bench {}", scenarios.join(", ")),
+        String::from,
+    );
     let _ = writeln!(
         s,
         r#"<text x="{}" y="24" font-size="16" font-weight="bold" text-anchor="middle">{}</text>"#,
@@ -116,7 +119,12 @@ fn throughput(s: &mut String, runs: &[RunRecord]) {
 fn latency(s: &mut String, runs: &[RunRecord]) {
     let x0 = LEFT[1];
     let name = runs.first().map_or("", |r| r.latency_name.as_str());
-    frame(s, x0, &format!("{name} latency (ms, log scale)"), "percentile");
+    frame(
+        s,
+        x0,
+        &format!("{name} latency (ms, log scale)"),
+        "percentile",
+    );
     const NINES_MAX: f64 = 5.0;
     let nines = |q: f64| {
         if q >= 1.0 {
@@ -137,14 +145,22 @@ fn latency(s: &mut String, runs: &[RunRecord]) {
     }
     let all: Vec<f64> = runs
         .iter()
-        .flat_map(|r| r.latency.quantiles.iter().map(|&(_, us)| us.max(1) as f64 / 1000.0))
+        .flat_map(|r| {
+            r.latency
+                .quantiles
+                .iter()
+                .map(|&(_, us)| us.max(1) as f64 / 1000.0)
+        })
         .collect();
     let lo = all.iter().copied().fold(f64::INFINITY, f64::min);
     let hi = all.iter().copied().fold(0.0, f64::max);
     if all.is_empty() {
         return;
     }
-    let (d_lo, d_hi) = (lo.log10().floor(), hi.log10().ceil().max(lo.log10().floor() + 1.0));
+    let (d_lo, d_hi) = (
+        lo.log10().floor(),
+        hi.log10().ceil().max(lo.log10().floor() + 1.0),
+    );
     let y_of = |ms: f64| TOP + PH - PH * (ms.log10() - d_lo) / (d_hi - d_lo);
     let mut d = d_lo;
     while d <= d_hi {
@@ -298,12 +314,7 @@ mod tests {
             started: 0,
             config: serde_json::json!({}),
             unit: "msgs/s".into(),
-            series: (1..=5)
-                .map(|t| Point {
-                    t: t as f64,
-                    rate,
-                })
-                .collect(),
+            series: (1..=5).map(|t| Point { t: t as f64, rate }).collect(),
             latency_name: "ack".into(),
             latency: Latency {
                 samples: 100,
@@ -317,14 +328,20 @@ mod tests {
 
     #[test]
     fn two_runs_overlay_with_their_own_colours() {
-        let svg = render(&[run("A <fjall>", 20_000.0, 3_000), run("B", 15_000.0, 9_000)], None);
+        let svg = render(
+            &[run("A <fjall>", 20_000.0, 3_000), run("B", 15_000.0, 9_000)],
+            None,
+        );
         assert!(svg.starts_with("<svg"), "{svg}");
         assert!(svg.trim_end().ends_with("</svg>"));
         // One throughput line and one latency line per run.
         assert_eq!(svg.matches("<polyline").count(), 4, "{svg}");
         assert!(svg.contains(COLOURS[0]) && svg.contains(COLOURS[1]));
         // Labels are escaped, figures summarised in the legend.
-        assert!(svg.contains("A &lt;fjall&gt; — 20k msgs/s, p99 3.00 ms"), "{svg}");
+        assert!(
+            svg.contains("A &lt;fjall&gt; — 20k msgs/s, p99 3.00 ms"),
+            "{svg}"
+        );
         assert!(!svg.contains("NaN") && !svg.contains("inf"), "{svg}");
     }
 

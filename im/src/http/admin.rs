@@ -180,7 +180,15 @@ mod tests {
         assert!(!allowed(None, &none, Some(remote)));
         // A token: required from everywhere, loopback included.
         assert!(!allowed(Some("s3cret"), &none, Some(local)));
-        assert!(!allowed(Some("s3cret"), &bearer("Bearer wrong"), Some(local)));
-        assert!(allowed(Some("s3cret"), &bearer("Bearer s3cret"), Some(remote)));
+        assert!(!allowed(
+            Some("s3cret"),
+            &bearer("Bearer wrong"),
+            Some(local)
+        ));
+        assert!(allowed(
+            Some("s3cret"),
+            &bearer("Bearer s3cret"),
+            Some(remote)
+        ));
     }
 }

@@ -685,7 +685,11 @@ async fn admin_console_json_and_user_lookup() {
     let _receiver = api.connect_user(1, 20, 5);
     for _ in 0..3 {
         let r = api
-            .post_with("/post_peer_message?appid=1&sender=10&receiver=20", auth, b"hi")
+            .post_with(
+                "/post_peer_message?appid=1&sender=10&receiver=20",
+                auth,
+                b"hi",
+            )
             .await;
         assert_eq!(r.status, 200, "{}", r.text());
     }
@@ -699,16 +703,30 @@ async fn admin_console_json_and_user_lookup() {
         .await
         .json();
     assert_eq!(v["online"], true, "{v}");
-    assert_eq!((v["queue_head"].as_i64(), v["sync_key"].as_i64()), (Some(3), Some(2)));
+    assert_eq!(
+        (v["queue_head"].as_i64(), v["sync_key"].as_i64()),
+        (Some(3), Some(2))
+    );
     assert_eq!(v["unsynced"], 1);
-    let conns = v["nodes"][0]["connections"].as_array().expect("connections");
+    let conns = v["nodes"][0]["connections"]
+        .as_array()
+        .expect("connections");
     assert_eq!(conns.len(), 1, "{v}");
-    assert_eq!((conns[0]["transport"].as_str(), conns[0]["device_id"].as_i64()), (Some("tcp"), Some(5)));
+    assert_eq!(
+        (
+            conns[0]["transport"].as_str(),
+            conns[0]["device_id"].as_i64()
+        ),
+        (Some("tcp"), Some(5))
+    );
     let v = api
         .call("GET", "/admin/api/user?uid=21&appid=1", auth, b"")
         .await
         .json();
-    assert_eq!((v["online"].as_bool(), v["queue_head"].as_i64()), (Some(false), Some(0)));
+    assert_eq!(
+        (v["online"].as_bool(), v["queue_head"].as_i64()),
+        (Some(false), Some(0))
+    );
     let r = api.call("GET", "/admin/api/user?uid=x", auth, b"").await;
     assert_eq!(r.status, 400);
 
