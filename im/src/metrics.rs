@@ -200,6 +200,12 @@ pub fn render(node: &Node) -> String {
         "Logged-in connections on this node.",
         authed as u64,
     );
+    counter(
+        &mut o,
+        "ferry_logins_total",
+        "Successful logins (AUTH_TOKEN accepted).",
+        Stats::get(&node.stats.logins),
+    );
     let (rooms, _) = node.rooms.totals(None);
     gauge(
         &mut o,
