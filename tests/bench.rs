@@ -280,6 +280,22 @@ fn json_runs_plot_as_one_svg() {
     assert!(text.contains("peer -c 2 -n 200") && text.contains("peer -c 2 -n 100"));
     assert!(text.matches("<polyline").count() >= 2, "{text}");
 
+    // The room scenario records its deliveries the same way.
+    let room = dir.path().join("room.json");
+    let room_s = room.display().to_string();
+    run_scenario(
+        &["room", "-s", "1", "-r", "3", "-n", "20", "--json", &room_s],
+        &common,
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&room).expect("room json")).expect("json");
+    assert_eq!(
+        (v["scenario"].as_str(), v["unit"].as_str()),
+        (Some("room"), Some("deliveries/s"))
+    );
+    assert_eq!(v["summary"]["delivered"].as_u64(), Some(60), "{v}");
+    assert_eq!(v["latency"]["samples"].as_u64(), Some(60), "{v}");
+
     // A file that is not a run: a clear error, no SVG.
     let bad = dir.path().join("bad.json");
     std::fs::write(&bad, "{}").expect("write");
