@@ -34,11 +34,15 @@ const TOP: f64 = 60.0;
 const LEFT: [f64; 2] = [70.0, 560.0];
 
 pub fn run(a: PlotArgs) -> anyhow::Result<()> {
-    let runs = a
-        .files
-        .iter()
-        .map(|f| RunRecord::read(f))
-        .collect::<anyhow::Result<Vec<_>>>()?;
+    let mut runs = Vec::with_capacity(a.files.len());
+    for f in &a.files {
+        let mut r = RunRecord::read(f)?;
+        // The file name tells A from B (same command, other server flags).
+        if let Some(stem) = f.file_stem() {
+            r.label = format!("{}: {}", stem.to_string_lossy(), r.label);
+        }
+        runs.push(r);
+    }
     if runs.len() > COLOURS.len() {
         bail!("at most {} runs per plot", COLOURS.len());
     }
@@ -134,7 +138,7 @@ fn latency(s: &mut String, runs: &[RunRecord]) {
         }
     };
     for (q, label) in [
-        (0.0, "0"),
+        (0.0, "min"),
         (0.9, "90"),
         (0.99, "99"),
         (0.999, "99.9"),
@@ -290,6 +294,8 @@ fn short(v: f64) -> String {
         format!("{}M", trim(v / 1e6))
     } else if v >= 1e4 {
         format!("{}k", trim(v / 1e3))
+    } else if v >= 100.0 {
+        format!("{v:.0}")
     } else {
         trim(v)
     }

@@ -57,7 +57,7 @@ struct WsState {
 }
 
 /// The router of a WebSocket listener: `/ws`, and the browser pages
-/// (`/demo`), which browsers cannot load from the HTTP port.
+/// (`/demo`, `/admin`), which browsers cannot load from the HTTP port.
 pub fn router(node: Arc<Node>, kind: Kind) -> Router {
     Router::new()
         .route("/ws", any(upgrade))
