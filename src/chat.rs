@@ -9,7 +9,8 @@
 //! Incoming messages print as `UID: text` the moment they arrive, whether
 //! they came as a push or through a sync the push triggered; only what the
 //! first sync after login delivers (what arrived while offline) prints as
-//! `[history] UID: text`. Room messages print as `[room R] UID: text`.
+//! `[history] UID: text`, followed by one `-- N message(s) while offline;
+//! live from here --` line. Room messages print as `[room R] UID: text`.
 //! The user's own messages sent from this terminal are not printed again
 //! (the server stores them in the sender's queue too, so a later sync
 //! returns them, flagged SELF); those sent from the user's other devices
@@ -195,9 +196,11 @@ impl View {
                 };
                 self.message(msg, *flag, prefix)
             }
-            Event::SyncDone { .. } => {
+            Event::SyncDone { messages, .. } if !self.first_sync_done => {
                 self.first_sync_done = true;
-                None
+                Some(format!(
+                    "-- {messages} message(s) while offline; live from here --"
+                ))
             }
             Event::Room(m) => Some(format!(
                 "[room {}] {}: {}",
