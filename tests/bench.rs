@@ -142,7 +142,10 @@ fn group_scenario_creates_its_group_or_explains_why_not() {
     let im = Im::start(&[]);
     let mut common = target_args(&im);
     common.extend(["--http".to_string(), im.http.to_string()]);
-    let mut args = vec!["group", "-s", "2", "-r", "5", "-n", "20"];
+    let dir = tempfile::tempdir().expect("tempdir");
+    let json = dir.path().join("group.json");
+    let json_s = json.display().to_string();
+    let mut args = vec!["group", "-s", "2", "-r", "5", "-n", "20", "--json", &json_s];
     args.extend(common.iter().map(String::as_str));
     let out = bench(&args);
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -155,6 +158,16 @@ fn group_scenario_creates_its_group_or_explains_why_not() {
     } else {
         let stdout = assert_clean(&out, "group");
         assert!(stdout.contains("200 of 200"), "{stdout}");
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&json).expect("group json"))
+                .expect("json");
+        assert_eq!(v["scenario"], "group", "{v}");
+        assert_eq!(v["summary"]["delivered"].as_u64(), Some(200), "{v}");
+        assert_eq!(
+            v["summary"]["ack_latency"]["samples"].as_u64(),
+            Some(40),
+            "{v}"
+        );
     }
 }
 

@@ -126,6 +126,38 @@ pub fn unix_now() -> u64 {
 }
 
 impl RunRecord {
+    /// A fan-out run (room, group): deliveries per second, the delivery
+    /// latency distribution, and the fan-out's closing figures.
+    pub fn fan_out(
+        scenario: &str,
+        label: String,
+        config: serde_json::Value,
+        started: u64,
+        series: Vec<Point>,
+        fan: &super::report::FanOut<'_>,
+        complete: bool,
+    ) -> RunRecord {
+        RunRecord {
+            scenario: scenario.into(),
+            label,
+            started,
+            config,
+            unit: "deliveries/s".into(),
+            series,
+            latency_name: "delivery".into(),
+            latency: Latency::from_histogram(fan.delivery_latency),
+            summary: serde_json::json!({
+                "acked": fan.acked,
+                "delivered": fan.delivered,
+                "span_s": fan.span.as_secs_f64(),
+                "throughput": super::report::rate(fan.delivered, fan.span),
+                "ack_latency": Latency::from_histogram(fan.ack_latency),
+                "errors": fan.errors(),
+                "complete": complete,
+            }),
+        }
+    }
+
     pub fn write(&self, path: &Path) -> anyhow::Result<()> {
         let text = serde_json::to_string_pretty(self)?;
         std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))

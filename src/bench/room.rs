@@ -12,7 +12,7 @@
 use super::ConnArgs;
 use super::connect::{Targets, Tokens};
 use super::raw::{RawConn, login_all};
-use super::record::{Latency, Recorder, RunRecord, unix_now};
+use super::record::{Recorder, RunRecord, unix_now};
 use super::report::{FanOut, Stall, Table, latency_histogram, now_nanos, record};
 use anyhow::bail;
 use clap::Args;
@@ -218,32 +218,24 @@ pub async fn run(a: RoomArgs) -> anyhow::Result<()> {
     fan.rows(&mut table).print();
     if let Some(path) = &a.json {
         recorder.finish(delivered);
-        RunRecord {
-            scenario: "room".into(),
-            label: format!("room -s {s} -r {r} -n {} ({} B)", a.n, a.payload),
+        let config = serde_json::json!({
+            "senders": s,
+            "listeners": r,
+            "messages": a.n,
+            "payload": a.payload,
+            "duration": a.duration,
+            "target": a.conn.target,
+        });
+        let label = format!("room -s {s} -r {r} -n {} ({} B)", a.n, a.payload);
+        RunRecord::fan_out(
+            "room",
+            label,
+            config,
             started,
-            config: serde_json::json!({
-                "senders": s,
-                "listeners": r,
-                "messages": a.n,
-                "payload": a.payload,
-                "duration": a.duration,
-                "target": a.conn.target,
-            }),
-            unit: "deliveries/s".into(),
-            series: recorder.series,
-            latency_name: "delivery".into(),
-            latency: Latency::from_histogram(&delivery_latency),
-            summary: serde_json::json!({
-                "acked": acked,
-                "delivered": delivered,
-                "expected": acked * r as u64,
-                "span_s": span.as_secs_f64(),
-                "throughput": super::report::rate(delivered, span),
-                "errors": fan.errors(),
-                "complete": outcome.is_ok(),
-            }),
-        }
+            recorder.series,
+            &fan,
+            outcome.is_ok(),
+        )
         .write(path)?;
     }
     fan.finish("room", outcome)
