@@ -3,7 +3,8 @@
 //! listener (the address to open in a browser) and, for scripts, on the HTTP
 //! port too. With `--dev-tokens`,
 //! `/dev/token?uid=N[&appid=A]` mints login tokens for it — a development
-//! aid only: anyone who reaches the HTTP port can then log in as anyone.
+//! aid only: anyone who reaches the HTTP or WebSocket port can then log in
+//! as anyone.
 
 use crate::config::AuthMethod;
 use crate::node::Node;
