@@ -59,6 +59,7 @@ pub struct Session {
     conn: ConnId,
     outbox: Arc<Outbox>,
     peer: SocketAddr,
+    transport: crate::metrics::Transport,
     authed: Option<Authed>,
     room: Option<i64>,
     /// This login's slot under `--max-connections-per-user`.
@@ -74,6 +75,7 @@ impl Session {
         node: Arc<Node>,
         outbox: Arc<Outbox>,
         peer: SocketAddr,
+        transport: crate::metrics::Transport,
         wire_fd: Option<std::os::fd::RawFd>,
     ) -> Session {
         let conn = node.registry.next_conn_id();
@@ -84,6 +86,7 @@ impl Session {
             conn,
             outbox,
             peer,
+            transport,
             authed: None,
             room: None,
             user_permit: None,
