@@ -143,6 +143,13 @@ impl Session {
         }
     }
 
+    /// Send `ticket` was refused (nothing stored): drop its ledger entry.
+    fn refused(&self, ticket: Option<u64>) {
+        if let (Some(t), Some(l)) = (ticket, &self.ledger) {
+            l.forget(t);
+        }
+    }
+
     /// Output progress from the transport, for the ACK ledger.
     pub fn on_wire(&self, wire: Wire, written: u64) {
         if let Some(l) = &self.ledger {
