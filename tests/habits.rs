@@ -291,6 +291,38 @@ async fn a_true_resend_is_stored_once(s: Setup<'_>, wait_for_close: bool) {
     assert_eq!(theirs, vec!["resend me"]);
 }
 
+/// After a clean stop (SIGTERM) the node recorded that every unconfirmed
+/// ACK was marked: an identical send is a new message. After a crash
+/// (SIGKILL) nothing tells whether the ACK got out: it is a resend.
+async fn restarts_are_judged_by_how_the_node_stopped(im: &mut Im) {
+    let mut a = Raw::login(im.tcp, 1, "phone", 2).await.named("a");
+    assert_eq!(a.im(1, 2, 5, "before stop").await.sync_key, 1);
+    let status = tokio::task::block_in_place(|| im.terminate());
+    assert!(status.success(), "clean exit: {status}");
+    drop(a);
+    tokio::task::block_in_place(|| im.restart());
+    let mut a = Raw::login(im.tcp, 1, "phone", 2)
+        .await
+        .named("a after stop");
+    assert_eq!(
+        a.im(1, 2, 5, "before stop").await.sync_key,
+        2,
+        "clean stop: a new message"
+    );
+    assert_eq!(a.im(1, 2, 6, "before kill").await.sync_key, 3);
+    tokio::task::block_in_place(|| im.restart()); // SIGKILL, then start
+    drop(a);
+    let mut a = Raw::login(im.tcp, 1, "phone", 2)
+        .await
+        .named("a after kill");
+    assert_eq!(
+        a.im(1, 2, 6, "before kill").await.sync_key,
+        3,
+        "crash: a resend, ACKed with the original ids"
+    );
+    assert_eq!(personal(&mut a).await.len(), 3);
+}
+
 // ------------------------------------------------------------ single node
 
 macro_rules! single_node {
@@ -323,6 +355,12 @@ macro_rules! single_node {
             async fn a_rerun_after_a_reset_is_delivered_again() {
                 let im = single($store);
                 super::a_rerun_is_delivered_again(setup(&im), true).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn restarts_are_judged_by_how_the_node_stopped() {
+                let mut im = single($store);
+                super::restarts_are_judged_by_how_the_node_stopped(&mut im).await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

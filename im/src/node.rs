@@ -28,6 +28,8 @@ pub struct Stats {
     pub auth_timeouts: AtomicU64,
     /// Connections closed for exceeding `--max-frames-per-sec`.
     pub rate_limited: AtomicU64,
+    /// Successful logins (AUTH_TOKEN accepted), for the admin console.
+    pub logins: AtomicU64,
 }
 
 impl Stats {
@@ -67,6 +69,10 @@ pub struct Node {
     pub incarnation: u64,
     /// ACK ledgers of open connections that sent msgid-carrying messages.
     pub ledgers: crate::resend::ledger::Ledgers,
+    /// The last ten minutes of headline figures, for `/admin`.
+    pub history: crate::history::History,
+    /// When the node started, for the console's uptime.
+    pub started: std::time::Instant,
 }
 
 impl Node {
@@ -95,6 +101,8 @@ impl Node {
             live: Default::default(),
             incarnation: crate::resend::new_incarnation(),
             ledgers: Default::default(),
+            history: Default::default(),
+            started: std::time::Instant::now(),
         }
     }
 }

@@ -107,7 +107,7 @@ pub fn serve<T: Transport>(
 ) -> impl Future<Output = ()> + Send {
     let open = OpenConnection::new(kind);
     let outbox = Arc::new(Outbox::new(node.cfg.outbox_bytes));
-    let mut session = Session::new(node.clone(), outbox.clone(), peer, t.raw_fd());
+    let mut session = Session::new(node.clone(), outbox.clone(), peer, kind, t.raw_fd());
     async move {
         let reason = drive(&node, &mut t, &mut session, &outbox).await;
         // Before the socket goes: which ACKs the client may not have got.

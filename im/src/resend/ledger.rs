@@ -117,6 +117,12 @@ impl Ledger {
         }
     }
 
+    /// Send `ticket` was refused before anything was stored: no ACK will
+    /// follow, and nothing is left to mark.
+    pub fn forget(&self, ticket: u64) {
+        self.lock().entries.retain(|e| e.ticket != ticket);
+    }
+
     /// Everything up to plaintext offset `plain` is on the wire, which has
     /// carried `wire` bytes so far (`None`: no wire to watch, take it as
     /// delivered).

@@ -7,10 +7,10 @@
 //! *candidate*; it is a resend (ACKed with the original ids, not stored)
 //! only when the earlier ACK may not have reached the client:
 //!
-//! * the record is marked unconfirmed: its connection ended before the
-//!   peer's TCP stack acknowledged the ACK's last byte (see [`ledger`]);
+//! * the record is marked unconfirmed: its connection ended while the ACK
+//!   had not left this host (see [`ledger`]);
 //! * its connection is still open here and the ACK is not written yet, or
-//!   not yet acknowledged by the peer's TCP stack;
+//!   not acknowledged by the peer's TCP stack within [`ACK_GRACE`];
 //! * its node incarnation did not end cleanly and is gone: it crashed
 //!   (on an embedded store any other unclean incarnation; on Redis one
 //!   whose heartbeat stopped).

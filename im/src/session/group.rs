@@ -77,9 +77,18 @@ impl Session {
                 self.acked(ticket, sent.first_queue, w);
                 Control::Continue
             }
-            Err(GroupSendError::NoGroup) => self.ack(seq, STATUS_GROUP_NOT_EXIST, 0, w),
-            Err(GroupSendError::NotMember) => self.ack(seq, STATUS_NOT_GROUP_MEMBER, 0, w),
-            Err(GroupSendError::Muted) => self.ack(seq, STATUS_MUTED, 0, w),
+            Err(GroupSendError::NoGroup) => {
+                self.refused(ticket);
+                self.ack(seq, STATUS_GROUP_NOT_EXIST, 0, w)
+            }
+            Err(GroupSendError::NotMember) => {
+                self.refused(ticket);
+                self.ack(seq, STATUS_NOT_GROUP_MEMBER, 0, w)
+            }
+            Err(GroupSendError::Muted) => {
+                self.refused(ticket);
+                self.ack(seq, STATUS_MUTED, 0, w)
+            }
             Err(GroupSendError::Store(e)) => {
                 tracing::warn!(peer = %self.peer, error = %e, "group store failed; message not acknowledged");
                 Control::Continue

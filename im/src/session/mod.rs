@@ -59,6 +59,7 @@ pub struct Session {
     conn: ConnId,
     outbox: Arc<Outbox>,
     peer: SocketAddr,
+    transport: crate::metrics::Transport,
     authed: Option<Authed>,
     room: Option<i64>,
     /// This login's slot under `--max-connections-per-user`.
@@ -74,6 +75,7 @@ impl Session {
         node: Arc<Node>,
         outbox: Arc<Outbox>,
         peer: SocketAddr,
+        transport: crate::metrics::Transport,
         wire_fd: Option<std::os::fd::RawFd>,
     ) -> Session {
         let conn = node.registry.next_conn_id();
@@ -84,6 +86,7 @@ impl Session {
             conn,
             outbox,
             peer,
+            transport,
             authed: None,
             room: None,
             user_permit: None,
@@ -137,6 +140,13 @@ impl Session {
     fn acked(&self, ticket: Option<u64>, first_queue: Option<QueueId>, w: &Writer) {
         if let (Some(t), Some(l)) = (ticket, &self.ledger) {
             l.acked(t, first_queue, w.appended());
+        }
+    }
+
+    /// Send `ticket` was refused (nothing stored): drop its ledger entry.
+    fn refused(&self, ticket: Option<u64>) {
+        if let (Some(t), Some(l)) = (ticket, &self.ledger) {
+            l.forget(t);
         }
     }
 
