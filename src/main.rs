@@ -39,28 +39,68 @@ enum Command {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    logging::init(cli.log_format);
+    // The servers' configuration is resolved before logging starts, as a
+    // gobelieve file may set the default log level.
+    let cmd = match cli.cmd {
+        Command::Im(opts) => {
+            let cfg = opts.resolve()?;
+            logging::init(cli.log_format, cfg.log_filter);
+            for w in &cfg.warnings {
+                tracing::warn!("{w}");
+            }
+            tracing::debug!(config = ?cfg, "effective configuration");
+            Resolved::Im(cfg)
+        }
+        Command::Imr(opts) => {
+            let cfg = opts.resolve()?;
+            logging::init(cli.log_format, cfg.log_filter);
+            for w in &cfg.warnings {
+                tracing::warn!("{w}");
+            }
+            tracing::debug!(config = ?cfg, "effective configuration");
+            Resolved::Imr(cfg)
+        }
+        Command::Token(args) => {
+            logging::init(cli.log_format, None);
+            Resolved::Token(args)
+        }
+        Command::Bench(args) => {
+            logging::init(cli.log_format, None);
+            Resolved::Bench(args)
+        }
+        Command::Chat(args) => {
+            logging::init(cli.log_format, None);
+            Resolved::Chat(args)
+        }
+    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the tokio runtime")?;
     rt.block_on(async move {
-        match cli.cmd {
-            Command::Im(opts) => {
-                let cfg = opts.resolve()?;
+        match cmd {
+            Resolved::Im(cfg) => {
                 ferry_im::server::run(cfg, shutdown_signal()).await?;
                 Ok(())
             }
-            Command::Imr(opts) => {
-                let cfg = opts.resolve()?;
+            Resolved::Imr(cfg) => {
                 ferry_imr::server::run(cfg, shutdown_signal()).await?;
                 Ok(())
             }
-            Command::Token(args) => token::run(args),
-            Command::Bench(args) => bench::run(args).await,
-            Command::Chat(args) => chat::run(args).await,
+            Resolved::Token(args) => token::run(args),
+            Resolved::Bench(args) => bench::run(args).await,
+            Resolved::Chat(args) => chat::run(args).await,
         }
     })
+}
+
+/// A command after its configuration was read.
+enum Resolved {
+    Im(ferry_im::config::ImConfig),
+    Imr(ferry_imr::config::ImrConfig),
+    Token(token::TokenArgs),
+    Bench(bench::BenchArgs),
+    Chat(chat::ChatArgs),
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -4,6 +4,7 @@ pub mod auth;
 pub mod cluster;
 pub mod config;
 pub mod connection;
+pub mod forbidden;
 /// The mutation fuzzer shared with `common/tests/fuzz_decoders.rs`.
 #[cfg(test)]
 #[path = "../../common/tests/fuzz_engine/mod.rs"]
@@ -20,3 +21,4 @@ pub mod rooms;
 pub mod server;
 pub mod session;
 pub mod store;
+pub mod wordfilter;

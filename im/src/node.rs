@@ -62,6 +62,10 @@ pub struct Node {
     pub conns: tokio_util::task::TaskTracker,
     /// Every open connection's outbox, so shutdown can wake them.
     pub live: crate::connection::live::Live,
+    /// `--word-file` dictionary, applied to TEXT messages from clients.
+    pub word_filter: Option<Arc<crate::wordfilter::WordFilter>>,
+    /// Mutes announced on Redis `speak_forbidden`.
+    pub forbidden: crate::forbidden::SpeakForbidden,
 }
 
 impl Node {
@@ -88,6 +92,8 @@ impl Node {
             shutdown: tokio_util::sync::CancellationToken::new(),
             conns: tokio_util::task::TaskTracker::new(),
             live: Default::default(),
+            word_filter: None,
+            forbidden: Default::default(),
         }
     }
 }

@@ -35,11 +35,31 @@ pub enum StartError {
     Redis(String),
     #[error(transparent)]
     Tls(#[from] connection::tls::TlsError),
+    #[error(transparent)]
+    WordFile(#[from] crate::wordfilter::WordFileError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
         source: std::io::Error,
     },
+}
+
+/// Compiles `--word-file`, if given (a bad file stops the start).
+fn load_word_filter(
+    cfg: &ImConfig,
+) -> Result<Option<Arc<crate::wordfilter::WordFilter>>, StartError> {
+    let Some(path) = &cfg.word_file else {
+        return Ok(None);
+    };
+    let started = std::time::Instant::now();
+    let filter = crate::wordfilter::WordFilter::load(path)?;
+    tracing::info!(
+        file = %path.display(),
+        words = filter.len(),
+        ms = started.elapsed().as_millis() as u64,
+        "dirty-word filter loaded"
+    );
+    Ok(Some(Arc::new(filter)))
 }
 
 /// Binds with a deep accept backlog so connection storms don't hit SYN retries.
@@ -109,7 +129,10 @@ pub async fn run(cfg: ImConfig, shutdown: impl Future<Output = ()>) -> Result<()
         )
     });
     let store: Arc<dyn Store> = Arc::new(crate::metrics::TimedStore(store));
-    let node = Arc::new(Node::new(cfg, store.clone(), groups, auth, cluster));
+    let word_filter = load_word_filter(&cfg)?;
+    let mut node = Node::new(cfg, store.clone(), groups, auth, cluster);
+    node.word_filter = word_filter;
+    let node = Arc::new(node);
     let links = match &node.cluster {
         Some(c) => c.start(Arc::new(NodeInbound(Arc::downgrade(&node)))),
         None => Vec::new(),
@@ -129,6 +152,12 @@ pub async fn run(cfg: ImConfig, shutdown: impl Future<Output = ()>) -> Result<()
     // (shared stores); both end with the runtime.
     tokio::spawn(connection::live::run_timers(node.clone()));
     tokio::spawn(recover_interrupted(store.clone()));
+    if node.cfg.follow_mutes {
+        tokio::spawn(crate::forbidden::follow(
+            Arc::downgrade(&node),
+            node.cfg.redis.clone(),
+        ));
+    }
     let mut accepts = vec![tokio::spawn(accept_loop(node.clone(), tcp, None))];
     let mut servers = vec![tokio::spawn(connection::ws::serve_plain(node.clone(), ws))];
     if let Some((acceptor, raw, wss)) = tls_listeners {

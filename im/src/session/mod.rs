@@ -8,6 +8,7 @@ mod peer;
 mod realtime;
 mod room;
 mod sync;
+mod words;
 pub mod writer;
 
 use crate::node::{Node, Stats};
@@ -114,6 +115,7 @@ impl Session {
                 _ => Control::Continue,
             };
         };
+        let msg = self.filter_words(msg, frame.flag);
         match msg {
             Message::Ping => {
                 w.frame(PONG, 0, &bytes::Bytes::new());

@@ -1,0 +1,359 @@
+//! Moving from gobelieve: the sample `contrib/gobelieve/im.cfg` and
+//! `imr.cfg` start a two-node cluster unchanged (only the port numbers are
+//! moved to free ones), with Redis tokens, the file's word filter, and mutes
+//! announced on `speak_forbidden` reaching both nodes.
+
+mod support;
+mod wire;
+
+use bytes::Bytes;
+use ferry_common::protocol::command::*;
+use ferry_common::protocol::flag::TEXT;
+use ferry_common::protocol::realtime::Realtime;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use support::{Redis, free_port, http_get, wait_listening, wait_until};
+use wire::*;
+
+const SAMPLES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/contrib/gobelieve");
+
+/// A `ferry im|imr --gobelieve-config FILE` process run from `dir` (where
+/// the file's relative paths point), its log in `dir/<name>.log`.
+struct Proc {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Proc {
+    fn start(dir: &Path, name: &str, args: &[&str], wait: &[SocketAddr]) -> Proc {
+        let log = dir.join(format!("{name}.log"));
+        let file = std::fs::File::create(&log).expect("log file");
+        let mut child = Command::new(support::ferry_bin())
+            .args(args)
+            .current_dir(dir)
+            .env("RUST_LOG", "debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .expect("spawn ferry");
+        for addr in wait {
+            wait_listening(*addr, &mut child, name);
+        }
+        Proc { child, log }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The sample with its default ports replaced.
+fn sample(name: &str, replace: &[(&str, String)]) -> String {
+    let mut text = std::fs::read_to_string(Path::new(SAMPLES).join(name)).expect("sample");
+    for (from, to) in replace {
+        assert!(text.contains(from), "{name} has no {from}");
+        text = text.replace(from, to);
+    }
+    text
+}
+
+struct Node {
+    proc: Proc,
+    tcp: SocketAddr,
+    http: SocketAddr,
+}
+
+struct Cluster {
+    redis: Redis,
+    _imr: Proc,
+    imr_http: SocketAddr,
+    nodes: Vec<Node>,
+    _dir: tempfile::TempDir,
+}
+
+fn cluster() -> Cluster {
+    let redis = Redis::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::copy(
+        Path::new(SAMPLES).join("dirty_words.txt"),
+        dir.path().join("dirty_words.txt"),
+    )
+    .expect("word file");
+    let redis_addr = format!("127.0.0.1:{}", redis.port);
+    let link = free_port();
+    let imr_http = free_port();
+    let imr_cfg = sample(
+        "imr.cfg",
+        &[
+            (":4444", format!(":{link}")),
+            ("127.0.0.1:4445", format!("127.0.0.1:{imr_http}")),
+            ("127.0.0.1:6379", redis_addr.clone()),
+        ],
+    );
+    std::fs::write(dir.path().join("imr.cfg"), imr_cfg).expect("write");
+    let imr = Proc::start(
+        dir.path(),
+        "imr",
+        &["imr", "--gobelieve-config", "imr.cfg"],
+        &[SocketAddr::from(([127, 0, 0, 1], link)), SocketAddr::from(([127, 0, 0, 1], imr_http))],
+    );
+    let mut nodes = Vec::new();
+    for i in 0..2 {
+        let (tcp, ws, http) = (free_port(), free_port(), free_port());
+        let cfg = sample(
+            "im.cfg",
+            &[
+                ("port = 23000", format!("port = {tcp}")),
+                (":13891", format!(":{ws}")),
+                (":6666", format!(":{http}")),
+                ("127.0.0.1:4444", format!("127.0.0.1:{link}")),
+                ("127.0.0.1:6379", redis_addr.clone()),
+            ],
+        );
+        let file = format!("im{i}.cfg");
+        std::fs::write(dir.path().join(&file), cfg).expect("write");
+        let tcp = SocketAddr::from(([127, 0, 0, 1], tcp));
+        let http = SocketAddr::from(([127, 0, 0, 1], http));
+        let proc = Proc::start(
+            dir.path(),
+            &format!("im{i}"),
+            &["im", "--gobelieve-config", &file],
+            &[tcp, http],
+        );
+        // Ready once its imr link is up.
+        wait_until(&format!("im{i} ready"), || {
+            http_get(http, "/ready").contains("\"status\":\"ready\"")
+        });
+        nodes.push(Node { proc, tcp, http });
+    }
+    Cluster {
+        redis,
+        _imr: imr,
+        imr_http: SocketAddr::from(([127, 0, 0, 1], imr_http)),
+        nodes,
+        _dir: dir,
+    }
+}
+
+impl Cluster {
+    /// A Redis token for uid, as gobelieve's API server writes it.
+    async fn login(&self, node: usize, uid: i64) -> Raw {
+        let token = format!("tok{uid}");
+        self.redis.cli(&[
+            "HSET",
+            &format!("access_token_{token}"),
+            "user_id",
+            &uid.to_string(),
+            "app_id",
+            "7",
+        ]);
+        Raw::login_token(self.nodes[node].tcp, &token, 1, &format!("dev{uid}"), 2)
+            .await
+            .named(&format!("uid {uid}@im{node}"))
+    }
+
+    /// Polls the imr's `/subscribers` until `links` im links hold `what`
+    /// (`uid=N` or `room=N`): subscriptions travel asynchronously.
+    fn wait_links(&self, what: &str, links: u64) {
+        wait_until(&format!("{what} held by {links} im links"), || {
+            let body = http_get(self.imr_http, &format!("/subscribers?appid=7&{what}"));
+            serde_json::from_str::<serde_json::Value>(&body).ok()
+                .and_then(|v| v["links"].as_u64())
+                == Some(links)
+        });
+    }
+
+    /// Publishes a mute and waits until every node applied it.
+    fn mute(&self, uid: i64, flag: u8) {
+        let payload = format!("7,{uid},{flag}");
+        let forbidden = if flag == 1 { "true" } else { "false" };
+        let line = format!("uid={uid} forbidden={forbidden}");
+        wait_until("both nodes subscribed to speak_forbidden", || {
+            self.redis.cli(&["PUBLISH", "speak_forbidden", &payload]) == "2"
+        });
+        for (i, n) in self.nodes.iter().enumerate() {
+            wait_until(&format!("im{i} applied {payload}"), || {
+                n.proc.log().contains(&line)
+            });
+        }
+    }
+}
+
+async fn room_text(c: &mut Raw, sender: i64, room: i64, text: &str) -> i32 {
+    let body = Realtime {
+        sender,
+        receiver: room,
+        content: Bytes::from(format!(r#"{{"text":"{text}"}}"#)),
+    }
+    .encode();
+    c.send(ROOM_IM, TEXT, body).await
+}
+
+fn text_of(content: &[u8]) -> String {
+    let v: serde_json::Value = serde_json::from_slice(content).expect("json content");
+    v["text"].as_str().expect("text").to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sample_configs_start_a_cluster_with_words_and_mutes() {
+    let c = cluster();
+    for (i, n) in c.nodes.iter().enumerate() {
+        let log = n.proc.log();
+        let warning = log
+            .lines()
+            .find(|l| l.contains("gobelieve config keys without effect"))
+            .unwrap_or_else(|| panic!("im{i}: no ignored-keys warning:\n{log}"));
+        for key in ["storage_rpc_addrs", "pending_root", "group_deliver_count", "[log] filename"] {
+            assert!(warning.contains(key), "im{i}: {key} not named in {warning}");
+        }
+        assert!(log.contains("effective configuration"), "im{i}: no debug config");
+        assert!(log.contains("words=3"), "im{i}: word file not loaded:\n{log}");
+        // The sample's ":6666" is bound on loopback only, with a warning.
+        assert!(log.contains("HTTP API listens on 127.0.0.1"), "im{i}");
+    }
+
+    // Peer IM across the nodes, filtered by the file's dictionary.
+    let mut a = c.login(0, 1).await;
+    let mut b = c.login(1, 2).await;
+    c.wait_links("uid=2", 1);
+    let seq = a
+        .send_im_flag(1, 2, 1, r#"{"text":"you foo, 傻瓜!"}"#, TEXT)
+        .await;
+    a.expect_stored_ack(seq).await;
+    let (_, f, _) = b.expect_push(IM).await;
+    assert_eq!(text_of(&im_of(&f).content), "you ***, **!");
+
+    // Rooms on both nodes; mutes reach both nodes.
+    let mut d = c.login(1, 3).await;
+    for x in [&mut a, &mut b, &mut d] {
+        x.enter_room(9).await;
+        x.barrier().await;
+    }
+    c.wait_links("room=9", 2);
+    c.mute(1, 1);
+    c.mute(3, 1);
+    let seq = room_text(&mut a, 1, 9, "hello").await;
+    a.expect_refused(seq, 67).await;
+    let seq = room_text(&mut d, 3, 9, "hello").await;
+    d.expect_refused(seq, 67).await;
+    c.mute(1, 0);
+    let seq = room_text(&mut a, 1, 9, "badword again").await;
+    let ack = a.expect(ACK).await;
+    assert_eq!(ack_of(&ack), (seq, Some(0)));
+    for x in [&mut b, &mut d] {
+        let f = x.expect(ROOM_IM).await;
+        assert_eq!(text_of(&rt_of(&f).content), "******* again");
+    }
+}
+
+/// GROUP_IM with TEXT from `sender` to group `gid`.
+async fn send_group_text(c: &mut Raw, sender: i64, gid: i64, content: &str) -> i32 {
+    let body = ferry_common::protocol::im::Im {
+        sender,
+        receiver: gid,
+        timestamp: 1,
+        msgid: 1,
+        content: Bytes::copy_from_slice(content.as_bytes()),
+    }
+    .encode(c.version);
+    c.send(GROUP_IM, TEXT, body).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn word_filter_masks_text_of_each_message_kind() {
+    let words = tempfile::NamedTempFile::new().expect("tempfile");
+    std::fs::write(words.path(), "foo\n傻瓜\n").expect("write");
+    let path = words.path().to_str().expect("utf-8 path");
+    let im = support::Im::start(&["--word-file", path, "--kefu-appid", "7"]);
+    let mut a = Raw::login(im.tcp, 1, "a", 2).await.named("a");
+    let mut b = Raw::login(im.tcp, 2, "b", 2).await.named("b");
+
+    // IM: JSON text masked; non-JSON and non-TEXT content untouched.
+    let cases = [
+        (r#"{"text":"a foo, 傻|瓜","id":3}"#, TEXT, Some("a ***, ***")),
+        ("foo as plain text", TEXT, None),
+        (r#"{"text":"foo"}"#, 0, None),
+    ];
+    for (i, (content, flag, masked)) in cases.into_iter().enumerate() {
+        let seq = a.send_im_flag(1, 2, i as i32 + 1, content, flag).await;
+        a.expect_stored_ack(seq).await;
+        let (_, f, _) = b.expect_push(IM).await;
+        let got = im_of(&f).content;
+        match masked {
+            Some(text) => {
+                assert_eq!(text_of(&got), text);
+                let v: serde_json::Value = serde_json::from_slice(&got).expect("json");
+                assert_eq!(v["id"], 3, "other fields kept");
+            }
+            None => assert_eq!(got.as_ref(), content.as_bytes(), "untouched"),
+        }
+    }
+    // The stored copy is the masked one.
+    let synced = b.sync(0).await;
+    assert_eq!(text_of(&synced.ims()[0].content), "a ***, ***");
+
+    // GROUP_IM (normal group).
+    let (status, body) = support::http_post(
+        im.http,
+        "/groups",
+        br#"{"appid":7,"group_id":50,"members":[1,2]}"#,
+    );
+    assert_eq!(status, 200, "{body}");
+    let seq = send_group_text(&mut a, 1, 50, r#"{"text":"group foo"}"#).await;
+    a.expect_stored_ack(seq).await;
+    let (_, f, _) = b.expect_push(GROUP_IM).await;
+    assert_eq!(text_of(&im_of(&f).content), "group ***");
+
+    // CUSTOMER_V2 (kefu app 7).
+    let body = ferry_common::protocol::customer::CustomerV2 {
+        sender_appid: 7,
+        sender: 1,
+        receiver_appid: 7,
+        receiver: 2,
+        timestamp: 1,
+        content: Bytes::from_static(r#"{"text":"kefu foo"}"#.as_bytes()),
+    }
+    .encode();
+    let seq = a.send(CUSTOMER_V2, TEXT, body).await;
+    a.expect_stored_ack(seq).await;
+    let (_, f, _) = b.expect_push(CUSTOMER_V2).await;
+    assert_eq!(text_of(&customer_of(&f).content), "kefu ***");
+
+    // ROOM_IM.
+    a.enter_room(5).await;
+    b.enter_room(5).await;
+    a.barrier().await;
+    b.barrier().await;
+    let seq = room_text(&mut a, 1, 5, "room 傻瓜").await;
+    assert_eq!(ack_of(&a.expect(ACK).await), (seq, Some(0)));
+    assert_eq!(text_of(&rt_of(&b.expect(ROOM_IM).await).content), "room **");
+}
+
+#[test]
+fn a_misspelt_gobelieve_key_stops_the_start_naming_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = sample("im.cfg", &[("pending_root", "pending_rot".into())]);
+    std::fs::write(dir.path().join("im.cfg"), cfg).expect("write");
+    std::fs::write(dir.path().join("imr.cfg"), "listen = \":4444\"\npush_disable = true\n")
+        .expect("write");
+    for (cmd, file, key) in [("im", "im.cfg", "pending_rot"), ("imr", "imr.cfg", "push_disable")] {
+        let out = Command::new(support::ferry_bin())
+            .args([cmd, "--gobelieve-config", file])
+            .current_dir(dir.path())
+            .output()
+            .expect("run ferry");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{cmd} started with a bad key");
+        assert!(stderr.contains(key), "{cmd}: error does not name {key}: {stderr}");
+        assert!(stderr.contains(file), "{cmd}: error does not name the file: {stderr}");
+    }
+}
