@@ -33,6 +33,7 @@ impl Proc {
             .args(args)
             .current_dir(dir)
             .env("RUST_LOG", "debug")
+            .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(file)
