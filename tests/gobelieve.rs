@@ -1,7 +1,9 @@
 //! Moving from gobelieve: the sample `contrib/gobelieve/im.cfg` and
 //! `imr.cfg` start a two-node cluster unchanged (only the port numbers are
 //! moved to free ones), with Redis tokens, the file's word filter, and mutes
-//! announced on `speak_forbidden` reaching both nodes.
+//! announced on `speak_forbidden` reaching both nodes; groups from MySQL
+//! follow the app server's `group_manager_stream` on both nodes; the word
+//! filter on each message kind.
 
 mod support;
 mod wire;
@@ -70,10 +72,10 @@ fn sample(name: &str, replace: &[(&str, String)]) -> String {
 struct Node {
     proc: Proc,
     tcp: SocketAddr,
-    http: SocketAddr,
 }
 
 struct Cluster {
+    _db: support::MariaDb,
     redis: Redis,
     _imr: Proc,
     imr_http: SocketAddr,
@@ -82,6 +84,7 @@ struct Cluster {
 }
 
 fn cluster() -> Cluster {
+    let db = support::MariaDb::start();
     let redis = Redis::start();
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::copy(
@@ -118,6 +121,7 @@ fn cluster() -> Cluster {
                 (":6666", format!(":{http}")),
                 ("127.0.0.1:4444", format!("127.0.0.1:{link}")),
                 ("127.0.0.1:6379", redis_addr.clone()),
+                ("127.0.0.1:3306", format!("127.0.0.1:{}", db.port)),
             ],
         );
         let file = format!("im{i}.cfg");
@@ -134,9 +138,10 @@ fn cluster() -> Cluster {
         wait_until(&format!("im{i} ready"), || {
             http_get(http, "/ready").contains("\"status\":\"ready\"")
         });
-        nodes.push(Node { proc, tcp, http });
+        nodes.push(Node { proc, tcp });
     }
     Cluster {
+        _db: db,
         redis,
         _imr: imr,
         imr_http: SocketAddr::from(([127, 0, 0, 1], imr_http)),
@@ -256,13 +261,15 @@ async fn sample_configs_start_a_cluster_with_words_and_mutes() {
     }
 }
 
-/// GROUP_IM with TEXT from `sender` to group `gid`.
+/// GROUP_IM with TEXT from `sender` to group `gid` (a new client msgid each
+/// time, so no send is taken for a resend of another).
 async fn send_group_text(c: &mut Raw, sender: i64, gid: i64, content: &str) -> i32 {
+    static MSGID: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(1);
     let body = ferry_common::protocol::im::Im {
         sender,
         receiver: gid,
         timestamp: 1,
-        msgid: 1,
+        msgid: MSGID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         content: Bytes::copy_from_slice(content.as_bytes()),
     }
     .encode(c.version);
@@ -356,5 +363,221 @@ fn a_misspelt_gobelieve_key_stops_the_start_naming_it() {
         assert!(!out.status.success(), "{cmd} started with a bad key");
         assert!(stderr.contains(key), "{cmd}: error does not name {key}: {stderr}");
         assert!(stderr.contains(file), "{cmd}: error does not name the file: {stderr}");
+    }
+}
+
+/// Waits until `c` has the group message `want`: pushed, or (when the node
+/// only notified) found by a sync; then drains what came with it.
+async fn got_group_message(c: &mut Raw, want: &str) {
+    find_group_message(c, want).await;
+    c.barrier().await;
+}
+
+async fn find_group_message(c: &mut Raw, want: &str) {
+    loop {
+        let f = c.recv().await;
+        match f.cmd {
+            GROUP_IM if im_of(&f).content.as_ref() == want.as_bytes() => return,
+            SYNC_NOTIFY => {
+                c.send(SYNC, 0, Bytes::copy_from_slice(&0i64.to_be_bytes()))
+                    .await;
+                let mut found = false;
+                loop {
+                    let f = c.recv().await;
+                    if f.cmd == GROUP_IM && im_of(&f).content.as_ref() == want.as_bytes() {
+                        found = true;
+                    }
+                    if f.cmd == SYNC_END {
+                        break;
+                    }
+                }
+                if found {
+                    return;
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// gobelieve's API server as the group feed sees it: writes MySQL, then
+/// `groups_actions` and one `group_manager_stream` entry per change.
+struct AppServer<'a> {
+    redis: &'a Redis,
+    action: std::cell::Cell<i64>,
+}
+
+impl AppServer<'_> {
+    fn event(&self, name: &str, gid: i64, member: i64) {
+        let prev = self.action.get();
+        self.announce(prev, prev + 1, name, gid, member);
+    }
+
+    fn announce(&self, prev: i64, id: i64, name: &str, gid: i64, member: i64) {
+        self.action.set(id);
+        let (prev, id, gid, member) = (
+            prev.to_string(),
+            id.to_string(),
+            gid.to_string(),
+            member.to_string(),
+        );
+        self.redis
+            .cli(&["SET", "groups_actions", &format!("{prev}:{id}")]);
+        self.redis.cli(&[
+            "XADD",
+            "group_manager_stream",
+            "MAXLEN",
+            "~",
+            "100000",
+            "*",
+            "action_id",
+            &id,
+            "previous_action_id",
+            &prev,
+            "name",
+            name,
+            "app_id",
+            "7",
+            "group_id",
+            &gid,
+            "member_id",
+            &member,
+            "super",
+            "0",
+            "mute",
+            "0",
+        ]);
+    }
+}
+
+/// Polls `GET /groups/{gid}` on every node until `check` holds for its
+/// answer (the node's view of the group, from its memory or MySQL).
+fn wait_view(nodes: &[&support::Im], gid: i64, what: &str, check: impl Fn(&serde_json::Value) -> bool) {
+    for (i, n) in nodes.iter().enumerate() {
+        wait_until(&format!("im{i}: group {gid} {what}"), || {
+            let body = http_get(n.http, &format!("/groups/{gid}?appid=7"));
+            serde_json::from_str::<serde_json::Value>(&body).is_ok_and(|v| check(&v))
+        });
+    }
+}
+
+fn members(v: &serde_json::Value) -> Vec<(i64, bool)> {
+    v["data"]["members"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|m| (m["uid"].as_i64().unwrap_or(0), m["mute"].as_bool().unwrap_or(false)))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_groups_follow_all_seven_events_on_two_nodes() {
+    use ferry_common::protocol::ack::{STATUS_GROUP_NOT_EXIST, STATUS_MUTED, STATUS_NOT_GROUP_MEMBER};
+    use ferry_common::protocol::flag::SUPER_GROUP;
+    let db = support::MariaDb::start();
+    let redis = Redis::start();
+    let imr = support::Imr::start(Some(&redis), &[]);
+    let store = redis.url();
+    let dsn = db.go_dsn();
+    let flags = ["--mysql", dsn.as_str(), "--redis", store.as_str()];
+    let a = support::cluster_im(&[&imr], &store, &flags);
+    let b = support::cluster_im(&[&imr], &store, &flags);
+    let nodes = [&a, &b];
+    let app = AppServer {
+        redis: &redis,
+        action: std::cell::Cell::new(0),
+    };
+    let now = now_secs();
+    db.exec(&format!(
+        "INSERT INTO `group` (id, appid, master, super, name, deleted) VALUES (100, 7, 1, 0, 'g', 0), (200, 7, 1, 0, 'h', 0);
+         INSERT INTO group_member (group_id, uid, timestamp, mute, deleted) VALUES
+           (100, 1, {now}, 0, 0), (100, 2, {now}, 0, 0), (200, 1, {now}, 0, 0);"
+    ));
+    app.event("group_create", 100, 0);
+    app.event("group_create", 200, 0);
+
+    let mut u1 = Raw::login(a.tcp, 1, "u1", 2).await.named("u1@a");
+    let mut u2 = Raw::login(b.tcp, 2, "u2", 2).await.named("u2@b");
+    let mut u3 = Raw::login(b.tcp, 3, "u3", 2).await.named("u3@b");
+    for uid in 1..=3 {
+        imr.wait_online(7, uid);
+    }
+    // Loaded from MySQL on first use; a message reaches the other node.
+    let seq = send_group_text(&mut u1, 1, 100, "hello").await;
+    u1.expect_stored_ack(seq).await;
+    got_group_message(&mut u2, "hello").await;
+    // Ferry does not write groups it does not own.
+    let (status, body) = support::http_post(a.http, "/groups", br#"{"appid":7,"members":[1]}"#);
+    assert_eq!(status, 409, "{body}");
+    assert!(body.contains("MySQL"), "{body}");
+    wait_view(&nodes, 200, "loaded", |v| members(v) == [(1, false)]);
+
+    // group_member_add: the new member can send at once on its node.
+    db.exec(&format!(
+        "INSERT INTO group_member (group_id, uid, timestamp, mute, deleted) VALUES (100, 3, {now}, 0, 0)"
+    ));
+    app.event("group_member_add", 100, 3);
+    wait_view(&nodes, 100, "has 3", |v| members(v).len() == 3);
+    let seq = send_group_text(&mut u3, 3, 100, "joined").await;
+    u3.expect_stored_ack(seq).await;
+    got_group_message(&mut u1, "joined").await;
+    got_group_message(&mut u2, "joined").await;
+
+    // group_member_mute.
+    db.exec("UPDATE group_member SET mute = 1 WHERE group_id = 100 AND uid = 3");
+    app.event("group_member_mute", 100, 3);
+    wait_view(&nodes, 100, "3 muted", |v| members(v).contains(&(3, true)));
+    let seq = send_group_text(&mut u3, 3, 100, "muted").await;
+    u3.expect_refused(seq, STATUS_MUTED).await;
+
+    // group_changed (here: the app server unmuted 3 and says only "changed").
+    db.exec("UPDATE group_member SET mute = 0 WHERE group_id = 100 AND uid = 3");
+    app.event("group_changed", 100, 0);
+    wait_view(&nodes, 100, "3 unmuted", |v| members(v).contains(&(3, false)));
+    let seq = send_group_text(&mut u3, 3, 100, "unmuted").await;
+    u3.expect_stored_ack(seq).await;
+    got_group_message(&mut u1, "unmuted").await;
+    got_group_message(&mut u2, "unmuted").await;
+
+    // group_member_remove.
+    db.exec("UPDATE group_member SET deleted = 1 WHERE group_id = 100 AND uid = 2");
+    app.event("group_member_remove", 100, 2);
+    wait_view(&nodes, 100, "without 2", |v| members(v) == [(1, false), (3, false)]);
+    let seq = send_group_text(&mut u2, 2, 100, "removed").await;
+    u2.expect_refused(seq, STATUS_NOT_GROUP_MEMBER).await;
+
+    // group_upgrade: one queue for the group, ACK flagged SUPER_GROUP.
+    db.exec("UPDATE `group` SET super = 1 WHERE id = 100");
+    app.event("group_upgrade", 100, 0);
+    wait_view(&nodes, 100, "super", |v| v["data"]["super"] == true);
+    let seq = send_group_text(&mut u1, 1, 100, "super").await;
+    u1.expect(METADATA).await;
+    let ack = u1.expect(ACK).await;
+    assert_eq!(ack_of(&ack), (seq, Some(0)));
+    assert_ne!(ack.flag & SUPER_GROUP, 0, "super-group ACK");
+    got_group_message(&mut u3, "super").await;
+
+    // group_disband.
+    db.exec("UPDATE `group` SET deleted = 1 WHERE id = 100");
+    app.event("group_disband", 100, 0);
+    wait_view(&nodes, 100, "gone", |v| v["meta"]["code"] == 404);
+    let seq = send_group_text(&mut u1, 1, 100, "gone").await;
+    u1.expect_refused(seq, STATUS_GROUP_NOT_EXIST).await;
+
+    // A gap: group 200 changed in MySQL, its event lost; the next entry does
+    // not follow the last action id, so every node drops every group.
+    db.exec(&format!(
+        "INSERT INTO group_member (group_id, uid, timestamp, mute, deleted) VALUES (200, 2, {now}, 0, 0)"
+    ));
+    wait_view(&nodes, 200, "still cached", |v| members(v) == [(1, false)]);
+    let last = app.action.get();
+    app.announce(last + 5, last + 6, "group_changed", 999, 0);
+    wait_view(&nodes, 200, "reloaded after the gap", |v| {
+        members(v) == [(1, false), (2, false)]
+    });
+    for n in nodes {
+        assert!(n.log().contains("group feed gap"), "{}", n.log());
     }
 }

@@ -119,6 +119,12 @@ pub struct ImOptions {
     /// `"text"` of TEXT messages are replaced by `*`.
     #[arg(long, env = "FERRY_WORD_FILE")]
     pub word_file: Option<PathBuf>,
+    /// gobelieve's MySQL database as the group source (read-only):
+    /// `mysql://user:pass@host:port/db` or the Go DSN
+    /// `user:pass@tcp(host:port)/db`. Changes are followed on the Redis
+    /// stream `group_manager_stream` (on --redis).
+    #[arg(long, env = "FERRY_MYSQL", hide_env_values = true)]
+    pub mysql: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
@@ -221,6 +227,8 @@ pub struct ImConfig {
     pub limits: crate::limits::LimitsConfig,
     /// Dirty-word dictionary, see [`crate::wordfilter`].
     pub word_file: Option<PathBuf>,
+    /// MySQL group source as a `mysql://` URL (see [`crate::store::mysql_groups`]).
+    pub mysql: Option<String>,
     /// Default log filter from gobelieve's `[log] level` (RUST_LOG wins).
     pub log_filter: Option<&'static str>,
     /// Lines to log at warn level once logging is up (ignored gobelieve keys,
@@ -245,13 +253,6 @@ impl ImOptions {
                 "{check} = true: friendship and blacklist checks are not supported by this Ferry build; \
                  remove the key (messages would otherwise be delivered unchecked)"
             )));
-        }
-        if gob.mysql.is_some() {
-            warnings.push(
-                "mysqldb_datasource is not used: groups are managed through Ferry's HTTP API \
-                 (POST /groups …) and stored in --store"
-                    .into(),
-            );
         }
         let http_from_gobelieve = self.http_listen.is_none() && file.http_listen.is_none();
         let mut o = self.or(file).or(gob.options);
@@ -318,6 +319,12 @@ impl ImOptions {
                 max_rss_bytes: o.max_rss.unwrap_or(0).saturating_mul(1024 * 1024),
             },
             word_file: o.word_file,
+            mysql: o
+                .mysql
+                .filter(|m| !m.trim().is_empty())
+                .map(|m| crate::store::mysql_groups::mysql_url(&m))
+                .transpose()
+                .map_err(ConfigError::Invalid)?,
             log_filter: gob.log_filter,
             warnings,
         };
@@ -359,6 +366,7 @@ impl ImOptions {
             max_connections_per_user: self.max_connections_per_user.or(f.max_connections_per_user),
             max_rss: self.max_rss.or(f.max_rss),
             word_file: self.word_file.or(f.word_file),
+            mysql: self.mysql.or(f.mysql),
         }
     }
 }
@@ -398,6 +406,7 @@ impl std::fmt::Debug for ImConfig {
             .field("dev_tokens", &self.dev_tokens)
             .field("limits", &self.limits)
             .field("word_file", &self.word_file)
+            .field("mysql", &self.mysql.as_deref().map(redact_url))
             .field("store_retention", &(self.retention_count, self.retention_age))
             .field("link_buffer", &self.link_buffer)
             .field("dedup_window", &self.dedup_window)
@@ -525,7 +534,10 @@ mod tests {
         assert_eq!(cfg.http_listen, "127.0.0.1:2".parse().expect("addr"));
         let w = cfg.warnings.join("\n");
         assert!(w.contains("127.0.0.1:2"), "{w}");
-        assert!(w.contains("mysqldb_datasource"), "{w}");
+        assert_eq!(
+            cfg.mysql.as_deref(),
+            Some("mysql://root:x@127.0.0.1:3306/gobelieve")
+        );
         // With a token the API listens where the file says.
         let cfg = ImOptions {
             gobelieve_config: Some(gob),
@@ -544,6 +556,7 @@ mod tests {
             redis: Some("redis://:redis-hunter2@127.0.0.1:6379/0".into()),
             api_token: Some("api-hunter2".into()),
             link_secret: Some("link-hunter2".into()),
+            mysql: Some("root:mysql-hunter2@tcp(127.0.0.1:3306)/gobelieve".into()),
             ..Default::default()
         }
         .resolve()

@@ -31,6 +31,8 @@ pub enum StartError {
     SharedStore { url: String, message: String },
     #[error("cannot load the JWT secret from {dir}: {source}")]
     Secret { dir: String, source: std::io::Error },
+    #[error("cannot use the MySQL group source {url}: {message}")]
+    Mysql { url: String, message: String },
     #[error("cannot connect to Redis for token auth: {0}")]
     Redis(String),
     #[error(transparent)]
@@ -81,7 +83,21 @@ pub fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
 pub async fn run(cfg: ImConfig, shutdown: impl Future<Output = ()>) -> Result<(), StartError> {
     let dir = cfg.data_dir.display().to_string();
     let store = open_store(&cfg).await?;
-    let groups = open_group_store(&cfg).await?;
+    let mysql = match &cfg.mysql {
+        Some(url) => Some(Arc::new(
+            crate::store::mysql_groups::MysqlGroupStore::connect(url)
+                .await
+                .map_err(|e| StartError::Mysql {
+                    url: redact_url(url),
+                    message: e.to_string(),
+                })?,
+        )),
+        None => None,
+    };
+    let groups: Arc<dyn GroupStore> = match &mysql {
+        Some(m) => m.clone(),
+        None => open_group_store(&cfg).await?,
+    };
     let auth = match cfg.auth {
         AuthMethod::Jwt => {
             let key = load_or_create_secret(cfg.jwt_secret.as_deref(), &cfg.data_dir).map_err(
@@ -152,6 +168,13 @@ pub async fn run(cfg: ImConfig, shutdown: impl Future<Output = ()>) -> Result<()
     // (shared stores); both end with the runtime.
     tokio::spawn(connection::live::run_timers(node.clone()));
     tokio::spawn(recover_interrupted(store.clone()));
+    if let Some(m) = mysql {
+        tokio::spawn(crate::groups::feed::follow(
+            Arc::downgrade(&node),
+            m,
+            node.cfg.redis.clone(),
+        ));
+    }
     if node.cfg.follow_mutes {
         tokio::spawn(crate::forbidden::follow(
             Arc::downgrade(&node),

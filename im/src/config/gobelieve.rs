@@ -58,8 +58,6 @@ pub struct GobelieveLayer {
     /// `http_listen_address` had no host (`":6666"`): Go binds every
     /// interface; Ferry only does that with an API token (see `resolve`).
     pub http_any_host: bool,
-    /// `mysqldb_datasource`, which this build does not use yet.
-    pub mysql: Option<String>,
     /// `enable_friendship` / `enable_blacklist` set to true.
     pub relationship_checks: Vec<&'static str>,
 }
@@ -167,7 +165,7 @@ fn map(cfg: ImCfg) -> Result<GobelieveLayer, String> {
         Some(other) => return Err(format!("auth_method {other:?}: expected redis or jwt")),
     });
     o.jwt_secret = cfg.jwt_signing_key.filter(|k| !k.is_empty());
-    layer.mysql = cfg.mysqldb_datasource.filter(|d| !d.trim().is_empty());
+    o.mysql = cfg.mysqldb_datasource.filter(|d| !d.trim().is_empty());
     if cfg.enable_friendship == Some(true) {
         layer.relationship_checks.push("enable_friendship");
     }

@@ -20,6 +20,7 @@ mod fjall;
 pub mod group;
 #[cfg(test)]
 mod group_conformance;
+pub mod mysql_groups;
 mod redis;
 mod sqlite;
 mod streams;
@@ -46,6 +47,9 @@ pub enum StoreError {
     Closed,
     #[error("invalid request: {0}")]
     Invalid(String),
+    /// The data is owned by another system (groups in MySQL).
+    #[error("{0}")]
+    ReadOnly(String),
 }
 
 /// Identifies a queue: one per user per app.
