@@ -581,3 +581,95 @@ async fn mysql_groups_follow_all_seven_events_on_two_nodes() {
         assert!(n.log().contains("group feed gap"), "{}", n.log());
     }
 }
+
+/// The app server's `relationship_stream` entry for one changed row.
+fn relationship_event(redis: &Redis, prev: i64, id: i64, name: &str, uid: i64, friend: i64) {
+    redis.cli(&["SET", "friends_actions", &format!("{prev}:{id}")]);
+    redis.cli(&[
+        "XADD",
+        "relationship_stream",
+        "*",
+        "action_id",
+        &id.to_string(),
+        "previous_action_id",
+        &prev.to_string(),
+        "name",
+        name,
+        "app_id",
+        "7",
+        "uid",
+        &uid.to_string(),
+        "friend_uid",
+        &friend.to_string(),
+    ]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn friendship_and_blacklist_answer_ack_1_2_3_from_mysql() {
+    use ferry_common::protocol::ack::{STATUS_IN_BLACKLIST, STATUS_NOT_MY_FRIEND, STATUS_NOT_YOUR_FRIEND};
+    let db = support::MariaDb::start();
+    let redis = Redis::start();
+    let url = db.url();
+    let redis_url = redis.url();
+    let im = support::Im::start(&[
+        "--mysql",
+        &url,
+        "--redis",
+        &redis_url,
+        "--enable-friendship",
+        "--enable-blacklist",
+    ]);
+    let mut u1 = Raw::login(im.tcp, 1, "u1", 2).await.named("u1");
+    let mut u2 = Raw::login(im.tcp, 2, "u2", 2).await.named("u2");
+    // Waits until the node applied `n` relationship entries.
+    let applied = |n: usize| {
+        wait_until(&format!("{n} relationship changes applied"), || {
+            im.log().matches("relationship change").count() >= n
+        })
+    };
+    let mut msgid = 0;
+    let mut send = async |c: &mut Raw, from: i64, to: i64| {
+        msgid += 1;
+        c.send_im(from, to, msgid, "hi").await
+    };
+
+    let seq = send(&mut u1, 1, 2).await;
+    u1.expect_refused(seq, STATUS_NOT_MY_FRIEND).await;
+
+    db.exec("INSERT INTO friend (appid, uid, friend_uid, timestamp) VALUES (7, 1, 2, 0)");
+    relationship_event(&redis, 0, 1, "friend", 1, 2);
+    applied(1);
+    let seq = send(&mut u1, 1, 2).await;
+    u1.expect_refused(seq, STATUS_NOT_YOUR_FRIEND).await;
+
+    db.exec("INSERT INTO friend (appid, uid, friend_uid, timestamp) VALUES (7, 2, 1, 0)");
+    relationship_event(&redis, 1, 2, "friend", 2, 1);
+    applied(2);
+    let seq = send(&mut u1, 1, 2).await;
+    u1.expect_stored_ack(seq).await;
+    u2.expect_push(IM).await;
+
+    // u2 blocks u1: u1's messages are refused, u2's still go through.
+    db.exec("INSERT INTO blacklist (appid, uid, friend_uid, timestamp) VALUES (7, 2, 1, 0)");
+    relationship_event(&redis, 2, 3, "blacklist", 2, 1);
+    applied(3);
+    let seq = send(&mut u1, 1, 2).await;
+    u1.expect_refused(seq, STATUS_IN_BLACKLIST).await;
+    let seq = send(&mut u2, 2, 1).await;
+    u2.expect_stored_ack(seq).await;
+    u1.expect_push(IM).await;
+
+    // The unblock's entry is lost; the next one shows the gap and every
+    // cached pair is read again.
+    db.exec("DELETE FROM blacklist WHERE appid = 7 AND uid = 2 AND friend_uid = 1");
+    relationship_event(&redis, 9, 10, "friend", 5, 6);
+    applied(4);
+    assert!(im.log().contains("change feed gap"), "{}", im.log());
+    let seq = send(&mut u1, 1, 2).await;
+    u1.expect_stored_ack(seq).await;
+
+    // A version-1 client cannot read a status: refused by closing.
+    let mut v1 = Raw::login(im.tcp, 1, "u1-old", 1).await.named("u1 v1");
+    send(&mut v1, 1, 3).await;
+    v1.expect_closed().await;
+}

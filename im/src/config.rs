@@ -125,6 +125,14 @@ pub struct ImOptions {
     /// stream `group_manager_stream` (on --redis).
     #[arg(long, env = "FERRY_MYSQL", hide_env_values = true)]
     pub mysql: Option<String>,
+    /// Peer messages need friend rows both ways in MySQL `friend` (ACK
+    /// status 1/2 otherwise); needs --mysql.
+    #[arg(long, env = "FERRY_ENABLE_FRIENDSHIP", num_args = 0..=1, default_missing_value = "true")]
+    pub enable_friendship: Option<bool>,
+    /// Peer messages to a user who blacklisted the sender in MySQL
+    /// `blacklist` are refused (ACK status 3); needs --mysql.
+    #[arg(long, env = "FERRY_ENABLE_BLACKLIST", num_args = 0..=1, default_missing_value = "true")]
+    pub enable_blacklist: Option<bool>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
@@ -229,6 +237,8 @@ pub struct ImConfig {
     pub word_file: Option<PathBuf>,
     /// MySQL group source as a `mysql://` URL (see [`crate::store::mysql_groups`]).
     pub mysql: Option<String>,
+    pub enable_friendship: bool,
+    pub enable_blacklist: bool,
     /// Default log filter from gobelieve's `[log] level` (RUST_LOG wins).
     pub log_filter: Option<&'static str>,
     /// Lines to log at warn level once logging is up (ignored gobelieve keys,
@@ -248,12 +258,6 @@ impl ImOptions {
             None => gobelieve::GobelieveLayer::default(),
         };
         let mut warnings = gob.warnings;
-        if let Some(check) = gob.relationship_checks.first() {
-            return Err(ConfigError::Invalid(format!(
-                "{check} = true: friendship and blacklist checks are not supported by this Ferry build; \
-                 remove the key (messages would otherwise be delivered unchecked)"
-            )));
-        }
         let http_from_gobelieve = self.http_listen.is_none() && file.http_listen.is_none();
         let mut o = self.or(file).or(gob.options);
         if http_from_gobelieve && gob.http_any_host && o.api_token.is_none() {
@@ -325,6 +329,8 @@ impl ImOptions {
                 .map(|m| crate::store::mysql_groups::mysql_url(&m))
                 .transpose()
                 .map_err(ConfigError::Invalid)?,
+            enable_friendship: o.enable_friendship.unwrap_or(false),
+            enable_blacklist: o.enable_blacklist.unwrap_or(false),
             log_filter: gob.log_filter,
             warnings,
         };
@@ -367,6 +373,8 @@ impl ImOptions {
             max_rss: self.max_rss.or(f.max_rss),
             word_file: self.word_file.or(f.word_file),
             mysql: self.mysql.or(f.mysql),
+            enable_friendship: self.enable_friendship.or(f.enable_friendship),
+            enable_blacklist: self.enable_blacklist.or(f.enable_blacklist),
         }
     }
 }
@@ -407,6 +415,8 @@ impl std::fmt::Debug for ImConfig {
             .field("limits", &self.limits)
             .field("word_file", &self.word_file)
             .field("mysql", &self.mysql.as_deref().map(redact_url))
+            .field("enable_friendship", &self.enable_friendship)
+            .field("enable_blacklist", &self.enable_blacklist)
             .field("store_retention", &(self.retention_count, self.retention_age))
             .field("link_buffer", &self.link_buffer)
             .field("dedup_window", &self.dedup_window)
@@ -454,6 +464,13 @@ impl ImConfig {
         if self.outbox_bytes < 64 * 1024 {
             return Err(ConfigError::Invalid(
                 "--outbox-bytes must be at least 65536".into(),
+            ));
+        }
+        if (self.enable_friendship || self.enable_blacklist) && self.mysql.is_none() {
+            return Err(ConfigError::Invalid(
+                "--enable-friendship/--enable-blacklist read gobelieve's friend/blacklist tables: \
+                 give --mysql (or mysqldb_datasource)"
+                    .into(),
             ));
         }
         if !self.imr.is_empty() && !self.store.is_shared() {

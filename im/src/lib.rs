@@ -4,6 +4,7 @@ pub mod auth;
 pub mod cluster;
 pub mod config;
 pub mod connection;
+pub mod feed;
 pub mod forbidden;
 /// The mutation fuzzer shared with `common/tests/fuzz_decoders.rs`.
 #[cfg(test)]
@@ -17,6 +18,7 @@ pub mod metrics;
 pub mod node;
 pub mod outbox;
 pub mod registry;
+pub mod relations;
 pub mod rooms;
 pub mod server;
 pub mod session;

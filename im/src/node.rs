@@ -66,6 +66,8 @@ pub struct Node {
     pub word_filter: Option<Arc<crate::wordfilter::WordFilter>>,
     /// Mutes announced on Redis `speak_forbidden`.
     pub forbidden: crate::forbidden::SpeakForbidden,
+    /// Friendship/blacklist checks (`--enable-friendship`, `--enable-blacklist`).
+    pub relations: Option<Arc<crate::relations::Relations>>,
 }
 
 impl Node {
@@ -94,6 +96,7 @@ impl Node {
             live: Default::default(),
             word_filter: None,
             forbidden: Default::default(),
+            relations: None,
         }
     }
 }

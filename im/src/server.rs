@@ -146,8 +146,20 @@ pub async fn run(cfg: ImConfig, shutdown: impl Future<Output = ()>) -> Result<()
     });
     let store: Arc<dyn Store> = Arc::new(crate::metrics::TimedStore(store));
     let word_filter = load_word_filter(&cfg)?;
+    let relations = match &cfg.mysql {
+        Some(url) if cfg.enable_friendship || cfg.enable_blacklist => Some(Arc::new(
+            crate::relations::Relations::connect(url, cfg.enable_friendship, cfg.enable_blacklist)
+                .await
+                .map_err(|e| StartError::Mysql {
+                    url: redact_url(url),
+                    message: e.to_string(),
+                })?,
+        )),
+        _ => None,
+    };
     let mut node = Node::new(cfg, store.clone(), groups, auth, cluster);
     node.word_filter = word_filter;
+    node.relations = relations.clone();
     let node = Arc::new(node);
     let links = match &node.cluster {
         Some(c) => c.start(Arc::new(NodeInbound(Arc::downgrade(&node)))),
@@ -169,10 +181,23 @@ pub async fn run(cfg: ImConfig, shutdown: impl Future<Output = ()>) -> Result<()
     tokio::spawn(connection::live::run_timers(node.clone()));
     tokio::spawn(recover_interrupted(store.clone()));
     if let Some(m) = mysql {
-        tokio::spawn(crate::groups::feed::follow(
-            Arc::downgrade(&node),
-            m,
+        let sink = crate::groups::feed::GroupSink {
+            node: Arc::downgrade(&node),
+            store: m,
+        };
+        tokio::spawn(crate::feed::follow(
+            node.shutdown.clone(),
             node.cfg.redis.clone(),
+            crate::groups::feed::FEED,
+            Arc::new(sink),
+        ));
+    }
+    if let Some(r) = relations {
+        tokio::spawn(crate::feed::follow(
+            node.shutdown.clone(),
+            node.cfg.redis.clone(),
+            crate::relations::FEED,
+            Arc::new(crate::relations::RelationSink(r)),
         ));
     }
     if node.cfg.follow_mutes {

@@ -58,8 +58,6 @@ pub struct GobelieveLayer {
     /// `http_listen_address` had no host (`":6666"`): Go binds every
     /// interface; Ferry only does that with an API token (see `resolve`).
     pub http_any_host: bool,
-    /// `enable_friendship` / `enable_blacklist` set to true.
-    pub relationship_checks: Vec<&'static str>,
 }
 
 /// Reads and maps the file.
@@ -166,12 +164,8 @@ fn map(cfg: ImCfg) -> Result<GobelieveLayer, String> {
     });
     o.jwt_secret = cfg.jwt_signing_key.filter(|k| !k.is_empty());
     o.mysql = cfg.mysqldb_datasource.filter(|d| !d.trim().is_empty());
-    if cfg.enable_friendship == Some(true) {
-        layer.relationship_checks.push("enable_friendship");
-    }
-    if cfg.enable_blacklist == Some(true) {
-        layer.relationship_checks.push("enable_blacklist");
-    }
+    o.enable_friendship = cfg.enable_friendship;
+    o.enable_blacklist = cfg.enable_blacklist;
     let log = cfg.log.unwrap_or_default();
     layer.log_filter = log.filter()?;
     for key in log.ignored_keys() {

@@ -13,13 +13,12 @@
 //! When an entry's `previous_action_id` is not the last `action_id` seen,
 //! entries were lost (trimmed stream, app server restart) and every group is
 //! dropped. At start the node reads `groups_actions` and the stream's last
-//! entry, and follows from there.
+//! entry, and follows from there (the follower is [`crate::feed`]).
 
 use crate::node::Node;
 use crate::store::mysql_groups::MysqlGroupStore;
 use std::collections::HashMap;
 use std::sync::{Arc, Weak};
-use std::time::Duration;
 
 pub const STREAM: &str = "group_manager_stream";
 pub const ACTIONS_KEY: &str = "groups_actions";
@@ -70,136 +69,33 @@ pub fn parse_event(f: &HashMap<String, String>) -> Result<Event, String> {
     Ok(e)
 }
 
-/// `groups_actions` = `"<prev>:<current>"`: the current action id.
-pub fn parse_actions(v: &str) -> Option<i64> {
-    v.split_once(':')?.1.trim().parse().ok()
+/// The feed the group source follows.
+pub const FEED: crate::feed::Feed = crate::feed::Feed {
+    stream: STREAM,
+    actions_key: ACTIONS_KEY,
+};
+
+/// Applies group events to one node.
+pub struct GroupSink {
+    pub node: Weak<Node>,
+    pub store: Arc<MysqlGroupStore>,
 }
 
-/// The follower's position and gap detection.
-#[derive(Debug, Default)]
-pub struct Position {
-    /// Last stream entry id read (`0-0`: from the start).
-    pub last_id: String,
-    /// Last action id seen, `None` before the first.
-    pub last_action: Option<i64>,
-}
-
-impl Position {
-    /// Records `e`; true when entries were missed before it.
-    pub fn advance(&mut self, e: &Event) -> bool {
-        let gap = self
-            .last_action
-            .is_some_and(|last| e.previous_action_id != last);
-        self.last_action = Some(e.action_id);
-        gap
-    }
-}
-
-/// Follows the stream until the node is gone or shuts down; reconnects with
-/// capped backoff (the position is kept, so nothing still in the stream is
-/// missed).
-pub async fn follow(node: Weak<Node>, store: Arc<MysqlGroupStore>, redis_url: String) {
-    let Some(shutdown) = node.upgrade().map(|n| n.shutdown.clone()) else {
-        return;
-    };
-    let client = match redis::Client::open(redis_url.as_str()) {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!(error = %e, "group feed: bad Redis URL; group changes are not followed");
+impl crate::feed::FeedSink for GroupSink {
+    fn apply(&self, id: &str, fields: &HashMap<String, String>) {
+        let Some(node) = self.node.upgrade() else {
             return;
-        }
-    };
-    let mut pos: Option<Position> = None;
-    let mut backoff = Duration::from_millis(200);
-    loop {
-        let run = run(&node, &store, &client, &mut pos);
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            r = run => match r {
-                Ok(()) => return,
-                Err(e) => tracing::warn!(error = %e, retry_in = ?backoff, "group feed down"),
-            },
-        }
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(backoff) => {}
-        }
-        backoff = (backoff * 2).min(Duration::from_secs(10));
-    }
-}
-
-type Entries = Vec<(String, Vec<(String, HashMap<String, String>)>)>;
-
-async fn run(
-    node: &Weak<Node>,
-    store: &MysqlGroupStore,
-    client: &redis::Client,
-    pos: &mut Option<Position>,
-) -> redis::RedisResult<()> {
-    // XREAD BLOCK needs its own connection with no response timeout.
-    let cfg = redis::AsyncConnectionConfig::new().set_response_timeout(None);
-    let mut conn = client
-        .get_multiplexed_async_connection_with_config(&cfg)
-        .await?;
-    if pos.is_none() {
-        let actions: Option<String> = redis::cmd("GET")
-            .arg(ACTIONS_KEY)
-            .query_async(&mut conn)
-            .await?;
-        let last: Vec<(String, HashMap<String, String>)> = redis::cmd("XREVRANGE")
-            .arg(STREAM)
-            .arg("+")
-            .arg("-")
-            .arg("COUNT")
-            .arg(1)
-            .query_async(&mut conn)
-            .await?;
-        let p = Position {
-            last_id: last
-                .first()
-                .map_or_else(|| "0-0".to_string(), |(id, _)| id.clone()),
-            last_action: actions.as_deref().and_then(parse_actions),
         };
-        tracing::info!(stream = STREAM, last_id = %p.last_id, last_action = ?p.last_action, "following group changes");
-        *pos = Some(p);
+        match parse_event(fields) {
+            Ok(e) => apply(&node, &self.store, &e),
+            Err(why) => tracing::warn!(id, error = %why, "group feed: ignored a bad entry"),
+        }
     }
-    loop {
-        let last_id = pos.as_ref().map_or("0-0".to_string(), |p| p.last_id.clone());
-        let reply: Option<Entries> = redis::cmd("XREAD")
-            .arg("COUNT")
-            .arg(1000)
-            .arg("BLOCK")
-            .arg(60_000)
-            .arg("STREAMS")
-            .arg(STREAM)
-            .arg(&last_id)
-            .query_async(&mut conn)
-            .await?;
-        let Some(node) = node.upgrade() else {
-            return Ok(());
-        };
-        for (_, entries) in reply.unwrap_or_default() {
-            for (id, fields) in entries {
-                let p = pos.get_or_insert_with(Position::default);
-                p.last_id = id.clone();
-                let e = match parse_event(&fields) {
-                    Ok(e) => e,
-                    Err(why) => {
-                        tracing::warn!(id = %id, error = %why, "group feed: ignored a bad entry");
-                        continue;
-                    }
-                };
-                if p.advance(&e) {
-                    tracing::warn!(
-                        action_id = e.action_id,
-                        previous_action_id = e.previous_action_id,
-                        "group feed gap: every cached group is dropped"
-                    );
-                    store.forget_all();
-                    node.groups.clear();
-                }
-                apply(&node, store, &e);
-            }
+
+    fn gap(&self) {
+        self.store.forget_all();
+        if let Some(node) = self.node.upgrade() {
+            node.groups.clear();
         }
     }
 }
@@ -247,24 +143,5 @@ mod tests {
         assert_eq!((e.action_id, e.previous_action_id, e.gid, e.member), (5, 4, 30, 2));
         assert!(parse_event(&fields(&[("name", "group_create")])).is_err());
         assert!(parse_event(&fields(&[("group_id", "x")])).is_err());
-        assert_eq!(parse_actions("4:5"), Some(5));
-        assert_eq!(parse_actions("5"), None);
-    }
-
-    #[test]
-    fn gaps_are_detected() {
-        let ev = |prev, id| Event {
-            action_id: id,
-            previous_action_id: prev,
-            name: "group_changed".into(),
-            appid: 7,
-            gid: 1,
-            member: 0,
-        };
-        let mut p = Position::default();
-        assert!(!p.advance(&ev(0, 1)), "first entry after a start without actions");
-        assert!(!p.advance(&ev(1, 2)));
-        assert!(p.advance(&ev(5, 6)), "3..5 were missed");
-        assert!(!p.advance(&ev(6, 7)));
     }
 }

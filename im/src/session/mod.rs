@@ -6,6 +6,7 @@ mod group;
 mod login;
 mod peer;
 mod realtime;
+mod relations;
 mod room;
 mod sync;
 mod words;

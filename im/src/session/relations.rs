@@ -1,0 +1,32 @@
+//! Friendship and blacklist checks before a peer message is stored (spec
+//! §3.11, [`crate::relations`]).
+
+use super::writer::Writer;
+use super::{Authed, Control, Session};
+
+impl Session {
+    /// `Some` when the message must not be stored: a refusal ACK (1, 2 or 3;
+    /// a version-1 client cannot read it and gets its connection closed,
+    /// like every refusal), or nothing at all when MySQL could not be asked
+    /// (the client resends, as after a store failure).
+    pub(super) async fn relationship_refusal(
+        &self,
+        a: Authed,
+        receiver: i64,
+        seq: i32,
+        w: &mut Writer,
+    ) -> Option<Control> {
+        let relations = self.node.relations.as_ref()?;
+        match relations.status(a.appid, a.uid, receiver).await {
+            Ok(0) => None,
+            Ok(status) => {
+                tracing::debug!(appid = a.appid, sender = a.uid, receiver, status, "peer message refused by relationship");
+                Some(self.ack(seq, status, 0, w))
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "relationship check failed; message not acknowledged");
+                Some(Control::Continue)
+            }
+        }
+    }
+}
