@@ -49,7 +49,7 @@ fn main() -> anyhow::Result<()> {
                 tracing::warn!("{w}");
             }
             tracing::debug!(config = ?cfg, "effective configuration");
-            Resolved::Im(cfg)
+            Resolved::Im(Box::new(cfg))
         }
         Command::Imr(opts) => {
             let cfg = opts.resolve()?;
@@ -58,7 +58,7 @@ fn main() -> anyhow::Result<()> {
                 tracing::warn!("{w}");
             }
             tracing::debug!(config = ?cfg, "effective configuration");
-            Resolved::Imr(cfg)
+            Resolved::Imr(Box::new(cfg))
         }
         Command::Token(args) => {
             logging::init(cli.log_format, None);
@@ -80,11 +80,11 @@ fn main() -> anyhow::Result<()> {
     rt.block_on(async move {
         match cmd {
             Resolved::Im(cfg) => {
-                ferry_im::server::run(cfg, shutdown_signal()).await?;
+                ferry_im::server::run(*cfg, shutdown_signal()).await?;
                 Ok(())
             }
             Resolved::Imr(cfg) => {
-                ferry_imr::server::run(cfg, shutdown_signal()).await?;
+                ferry_imr::server::run(*cfg, shutdown_signal()).await?;
                 Ok(())
             }
             Resolved::Token(args) => token::run(args),
@@ -96,8 +96,8 @@ fn main() -> anyhow::Result<()> {
 
 /// A command after its configuration was read.
 enum Resolved {
-    Im(ferry_im::config::ImConfig),
-    Imr(ferry_imr::config::ImrConfig),
+    Im(Box<ferry_im::config::ImConfig>),
+    Imr(Box<ferry_imr::config::ImrConfig>),
     Token(token::TokenArgs),
     Bench(bench::BenchArgs),
     Chat(chat::ChatArgs),

@@ -108,7 +108,10 @@ fn cluster() -> Cluster {
         dir.path(),
         "imr",
         &["imr", "--gobelieve-config", "imr.cfg"],
-        &[SocketAddr::from(([127, 0, 0, 1], link)), SocketAddr::from(([127, 0, 0, 1], imr_http))],
+        &[
+            SocketAddr::from(([127, 0, 0, 1], link)),
+            SocketAddr::from(([127, 0, 0, 1], imr_http)),
+        ],
     );
     let mut nodes = Vec::new();
     for i in 0..2 {
@@ -172,7 +175,8 @@ impl Cluster {
     fn wait_links(&self, what: &str, links: u64) {
         wait_until(&format!("{what} held by {links} im links"), || {
             let body = http_get(self.imr_http, &format!("/subscribers?appid=7&{what}"));
-            serde_json::from_str::<serde_json::Value>(&body).ok()
+            serde_json::from_str::<serde_json::Value>(&body)
+                .ok()
                 .and_then(|v| v["links"].as_u64())
                 == Some(links)
         });
@@ -218,11 +222,22 @@ async fn sample_configs_start_a_cluster_with_words_and_mutes() {
             .lines()
             .find(|l| l.contains("gobelieve config keys without effect"))
             .unwrap_or_else(|| panic!("im{i}: no ignored-keys warning:\n{log}"));
-        for key in ["storage_rpc_addrs", "pending_root", "group_deliver_count", "[log] filename"] {
+        for key in [
+            "storage_rpc_addrs",
+            "pending_root",
+            "group_deliver_count",
+            "[log] filename",
+        ] {
             assert!(warning.contains(key), "im{i}: {key} not named in {warning}");
         }
-        assert!(log.contains("effective configuration"), "im{i}: no debug config");
-        assert!(log.contains("words=3"), "im{i}: word file not loaded:\n{log}");
+        assert!(
+            log.contains("effective configuration"),
+            "im{i}: no debug config"
+        );
+        assert!(
+            log.contains("words=3"),
+            "im{i}: word file not loaded:\n{log}"
+        );
         // The sample's ":6666" is bound on loopback only, with a warning.
         assert!(log.contains("HTTP API listens on 127.0.0.1"), "im{i}");
     }
@@ -287,7 +302,11 @@ async fn word_filter_masks_text_of_each_message_kind() {
 
     // IM: JSON text masked; non-JSON and non-TEXT content untouched.
     let cases = [
-        (r#"{"text":"a foo, 傻|瓜","id":3}"#, TEXT, Some("a ***, ***")),
+        (
+            r#"{"text":"a foo, 傻|瓜","id":3}"#,
+            TEXT,
+            Some("a ***, ***"),
+        ),
         ("foo as plain text", TEXT, None),
         (r#"{"text":"foo"}"#, 0, None),
     ];
@@ -351,9 +370,15 @@ fn a_misspelt_gobelieve_key_stops_the_start_naming_it() {
     let dir = tempfile::tempdir().expect("tempdir");
     let cfg = sample("im.cfg", &[("pending_root", "pending_rot".into())]);
     std::fs::write(dir.path().join("im.cfg"), cfg).expect("write");
-    std::fs::write(dir.path().join("imr.cfg"), "listen = \":4444\"\npush_disable = true\n")
-        .expect("write");
-    for (cmd, file, key) in [("im", "im.cfg", "pending_rot"), ("imr", "imr.cfg", "push_disable")] {
+    std::fs::write(
+        dir.path().join("imr.cfg"),
+        "listen = \":4444\"\npush_disable = true\n",
+    )
+    .expect("write");
+    for (cmd, file, key) in [
+        ("im", "im.cfg", "pending_rot"),
+        ("imr", "imr.cfg", "push_disable"),
+    ] {
         let out = Command::new(support::ferry_bin())
             .args([cmd, "--gobelieve-config", file])
             .current_dir(dir.path())
@@ -361,8 +386,14 @@ fn a_misspelt_gobelieve_key_stops_the_start_naming_it() {
             .expect("run ferry");
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{cmd} started with a bad key");
-        assert!(stderr.contains(key), "{cmd}: error does not name {key}: {stderr}");
-        assert!(stderr.contains(file), "{cmd}: error does not name the file: {stderr}");
+        assert!(
+            stderr.contains(key),
+            "{cmd}: error does not name {key}: {stderr}"
+        );
+        assert!(
+            stderr.contains(file),
+            "{cmd}: error does not name the file: {stderr}"
+        );
     }
 }
 
@@ -452,7 +483,12 @@ impl AppServer<'_> {
 
 /// Polls `GET /groups/{gid}` on every node until `check` holds for its
 /// answer (the node's view of the group, from its memory or MySQL).
-fn wait_view(nodes: &[&support::Im], gid: i64, what: &str, check: impl Fn(&serde_json::Value) -> bool) {
+fn wait_view(
+    nodes: &[&support::Im],
+    gid: i64,
+    what: &str,
+    check: impl Fn(&serde_json::Value) -> bool,
+) {
     for (i, n) in nodes.iter().enumerate() {
         wait_until(&format!("im{i}: group {gid} {what}"), || {
             let body = http_get(n.http, &format!("/groups/{gid}?appid=7"));
@@ -466,7 +502,12 @@ fn members(v: &serde_json::Value) -> Vec<(i64, bool)> {
         .as_array()
         .map(|a| {
             a.iter()
-                .map(|m| (m["uid"].as_i64().unwrap_or(0), m["mute"].as_bool().unwrap_or(false)))
+                .map(|m| {
+                    (
+                        m["uid"].as_i64().unwrap_or(0),
+                        m["mute"].as_bool().unwrap_or(false),
+                    )
+                })
                 .collect()
         })
         .unwrap_or_default()
@@ -474,7 +515,9 @@ fn members(v: &serde_json::Value) -> Vec<(i64, bool)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mysql_groups_follow_all_seven_events_on_two_nodes() {
-    use ferry_common::protocol::ack::{STATUS_GROUP_NOT_EXIST, STATUS_MUTED, STATUS_NOT_GROUP_MEMBER};
+    use ferry_common::protocol::ack::{
+        STATUS_GROUP_NOT_EXIST, STATUS_MUTED, STATUS_NOT_GROUP_MEMBER,
+    };
     use ferry_common::protocol::flag::SUPER_GROUP;
     let db = support::MariaDb::start();
     let redis = Redis::start();
@@ -535,7 +578,9 @@ async fn mysql_groups_follow_all_seven_events_on_two_nodes() {
     // group_changed (here: the app server unmuted 3 and says only "changed").
     db.exec("UPDATE group_member SET mute = 0 WHERE group_id = 100 AND uid = 3");
     app.event("group_changed", 100, 0);
-    wait_view(&nodes, 100, "3 unmuted", |v| members(v).contains(&(3, false)));
+    wait_view(&nodes, 100, "3 unmuted", |v| {
+        members(v).contains(&(3, false))
+    });
     let seq = send_group_text(&mut u3, 3, 100, "unmuted").await;
     u3.expect_stored_ack(seq).await;
     got_group_message(&mut u1, "unmuted").await;
@@ -544,7 +589,9 @@ async fn mysql_groups_follow_all_seven_events_on_two_nodes() {
     // group_member_remove.
     db.exec("UPDATE group_member SET deleted = 1 WHERE group_id = 100 AND uid = 2");
     app.event("group_member_remove", 100, 2);
-    wait_view(&nodes, 100, "without 2", |v| members(v) == [(1, false), (3, false)]);
+    wait_view(&nodes, 100, "without 2", |v| {
+        members(v) == [(1, false), (3, false)]
+    });
     let seq = send_group_text(&mut u2, 2, 100, "removed").await;
     u2.expect_refused(seq, STATUS_NOT_GROUP_MEMBER).await;
 
@@ -606,7 +653,9 @@ fn relationship_event(redis: &Redis, prev: i64, id: i64, name: &str, uid: i64, f
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn friendship_and_blacklist_answer_ack_1_2_3_from_mysql() {
-    use ferry_common::protocol::ack::{STATUS_IN_BLACKLIST, STATUS_NOT_MY_FRIEND, STATUS_NOT_YOUR_FRIEND};
+    use ferry_common::protocol::ack::{
+        STATUS_IN_BLACKLIST, STATUS_NOT_MY_FRIEND, STATUS_NOT_YOUR_FRIEND,
+    };
     let db = support::MariaDb::start();
     let redis = Redis::start();
     let url = db.url();

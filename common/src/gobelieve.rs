@@ -114,9 +114,7 @@ pub struct GoAddr {
 pub fn go_listen_addr(key: &str, s: &str) -> Result<GoAddr, String> {
     let s = s.trim();
     if let Some(port) = s.strip_prefix(':') {
-        let port: u16 = port
-            .parse()
-            .map_err(|_| format!("{key} {s:?}: bad port"))?;
+        let port: u16 = port.parse().map_err(|_| format!("{key} {s:?}: bad port"))?;
         return Ok(GoAddr {
             addr: ([0, 0, 0, 0], port).into(),
             any_host: true,
@@ -199,7 +197,11 @@ mod tests {
         assert!(a.any_host);
         let a = go_listen_addr("port", "127.0.0.1:1").expect("addr");
         assert!(!a.any_host);
-        assert!(go_listen_addr("ws_address", ":x").unwrap_err().contains("ws_address"));
+        assert!(
+            go_listen_addr("ws_address", ":x")
+                .unwrap_err()
+                .contains("ws_address")
+        );
     }
 
     #[test]

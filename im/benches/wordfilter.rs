@@ -31,7 +31,9 @@ fn dictionary() -> Vec<String> {
                     .collect()
             } else {
                 let n = 6 + (next() % 6) as usize;
-                (0..n).map(|_| (b'a' + (next() % 26) as u8) as char).collect()
+                (0..n)
+                    .map(|_| (b'a' + (next() % 26) as u8) as char)
+                    .collect()
             }
         })
         .collect()
@@ -41,18 +43,20 @@ fn bench(c: &mut Criterion) {
     let words = dictionary();
     let started = std::time::Instant::now();
     let filter = WordFilter::new(words.iter().map(String::as_str)).expect("builds");
-    println!(
-        "compiled {} words in {:?}",
-        filter.len(),
-        started.elapsed()
-    );
+    println!("compiled {} words in {:?}", filter.len(), started.elapsed());
     let clean = br#"{"text":"Hello there, see you at the meeting tomorrow at ten. \u4f60\u597d","client_id":"8f1c2d"}"#;
     let hit = format!(
         r#"{{"text":"Hello there {} see you at the meeting tomorrow {} at ten.","client_id":"8f1c2d"}}"#,
         words[0], words[1]
     );
-    assert!(filter.filter_content(clean).is_none(), "clean text has a word");
-    assert!(filter.filter_content(hit.as_bytes()).is_some(), "hits are found");
+    assert!(
+        filter.filter_content(clean).is_none(),
+        "clean text has a word"
+    );
+    assert!(
+        filter.filter_content(hit.as_bytes()).is_some(),
+        "hits are found"
+    );
     let mut g = c.benchmark_group("wordfilter_50k");
     g.throughput(Throughput::Elements(1));
     g.bench_function("clean_json", |b| {

@@ -417,7 +417,10 @@ impl std::fmt::Debug for ImConfig {
             .field("mysql", &self.mysql.as_deref().map(redact_url))
             .field("enable_friendship", &self.enable_friendship)
             .field("enable_blacklist", &self.enable_blacklist)
-            .field("store_retention", &(self.retention_count, self.retention_age))
+            .field(
+                "store_retention",
+                &(self.retention_count, self.retention_age),
+            )
             .field("link_buffer", &self.link_buffer)
             .field("dedup_window", &self.dedup_window)
             .field("sync_limit", &self.sync_limit)
@@ -542,7 +545,11 @@ mod tests {
         }
         .resolve()
         .expect("valid");
-        assert_eq!(cfg.listen, "127.0.0.1:5".parse().expect("addr"), "flag wins");
+        assert_eq!(
+            cfg.listen,
+            "127.0.0.1:5".parse().expect("addr"),
+            "flag wins"
+        );
         assert_eq!(cfg.kefu_appid, 4, "--config wins over the gobelieve file");
         assert_eq!(cfg.word_file.as_deref(), Some(Path::new("w.txt")));
         assert_eq!(cfg.auth, AuthMethod::Redis, "gobelieve's default");

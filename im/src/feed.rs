@@ -183,7 +183,10 @@ mod tests {
             last_id: "0-0".into(),
             last_action: None,
         };
-        assert!(!p.advance(0, 1), "first entry after a start without actions");
+        assert!(
+            !p.advance(0, 1),
+            "first entry after a start without actions"
+        );
         assert!(!p.advance(1, 2));
         assert!(p.advance(5, 6), "3..5 were missed");
         assert!(!p.advance(6, 7));

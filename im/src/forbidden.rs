@@ -54,9 +54,7 @@ pub fn parse(payload: &[u8]) -> Result<(i64, i64, bool), String> {
     else {
         return Err(format!("{text:?}: expected appid,uid,flag"));
     };
-    let appid: i64 = appid
-        .parse()
-        .map_err(|_| format!("{text:?}: bad appid"))?;
+    let appid: i64 = appid.parse().map_err(|_| format!("{text:?}: bad appid"))?;
     let uid: i64 = uid.parse().map_err(|_| format!("{text:?}: bad uid"))?;
     let flag = match flag {
         "0" => false,
@@ -144,8 +142,14 @@ mod tests {
         f.apply(7, 1, true, false);
         assert!(f.is_forbidden(7, 1, false), "mute kept");
         f.apply(7, 1, false, true);
-        assert!(!f.is_forbidden(7, 1, true), "unmute of a connected user kept");
+        assert!(
+            !f.is_forbidden(7, 1, true),
+            "unmute of a connected user kept"
+        );
         f.apply(7, 2, false, false);
-        assert!(f.is_forbidden(7, 2, true), "unmute of an absent user not kept");
+        assert!(
+            f.is_forbidden(7, 2, true),
+            "unmute of an absent user not kept"
+        );
     }
 }

@@ -40,11 +40,14 @@ struct Pair {
     block: [bool; 2],
 }
 
+/// Loaded pairs by (appid, lo, hi), with their load time.
+type PairCache = HashMap<(i64, i64, i64), (Pair, Instant)>;
+
 pub struct Relations {
     pool: mysql_async::Pool,
     pub friendship: bool,
     pub blacklist: bool,
-    cache: Mutex<HashMap<(i64, i64, i64), (Pair, Instant)>>,
+    cache: Mutex<PairCache>,
     epoch: AtomicU64,
 }
 
@@ -184,7 +187,10 @@ impl crate::feed::FeedSink for RelationSink {
                     "relationship change"
                 );
             }
-            _ => tracing::warn!(id, "relationship feed: ignored an entry without app_id/uid/friend_uid"),
+            _ => tracing::warn!(
+                id,
+                "relationship feed: ignored an entry without app_id/uid/friend_uid"
+            ),
         }
     }
 

@@ -8,9 +8,7 @@
 //! server.
 
 use super::{AuthMethod, ConfigError, ImOptions};
-use ferry_common::gobelieve::{
-    LogSection, RedisSection, go_listen_addr, memory_limit_mib,
-};
+use ferry_common::gobelieve::{LogSection, RedisSection, go_listen_addr, memory_limit_mib};
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -81,7 +79,10 @@ const IGNORED: &[(&str, &str)] = &[
         "messages are stored by the im itself (--store)",
     ),
     ("group_storage_rpc_addrs", "super groups use --store too"),
-    ("group_route_addrs", "super groups are routed by route_addrs"),
+    (
+        "group_route_addrs",
+        "super groups are routed by route_addrs",
+    ),
     ("rpc_listen_address", "there is no RPC listener"),
     ("socket_io_address", "clients use ws_address"),
     (
@@ -228,7 +229,12 @@ level = "debug"
         assert_eq!(o.jwt_secret.as_deref(), Some("s3cret"));
         assert_eq!(l.log_filter, Some("debug"));
         let w = l.warnings.join("\n");
-        for key in ["storage_rpc_addrs", "pending_root", "cert_file", "[log] filename"] {
+        for key in [
+            "storage_rpc_addrs",
+            "pending_root",
+            "cert_file",
+            "[log] filename",
+        ] {
             assert!(w.contains(key), "{key} missing in {w}");
         }
         assert_eq!(l.warnings.len(), 1, "one warning line");

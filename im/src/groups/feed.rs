@@ -51,7 +51,10 @@ pub fn parse_event(f: &HashMap<String, String>) -> Result<Event, String> {
         match f.get(k) {
             None => Ok(0),
             Some(v) if v.trim().is_empty() => Ok(0),
-            Some(v) => v.trim().parse().map_err(|_| format!("{k}={v:?} is not a number")),
+            Some(v) => v
+                .trim()
+                .parse()
+                .map_err(|_| format!("{k}={v:?} is not a number")),
         }
     };
     let name = f.get("name").cloned().unwrap_or_default();
@@ -140,7 +143,10 @@ mod tests {
             ("super", "0"),
         ]))
         .expect("valid");
-        assert_eq!((e.action_id, e.previous_action_id, e.gid, e.member), (5, 4, 30, 2));
+        assert_eq!(
+            (e.action_id, e.previous_action_id, e.gid, e.member),
+            (5, 4, 30, 2)
+        );
         assert!(parse_event(&fields(&[("name", "group_create")])).is_err());
         assert!(parse_event(&fields(&[("group_id", "x")])).is_err());
     }

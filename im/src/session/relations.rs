@@ -20,7 +20,13 @@ impl Session {
         match relations.status(a.appid, a.uid, receiver).await {
             Ok(0) => None,
             Ok(status) => {
-                tracing::debug!(appid = a.appid, sender = a.uid, receiver, status, "peer message refused by relationship");
+                tracing::debug!(
+                    appid = a.appid,
+                    sender = a.uid,
+                    receiver,
+                    status,
+                    "peer message refused by relationship"
+                );
                 Some(self.ack(seq, status, 0, w))
             }
             Err(e) => {

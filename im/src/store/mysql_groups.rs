@@ -26,10 +26,12 @@ const CACHE_MAX: usize = 100_000;
 pub const READ_ONLY: &str =
     "groups are managed in MySQL by the app server (tables group/group_member), not by Ferry";
 
+/// Loaded groups by (appid, gid); `None` = known not to exist.
+type GroupCache = HashMap<(i64, i64), Option<Arc<Group>>>;
+
 pub struct MysqlGroupStore {
     pool: mysql_async::Pool,
-    /// Loaded groups by (appid, gid); `None` = known not to exist.
-    cache: Mutex<HashMap<(i64, i64), Option<Arc<Group>>>>,
+    cache: Mutex<GroupCache>,
     /// Bumped by every drop, so a load that raced with one is not kept.
     epoch: std::sync::atomic::AtomicU64,
 }
@@ -42,7 +44,11 @@ pub fn mysql_url(dsn: &str) -> Result<String, String> {
     if dsn.starts_with("mysql://") {
         return Ok(dsn.to_string());
     }
-    let bad = |why: &str| format!("MySQL DSN: {why}; expected user:password@tcp(host:port)/dbname or mysql://user:password@host:port/dbname");
+    let bad = |why: &str| {
+        format!(
+            "MySQL DSN: {why}; expected user:password@tcp(host:port)/dbname or mysql://user:password@host:port/dbname"
+        )
+    };
     let (auth, rest) = dsn.rsplit_once('@').ok_or_else(|| bad("no '@'"))?;
     let (user, pass) = match auth.split_once(':') {
         Some((u, p)) => (u, Some(p)),
@@ -113,16 +119,14 @@ impl MysqlGroupStore {
     /// Forgets one group (the next use reloads it).
     pub fn forget(&self, appid: i64, gid: i64) {
         let mut c = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
-        self.epoch
-            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        self.epoch.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         c.remove(&(appid, gid));
     }
 
     /// Forgets every group (after a gap in the change feed).
     pub fn forget_all(&self) {
         let mut c = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
-        self.epoch
-            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        self.epoch.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         c.clear();
     }
 

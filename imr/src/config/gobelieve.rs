@@ -81,13 +81,19 @@ mod tests {
              [log]\nfilename = \"imr.log\"\nlevel = \"warn\"\n",
         )
         .expect("valid");
-        assert_eq!(l.options.listen, Some("0.0.0.0:4444".parse().expect("addr")));
+        assert_eq!(
+            l.options.listen,
+            Some("0.0.0.0:4444".parse().expect("addr"))
+        );
         assert_eq!(
             l.options.http_listen,
             Some("127.0.0.1:4445".parse().expect("addr"))
         );
         assert_eq!(l.options.push_disabled, Some(true));
-        assert_eq!(l.options.redis.as_deref(), Some("redis://:pw@127.0.0.1:6380/1"));
+        assert_eq!(
+            l.options.redis.as_deref(),
+            Some("redis://:pw@127.0.0.1:6380/1")
+        );
         assert_eq!(l.log_filter, Some("warn"));
         assert!(l.warnings[0].contains("[log] filename"), "{:?}", l.warnings);
     }
