@@ -14,6 +14,7 @@
 
 use futures_util::StreamExt;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, Weak};
 use std::time::Duration;
 
@@ -24,11 +25,17 @@ pub const CHANNEL: &str = "speak_forbidden";
 #[derive(Debug, Default)]
 pub struct SpeakForbidden {
     announced: Mutex<HashMap<(i64, i64), bool>>,
+    /// Entries in `announced`: room messages skip the lock while it is 0
+    /// (the common case: nobody muted since start).
+    len: AtomicUsize,
 }
 
 impl SpeakForbidden {
     /// The user's flag: the last announcement, else the value read at login.
     pub fn is_forbidden(&self, appid: i64, uid: i64, at_login: bool) -> bool {
+        if self.len.load(Ordering::Acquire) == 0 {
+            return at_login;
+        }
         let map = self.announced.lock().unwrap_or_else(|e| e.into_inner());
         map.get(&(appid, uid)).copied().unwrap_or(at_login)
     }
@@ -42,6 +49,7 @@ impl SpeakForbidden {
         } else {
             map.remove(&(appid, uid));
         }
+        self.len.store(map.len(), Ordering::Release);
     }
 }
 
