@@ -625,7 +625,7 @@ async fn mysql_groups_follow_all_seven_events_on_two_nodes() {
         members(v) == [(1, false), (2, false)]
     });
     for n in nodes {
-        assert!(n.log().contains("group feed gap"), "{}", n.log());
+        assert!(n.log().contains("change feed gap"), "{}", n.log());
     }
 }
 
