@@ -234,6 +234,15 @@ async fn sample_configs_start_a_cluster_with_words_and_mutes() {
             log.contains("effective configuration"),
             "im{i}: no debug config"
         );
+        // The sample's MySQL password never reaches the log, even at debug.
+        assert!(
+            log.contains("mysql://root:***@"),
+            "im{i}: no MySQL in the config line"
+        );
+        assert!(
+            !log.contains("123456"),
+            "im{i}: MySQL password logged:\n{log}"
+        );
         assert!(
             log.contains("words=3"),
             "im{i}: word file not loaded:\n{log}"
