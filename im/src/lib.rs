@@ -11,6 +11,7 @@ pub mod forbidden;
 #[path = "../../common/tests/fuzz_engine/mod.rs"]
 mod fuzz_engine;
 pub mod groups;
+pub mod history;
 pub mod http;
 pub mod limits;
 pub mod messaging;

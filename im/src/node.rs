@@ -28,6 +28,8 @@ pub struct Stats {
     pub auth_timeouts: AtomicU64,
     /// Connections closed for exceeding `--max-frames-per-sec`.
     pub rate_limited: AtomicU64,
+    /// Successful logins (AUTH_TOKEN accepted), for the admin console.
+    pub logins: AtomicU64,
 }
 
 impl Stats {
@@ -68,6 +70,10 @@ pub struct Node {
     pub forbidden: crate::forbidden::SpeakForbidden,
     /// Friendship/blacklist checks (`--enable-friendship`, `--enable-blacklist`).
     pub relations: Option<Arc<crate::relations::Relations>>,
+    /// The last ten minutes of headline figures, for `/admin`.
+    pub history: crate::history::History,
+    /// When the node started, for the console's uptime.
+    pub started: std::time::Instant,
 }
 
 impl Node {
@@ -97,6 +103,8 @@ impl Node {
             word_filter: None,
             forbidden: Default::default(),
             relations: None,
+            history: Default::default(),
+            started: std::time::Instant::now(),
         }
     }
 }

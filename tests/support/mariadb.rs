@@ -22,7 +22,12 @@ impl MariaDb {
         let data = tmp.path().join("data");
         std::fs::create_dir(&data).expect("data dir");
         let log = std::fs::File::create(tmp.path().join("mariadb.log")).expect("log");
-        let mut child = Command::new("mariadbd")
+        // Debian installs it in /usr/sbin, which a non-login PATH may lack.
+        let bin = ["/usr/sbin/mariadbd"]
+            .into_iter()
+            .find(|p| std::path::Path::new(p).exists())
+            .unwrap_or("mariadbd");
+        let mut child = Command::new(bin)
             .arg("--no-defaults")
             .arg(format!("--datadir={}", data.display()))
             .arg(format!("--socket={}", tmp.path().join("sock").display()))

@@ -71,9 +71,12 @@ impl Session {
                 conn: self.conn,
                 device_id,
                 online: a.online,
+                transport: self.transport,
+                platform: t.platform_id,
                 outbox: self.outbox.clone(),
             },
         );
+        crate::node::Stats::add(&node.stats.logins, 1);
         if let Some(c) = &node.cluster {
             c.subscribe(a.appid, a.uid, a.online);
         }

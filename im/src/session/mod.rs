@@ -59,6 +59,7 @@ pub struct Session {
     conn: ConnId,
     outbox: Arc<Outbox>,
     peer: SocketAddr,
+    transport: crate::metrics::Transport,
     authed: Option<Authed>,
     room: Option<i64>,
     /// This login's slot under `--max-connections-per-user`.
@@ -66,7 +67,12 @@ pub struct Session {
 }
 
 impl Session {
-    pub fn new(node: Arc<Node>, outbox: Arc<Outbox>, peer: SocketAddr) -> Session {
+    pub fn new(
+        node: Arc<Node>,
+        outbox: Arc<Outbox>,
+        peer: SocketAddr,
+        transport: crate::metrics::Transport,
+    ) -> Session {
         let conn = node.registry.next_conn_id();
         Stats::add(&node.stats.connections, 1);
         node.live.insert(conn, &outbox);
@@ -75,6 +81,7 @@ impl Session {
             conn,
             outbox,
             peer,
+            transport,
             authed: None,
             room: None,
             user_permit: None,
