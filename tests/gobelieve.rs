@@ -726,8 +726,108 @@ async fn friendship_and_blacklist_answer_ack_1_2_3_from_mysql() {
     let seq = send(&mut u1, 1, 2).await;
     u1.expect_stored_ack(seq).await;
 
+    // The lists are the app server's: Ferry's list API refuses to write them.
+    let (status, body) = http_request(im.http, "PUT", "/users/1/friends/2?appid=7");
+    assert_eq!(status, 409, "{body}");
+
     // A version-1 client cannot read a status: refused by closing.
     let mut v1 = Raw::login(im.tcp, 1, "u1-old", 1).await.named("u1 v1");
     send(&mut v1, 1, 3).await;
     v1.expect_closed().await;
+}
+
+/// A request with any method (tests only): (status, body).
+fn http_request(addr: SocketAddr, method: &str, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(2))
+        .expect("connect to http");
+    let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(10)));
+    write!(
+        s,
+        "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Length: 0\r\n\r\n"
+    )
+    .expect("send request");
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    let status = out.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+fn ok(addr: SocketAddr, method: &str, path: &str) -> String {
+    let (status, body) = http_request(addr, method, path);
+    assert_eq!(status, 200, "{method} {path}: {body}");
+    body
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn own_friend_lists_answer_ack_1_2_3_on_every_node() {
+    use ferry_common::protocol::ack::{
+        STATUS_IN_BLACKLIST, STATUS_NOT_MY_FRIEND, STATUS_NOT_YOUR_FRIEND,
+    };
+    let redis = Redis::start();
+    let imr = support::Imr::start(Some(&redis), &[]);
+    let store = redis.url();
+    let flags = ["--enable-friendship", "--enable-blacklist"];
+    let a = support::cluster_im(&[&imr], &store, &flags);
+    let b = support::cluster_im(&[&imr], &store, &flags);
+    let mut u1 = Raw::login(a.tcp, 1, "u1", 2).await.named("u1@a");
+    let mut msgid = 0;
+    let mut send = async |c: &mut Raw| {
+        msgid += 1;
+        c.send_im(1, 2, msgid, "hi").await
+    };
+    let seq = send(&mut u1).await;
+    u1.expect_refused(seq, STATUS_NOT_MY_FRIEND).await;
+    // Lists changed through node b apply to the next message on node a.
+    ok(b.http, "PUT", "/users/1/friends/2?appid=7");
+    let seq = send(&mut u1).await;
+    u1.expect_refused(seq, STATUS_NOT_YOUR_FRIEND).await;
+    ok(b.http, "PUT", "/users/2/friends/1?appid=7");
+    ok(b.http, "PUT", "/users/2/friends/1?appid=7"); // idempotent
+    let seq = send(&mut u1).await;
+    u1.expect_stored_ack(seq).await;
+    ok(b.http, "PUT", "/users/2/blacklist/1?appid=7");
+    let seq = send(&mut u1).await;
+    u1.expect_refused(seq, STATUS_IN_BLACKLIST).await;
+    assert_eq!(
+        ok(a.http, "GET", "/users/2/blacklist?appid=7"),
+        r#"{"data":[1]}"#
+    );
+    assert_eq!(
+        ok(a.http, "GET", "/users/2/friends?appid=7"),
+        r#"{"data":[1]}"#
+    );
+    ok(a.http, "DELETE", "/users/2/blacklist/1?appid=7");
+    let seq = send(&mut u1).await;
+    u1.expect_stored_ack(seq).await;
+    ok(a.http, "DELETE", "/users/1/friends/2?appid=7");
+    let seq = send(&mut u1).await;
+    u1.expect_refused(seq, STATUS_NOT_MY_FRIEND).await;
+    assert_eq!(
+        ok(a.http, "GET", "/users/1/friends?appid=7"),
+        r#"{"data":[]}"#
+    );
+    // Bad input.
+    assert_eq!(
+        http_request(a.http, "PUT", "/users/1/friends/x?appid=7").0,
+        400
+    );
+    assert_eq!(
+        http_request(a.http, "PUT", "/users/1/friends/2?appid=0").0,
+        400
+    );
+    // Lists are not groups: the group API does not see them.
+    assert_eq!(http_request(a.http, "GET", "/groups/2?appid=7").0, 404);
+
+    // The embedded store keeps them too.
+    let single = support::Im::start(&flags);
+    ok(single.http, "PUT", "/users/5/friends/6?appid=7");
+    assert_eq!(
+        ok(single.http, "GET", "/users/5/friends?appid=7"),
+        r#"{"data":[6]}"#
+    );
 }

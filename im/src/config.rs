@@ -125,12 +125,12 @@ pub struct ImOptions {
     /// stream `group_manager_stream` (on --redis).
     #[arg(long, env = "FERRY_MYSQL", hide_env_values = true)]
     pub mysql: Option<String>,
-    /// Peer messages need friend rows both ways in MySQL `friend` (ACK
-    /// status 1/2 otherwise); needs --mysql.
+    /// Peer messages need friends both ways (ACK status 1/2 otherwise): the
+    /// MySQL `friend` table with --mysql, else Ferry's own lists (HTTP API).
     #[arg(long, env = "FERRY_ENABLE_FRIENDSHIP", num_args = 0..=1, default_missing_value = "true")]
     pub enable_friendship: Option<bool>,
-    /// Peer messages to a user who blacklisted the sender in MySQL
-    /// `blacklist` are refused (ACK status 3); needs --mysql.
+    /// Peer messages to a user who blacklisted the sender are refused (ACK
+    /// status 3): MySQL `blacklist` with --mysql, else Ferry's own lists.
     #[arg(long, env = "FERRY_ENABLE_BLACKLIST", num_args = 0..=1, default_missing_value = "true")]
     pub enable_blacklist: Option<bool>,
 }
@@ -467,13 +467,6 @@ impl ImConfig {
         if self.outbox_bytes < 64 * 1024 {
             return Err(ConfigError::Invalid(
                 "--outbox-bytes must be at least 65536".into(),
-            ));
-        }
-        if (self.enable_friendship || self.enable_blacklist) && self.mysql.is_none() {
-            return Err(ConfigError::Invalid(
-                "--enable-friendship/--enable-blacklist read gobelieve's friend/blacklist tables: \
-                 give --mysql (or mysqldb_datasource)"
-                    .into(),
             ));
         }
         if !self.imr.is_empty() && !self.store.is_shared() {

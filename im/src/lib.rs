@@ -18,6 +18,7 @@ pub mod messaging;
 pub mod metrics;
 pub mod node;
 pub mod outbox;
+pub mod own_relations;
 pub mod registry;
 pub mod relations;
 pub mod rooms;
