@@ -16,8 +16,8 @@
 use bytes::Bytes;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use ferry_im::store::{
-    AppendRequest, DedupKey, FjallOptions, FjallStore, NewEntry, QueueId, SqliteOptions,
-    SqliteStore, Store, StoreStats,
+    AppendRequest, Dedup, DedupKey, FjallOptions, FjallStore, NewEntry, Origin, QueueId,
+    SqliteOptions, SqliteStore, Store, StoreStats, record,
 };
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -38,12 +38,20 @@ fn peer(sender: i64, receiver: i64, client_msgid: i64, body: &Bytes) -> AppendRe
     };
     AppendRequest {
         entries: vec![entry(receiver), entry(sender)],
-        dedup: Some(DedupKey {
-            appid: APP,
-            sender,
-            device_id: 1,
-            client_msgid,
-            receiver,
+        dedup: Some(Dedup {
+            key: DedupKey {
+                appid: APP,
+                sender,
+                device_id: 1,
+                client_msgid,
+                receiver,
+            },
+            digest: record::digest(body),
+            origin: Origin {
+                incarnation: 1,
+                connection: sender as u64,
+            },
+            replace: false,
         }),
     }
 }

@@ -21,6 +21,7 @@ pub mod outbox;
 pub mod own_relations;
 pub mod registry;
 pub mod relations;
+pub mod resend;
 pub mod rooms;
 pub mod server;
 pub mod session;

@@ -453,6 +453,22 @@ impl Store for TimedStore {
         self.0.orders_appends()
     }
 
+    fn mark_unconfirmed(&self, marks: Vec<crate::store::Unconfirmed>) -> StoreFuture<'_, ()> {
+        self.0.mark_unconfirmed(marks)
+    }
+
+    fn set_node_state(&self, incarnation: u64, clean: bool) -> StoreFuture<'_, ()> {
+        self.0.set_node_state(incarnation, clean)
+    }
+
+    fn node_state(&self, incarnation: u64) -> StoreFuture<'_, Option<crate::store::NodeState>> {
+        self.0.node_state(incarnation)
+    }
+
+    fn shared(&self) -> bool {
+        self.0.shared()
+    }
+
     fn append_ordered(
         &self,
         req: AppendRequest,

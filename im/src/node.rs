@@ -70,6 +70,11 @@ pub struct Node {
     pub forbidden: crate::forbidden::SpeakForbidden,
     /// Friendship/blacklist checks (`--enable-friendship`, `--enable-blacklist`).
     pub relations: Option<Arc<crate::relations::Relations>>,
+    /// This process's random id in dedup records' origins (see
+    /// [`crate::resend`]).
+    pub incarnation: u64,
+    /// ACK ledgers of open connections that sent msgid-carrying messages.
+    pub ledgers: crate::resend::ledger::Ledgers,
     /// The last ten minutes of headline figures, for `/admin`.
     pub history: crate::history::History,
     /// When the node started, for the console's uptime.
@@ -103,6 +108,8 @@ impl Node {
             word_filter: None,
             forbidden: Default::default(),
             relations: None,
+            incarnation: crate::resend::new_incarnation(),
+            ledgers: Default::default(),
             history: Default::default(),
             started: std::time::Instant::now(),
         }

@@ -33,6 +33,8 @@ pub enum StartError {
     Secret { dir: String, source: std::io::Error },
     #[error("cannot use the MySQL group source {url}: {message}")]
     Mysql { url: String, message: String },
+    #[error("cannot record this node's start in the store: {0}")]
+    Announce(String),
     #[error("cannot connect to Redis for token auth: {0}")]
     Redis(String),
     #[error(transparent)]
@@ -161,6 +163,11 @@ pub async fn run(cfg: ImConfig, shutdown: impl Future<Output = ()>) -> Result<()
     node.word_filter = word_filter;
     node.relations = relations.clone();
     let node = Arc::new(node);
+    // Before any client: dedup records of this incarnation must be judged
+    // against a recorded state (see `resend`).
+    crate::resend::announce(store.clone(), node.incarnation)
+        .await
+        .map_err(|e| StartError::Announce(e.to_string()))?;
     let links = match &node.cluster {
         Some(c) => c.start(Arc::new(NodeInbound(Arc::downgrade(&node)))),
         None => Vec::new(),
@@ -211,7 +218,13 @@ pub async fn run(cfg: ImConfig, shutdown: impl Future<Output = ()>) -> Result<()
     }
     servers.push(tokio::spawn(http::serve(node.clone(), http_listener)));
     shutdown.await;
-    stop(&node, accepts, servers, links).await;
+    if stop(&node, accepts, servers, links).await {
+        // Every connection ended and wrote its "ACK unconfirmed" marks:
+        // records of this incarnation without a mark had their ACK delivered.
+        if let Err(e) = store.set_node_state(node.incarnation, true).await {
+            tracing::warn!(error = %e, "recording the clean stop failed; resends will be judged as after a crash");
+        }
+    }
     if let Err(e) = store.close().await {
         tracing::warn!(error = %e, "closing the store failed");
     }
@@ -246,12 +259,13 @@ fn listening(cfg: &ImConfig, tls: bool) -> String {
 /// it is handling (store writes included), flushes its replies and queued
 /// pushes and closes; in-flight HTTP requests complete; unsubscribes reach
 /// the imrs. Each step is bounded so a stuck peer cannot hold the process.
+/// True when every client connection ended in time.
 async fn stop(
     node: &Node,
     accepts: Vec<tokio::task::JoinHandle<()>>,
     servers: Vec<tokio::task::JoinHandle<()>>,
     links: Vec<tokio::task::JoinHandle<()>>,
-) {
+) -> bool {
     use std::time::Duration;
     tracing::info!("shutting down: closing listeners and connections");
     for a in &accepts {
@@ -262,10 +276,8 @@ async fn stop(
     node.live.wake_all();
     node.conns.close();
     let grace = connection::drive::CLOSE_FLUSH + Duration::from_secs(5);
-    if tokio::time::timeout(grace, node.conns.wait())
-        .await
-        .is_err()
-    {
+    let all_closed = tokio::time::timeout(grace, node.conns.wait()).await.is_ok();
+    if !all_closed {
         tracing::warn!(
             left = node.conns.len(),
             "connections still open after the grace period"
@@ -293,6 +305,7 @@ async fn stop(
     for l in links {
         l.abort();
     }
+    all_closed
 }
 
 /// Opens the store `--store` names. Embedded stores live in the data dir.

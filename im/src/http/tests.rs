@@ -620,6 +620,9 @@ impl Store for BrokenStore {
     fn device_number(&self, _: &str, _: u8) -> StoreFuture<'_, i64> {
         broken()
     }
+    fn mark_unconfirmed(&self, _: Vec<crate::store::Unconfirmed>) -> StoreFuture<'_, ()> {
+        broken()
+    }
     fn close(&self) -> StoreFuture<'_, ()> {
         broken()
     }

@@ -28,23 +28,27 @@ impl Session {
             return c;
         }
         m.timestamp = now_secs();
+        let receiver = QueueId {
+            appid: a.appid,
+            uid: m.receiver,
+        };
+        let key = DedupKey {
+            appid: a.appid,
+            sender: a.uid,
+            device_id: a.device_id,
+            client_msgid: m.msgid as i64,
+            receiver: m.receiver,
+        };
+        let (dedup, ticket) = self.dedup(key, &m.content, receiver).unzip();
         let p = PeerSend {
             cmd: IM,
             flag,
             body: m.encode(2),
             sender: a.queue(),
-            receiver: QueueId {
-                appid: a.appid,
-                uid: m.receiver,
-            },
+            receiver,
             device_id: a.device_id,
-            dedup: Some(DedupKey {
-                appid: a.appid,
-                sender: a.uid,
-                device_id: a.device_id,
-                client_msgid: m.msgid as i64,
-                receiver: m.receiver,
-            }),
+            dedup,
+            ticket,
         };
         self.store_and_ack(p, seq, w).await
     }
@@ -80,14 +84,16 @@ impl Session {
             // CUSTOMER_V2 carries no client message id, so a resend cannot be
             // told from a second identical message: no dedup key.
             dedup: None,
+            ticket: None,
         };
         self.store_and_ack(p, seq, w).await
     }
 
     /// Stores, then ACKs with the sender-queue METADATA in front. On a store
-    /// error nothing is ACKed: the client resends and the dedup key makes
-    /// the resend safe.
+    /// error nothing is ACKed: the client resends, and the ledger (ACK never
+    /// written) makes the resend find what was stored, if anything.
     async fn store_and_ack(&mut self, p: PeerSend, seq: i32, w: &mut Writer) -> Control {
+        let ticket = p.ticket;
         match self.node.send_peer(p).await {
             Ok(out) => {
                 let meta = Metadata {
@@ -96,6 +102,7 @@ impl Session {
                 };
                 let ack = ferry_common::protocol::ack::Ack { seq, status: 0 }.encode(2);
                 w.push(&OutFrame::with_meta(ACK, 0, ack, meta));
+                self.acked(ticket, None, w);
                 Control::Continue
             }
             Err(e) => {

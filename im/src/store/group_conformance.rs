@@ -294,7 +294,7 @@ mod redis_standalone {
                     body: bytes::Bytes::from_static(b"g"),
                 })
                 .collect(),
-            dedup: Some(key),
+            dedup: Some(crate::store::test_support::dedup(key, "g")),
         };
         // The crash: only the first two members' queues were written.
         let partial = store.append(fan_out(&[1, 2])).await.expect("partial");

@@ -268,20 +268,6 @@ pub(super) fn parse_dedup_key(key: &[u8]) -> Option<(i64, DedupKey)> {
     rest.is_empty().then_some((created, k))
 }
 
-/// Placed ids of a request, as little-endian i64s (prev ids are implied).
-pub(super) fn encode_ids(ids: &[i64]) -> Vec<u8> {
-    ids.iter().flat_map(|id| id.to_le_bytes()).collect()
-}
-
-pub(super) fn decode_ids(blob: &[u8]) -> Option<Vec<i64>> {
-    if blob.is_empty() || !blob.len().is_multiple_of(8) {
-        return None;
-    }
-    blob.chunks_exact(8)
-        .map(|c| c.try_into().ok().map(i64::from_le_bytes))
-        .collect()
-}
-
 pub(super) fn device_key(device_id: &str, platform: u8) -> Vec<u8> {
     let mut k = Vec::with_capacity(2 + device_id.len());
     k.push(META_DEVICE);
@@ -380,10 +366,6 @@ mod tests {
         assert!(dedup_key(99, &k).as_ref() < dedup_time_prefix(100).as_ref());
         assert!(dedup_key(100, &k).as_ref() > dedup_time_prefix(100).as_ref());
         assert_eq!(parse_dedup_key(&dedup_time_prefix(100)), None);
-        let ids = [1i64, 42, i64::MAX];
-        assert_eq!(decode_ids(&encode_ids(&ids)), Some(ids.to_vec()));
-        assert_eq!(decode_ids(&[1, 2, 3]), None);
-        assert_eq!(decode_ids(&[]), None);
         assert_eq!(dec_value(&value_int(-9), "x").expect("value"), -9);
         assert!(dec_value(&[1], "x").is_err());
     }

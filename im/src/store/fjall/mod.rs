@@ -22,7 +22,7 @@ mod tests;
 
 use crate::store::{
     AppendOutcome, AppendRequest, QueueId, Store, StoreError, StoreFuture, StoreStats,
-    StoredMessage, Window,
+    StoredMessage, Unconfirmed, Window,
 };
 pub use group::FjallGroupStore;
 use layout::Db;
@@ -241,6 +241,19 @@ impl Store for FjallStore {
     fn set_group_sync_key(&self, queue: QueueId, gid: i64, key: i64) -> StoreFuture<'_, ()> {
         Box::pin(async move {
             match self.write(Op::SetGroupSyncKey { queue, gid, key }).await? {
+                Done::Unit => Ok(()),
+                _ => Err(mismatch()),
+            }
+        })
+    }
+
+    fn mark_unconfirmed(&self, marks: Vec<Unconfirmed>) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            if marks.is_empty() {
+                return Ok(());
+            }
+            let keys = marks.into_iter().map(|m| m.key).collect();
+            match self.write(Op::Mark(keys)).await? {
                 Done::Unit => Ok(()),
                 _ => Err(mismatch()),
             }

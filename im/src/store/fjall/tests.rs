@@ -610,7 +610,7 @@ fn acknowledged_writes_survive_a_crash_exactly_once() {
             assert_eq!(w.messages[0].body, format!("m{i}").as_bytes());
             if i % 2 == 0 {
                 let again = store
-                    .append(peer(1 + i % 3, receiver, Some(*i), "resend"))
+                    .append(peer(1 + i % 3, receiver, Some(*i), &format!("m{i}")))
                     .await
                     .expect("resend");
                 assert!(again.duplicate, "dedup record of {i} survived");

@@ -27,7 +27,8 @@
 
 use super::Shared;
 use super::layout::{self, Db, backend, dec_value};
-use crate::store::{AppendOutcome, AppendRequest, DedupKey, Placed, QueueId, StoreError};
+use crate::store::record::{self, Record};
+use crate::store::{AppendOutcome, AppendRequest, DedupKey, Earlier, Placed, QueueId, StoreError};
 use fjall::{OwnedWriteBatch, PersistMode};
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
@@ -58,6 +59,8 @@ pub(super) enum Op {
         device_id: String,
         platform: u8,
     },
+    /// Sets the "ACK unconfirmed" mark of these records.
+    Mark(Vec<DedupKey>),
     /// Test hook: make the next `n` batches fail before anything is written.
     #[cfg(test)]
     FailCommits(u32),
@@ -176,7 +179,8 @@ enum Slot {
 /// A dedup record of the key being appended.
 struct Found {
     created: i64,
-    ids: Option<Vec<i64>>,
+    /// `None` for a record this version cannot read (older format).
+    record: Option<Record>,
     slot: Slot,
 }
 
@@ -233,7 +237,7 @@ impl DedupIndex {
 /// end, so each key appears once in it.
 #[derive(Default)]
 struct Pending {
-    /// Creation time and encoded placed ids, written into the batch as is.
+    /// Creation time and encoded record, written into the batch as is.
     dedup: HashMap<DedupKey, (i64, Vec<u8>)>,
     meta: HashMap<Vec<u8>, i64>,
     /// New messages, added to the batch in key order at the end: fjall
@@ -521,6 +525,12 @@ impl Writer {
                 device_id,
                 platform,
             } => self.device_number(db, pending, device_id, *platform),
+            Op::Mark(keys) => {
+                for k in keys {
+                    self.mark(db, pending, k)?;
+                }
+                Ok(Ok(Done::Unit))
+            }
             #[cfg(test)]
             Op::FailCommits(n) => {
                 self.fail_commits = *n;
@@ -541,8 +551,10 @@ impl Writer {
         }
     }
 
-    /// Places and writes one request's entries, unless its dedup key is a
-    /// recent duplicate (then nothing is written and the original ids return).
+    /// Places and writes one request's entries, unless a recent record has
+    /// its dedup key and digest and the request does not replace it (then
+    /// nothing is written and the original ids return with the record's
+    /// origin and mark).
     fn append(
         &mut self,
         db: &Db,
@@ -558,20 +570,26 @@ impl Writer {
         }
         let mut previous = None;
         // Hashed once per request: both the lookup and the record need it.
-        let fp = req.dedup.as_ref().map(|k| self.dedup.fingerprint(k));
-        if let (Some(k), Some(fp)) = (&req.dedup, fp)
-            && let Some(found) = self.find_dedup(db, pending, k, fp)?
+        let fp = req.dedup.as_ref().map(|d| self.dedup.fingerprint(&d.key));
+        if let (Some(d), Some(fp)) = (&req.dedup, fp)
+            && let Some(found) = self.find_dedup(db, pending, &d.key, fp)?
         {
-            if now.saturating_sub(found.created) < self.dedup_window_ms {
-                return Ok(match found.ids {
-                    Some(original) => Ok(Done::Append(AppendOutcome {
-                        placed: original.into_iter().map(placed).collect(),
-                        duplicate: true,
-                    })),
-                    None => Err(StoreError::Backend("corrupt dedup record in store".into())),
-                });
+            if let Some(r) = &found.record
+                && !d.replace
+                && r.digest == d.digest
+                && r.ids.len() == req.entries.len()
+                && now.saturating_sub(found.created) < self.dedup_window_ms
+            {
+                return Ok(Ok(Done::Append(AppendOutcome {
+                    placed: r.ids.iter().copied().map(placed).collect(),
+                    duplicate: true,
+                    earlier: Some(Earlier {
+                        origin: r.origin,
+                        unconfirmed: r.marked,
+                    }),
+                })));
             }
-            // Expired but not pruned yet: replaced below.
+            // Expired, other content, unreadable or replaced: a new record.
             previous = Some(found);
         }
         let mut ids = Vec::with_capacity(req.entries.len());
@@ -592,13 +610,30 @@ impl Writer {
                 .messages
                 .push((layout::message_key(entry.queue, id), value));
         }
-        if let (Some(k), Some(fp)) = (&req.dedup, fp) {
-            self.record_dedup(db, batch, pending, k, fp, &ids, now, previous);
+        if let (Some(d), Some(fp)) = (&req.dedup, fp) {
+            let value = record::encode(&ids, d.digest, d.origin, false);
+            self.record_dedup(db, batch, pending, &d.key, fp, value, now, previous);
         }
         Ok(Ok(Done::Append(AppendOutcome {
             placed: ids.into_iter().map(placed).collect(),
             duplicate: false,
+            earlier: None,
         })))
+    }
+
+    /// Sets the mark of `k`'s record, keeping its creation time (so the
+    /// window still counts from the send).
+    fn mark(&mut self, db: &Db, pending: &mut Pending, k: &DedupKey) -> Result<(), StoreError> {
+        let fp = self.dedup.fingerprint(k);
+        let Some(found) = self.find_dedup(db, pending, k, fp)? else {
+            return Ok(());
+        };
+        let Some(r) = found.record else {
+            return Ok(());
+        };
+        let value = record::encode(&r.ids, r.digest, r.origin, true);
+        pending.dedup.insert(*k, (found.created, value));
+        Ok(())
     }
 
     /// The stored record of `k`, if any (expired ones included).
@@ -609,10 +644,10 @@ impl Writer {
         k: &DedupKey,
         fp: u64,
     ) -> Result<Option<Found>, StoreError> {
-        if let Some((created, ids)) = pending.dedup.get(k) {
+        if let Some((created, v)) = pending.dedup.get(k) {
             return Ok(Some(Found {
                 created: *created,
-                ids: layout::decode_ids(ids),
+                record: record::decode(v),
                 slot: Slot::Pending,
             }));
         }
@@ -629,7 +664,7 @@ impl Writer {
             {
                 return Ok(Some(Found {
                     created,
-                    ids: layout::decode_ids(&v),
+                    record: record::decode(&v),
                     slot,
                 }));
             }
@@ -637,7 +672,7 @@ impl Writer {
         Ok(None)
     }
 
-    /// Stores `k → ids` created `now`, replacing an expired record.
+    /// Stores `k → value` created `now`, replacing an earlier record.
     #[allow(clippy::too_many_arguments)]
     fn record_dedup(
         &mut self,
@@ -646,7 +681,7 @@ impl Writer {
         pending: &mut Pending,
         k: &DedupKey,
         fp: u64,
-        ids: &[i64],
+        value: Vec<u8>,
         now: i64,
         previous: Option<Found>,
     ) {
@@ -676,7 +711,7 @@ impl Writer {
         {
             batch.remove(&db.dedup, layout::dedup_key(prev.created, k));
         }
-        pending.dedup.insert(*k, (now, layout::encode_ids(ids)));
+        pending.dedup.insert(*k, (now, value));
     }
 
     /// Existing number of a device, or the next free one. Allocation happens

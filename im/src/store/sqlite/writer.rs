@@ -13,7 +13,8 @@
 //! the next batch starts from what is really on disk.
 
 use super::Shared;
-use crate::store::{AppendOutcome, AppendRequest, Placed, QueueId, StoreError};
+use crate::store::record;
+use crate::store::{AppendOutcome, AppendRequest, DedupKey, Earlier, Placed, QueueId, StoreError};
 use rusqlite::{Connection, OptionalExtension, params};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -37,6 +38,8 @@ pub(super) enum Op {
         gid: i64,
         key: i64,
     },
+    /// Sets the "ACK unconfirmed" mark of these records.
+    Mark(Vec<DedupKey>),
     DeviceNumber {
         device_id: String,
         platform: u8,
@@ -98,6 +101,8 @@ const INSERT_DEDUP: &str = "INSERT INTO dedup \
 const SELECT_DEDUP: &str = "SELECT msgids, created FROM dedup \
      WHERE appid = ?1 AND sender = ?2 AND device_id = ?3 AND client_msgid = ?4 AND receiver = ?5";
 const UPDATE_DEDUP: &str = "UPDATE dedup SET msgids = ?6, created = ?7 \
+     WHERE appid = ?1 AND sender = ?2 AND device_id = ?3 AND client_msgid = ?4 AND receiver = ?5";
+const MARK_DEDUP: &str = "UPDATE dedup SET msgids = ?6 \
      WHERE appid = ?1 AND sender = ?2 AND device_id = ?3 AND client_msgid = ?4 AND receiver = ?5";
 const PRUNE_DEDUP: &str = "DELETE FROM dedup \
      WHERE (appid, sender, device_id, client_msgid, receiver) IN \
@@ -317,6 +322,12 @@ impl Writer {
                     .execute(params![queue.appid, queue.uid, gid, key])?;
                 Ok(Ok(Done::Unit))
             }
+            Op::Mark(keys) => {
+                for k in keys {
+                    mark(conn, k)?;
+                }
+                Ok(Ok(Done::Unit))
+            }
             Op::DeviceNumber {
                 device_id,
                 platform,
@@ -412,8 +423,9 @@ fn append(
         cache.heads.insert(entry.queue, id);
         ids.push(id);
     }
-    if let Some(k) = &req.dedup {
-        let blob = encode_ids(&ids);
+    if let Some(d) = &req.dedup {
+        let k = &d.key;
+        let blob = record::encode(&ids, d.digest, d.origin, false);
         let inserted = conn.prepare_cached(INSERT_DEDUP)?.execute(params![
             k.appid,
             k.sender,
@@ -428,23 +440,27 @@ fn append(
                 params![k.appid, k.sender, k.device_id, k.client_msgid, k.receiver],
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )?;
-            if now.saturating_sub(created) < window_ms {
+            if let Some(r) = record::decode(&old)
+                && !d.replace
+                && r.digest == d.digest
+                && r.ids.len() == ids.len()
+                && now.saturating_sub(created) < window_ms
+            {
                 // Give the claimed ids back, newest first, so each queue
                 // returns to its previous head.
                 for (entry, id) in req.entries.iter().zip(&ids).rev() {
                     cache.heads.insert(entry.queue, id - 1);
                 }
-                return Ok(match decode_ids(&old) {
-                    Some(original) => Ok(Done::Append(AppendOutcome {
-                        placed: original.into_iter().map(placed).collect(),
-                        duplicate: true,
-                    })),
-                    None => Err(StoreError::Backend(
-                        "corrupt dedup record in database".into(),
-                    )),
-                });
+                return Ok(Ok(Done::Append(AppendOutcome {
+                    placed: r.ids.into_iter().map(placed).collect(),
+                    duplicate: true,
+                    earlier: Some(Earlier {
+                        origin: r.origin,
+                        unconfirmed: r.marked,
+                    }),
+                })));
             }
-            // The old record expired but was not pruned yet: reuse the row.
+            // Expired, other content, unreadable or replaced: reuse the row.
             conn.prepare_cached(UPDATE_DEDUP)?.execute(params![
                 k.appid,
                 k.sender,
@@ -471,7 +487,28 @@ fn append(
     Ok(Ok(Done::Append(AppendOutcome {
         placed: ids.into_iter().map(placed).collect(),
         duplicate: false,
+        earlier: None,
     })))
+}
+
+/// Sets the "ACK unconfirmed" mark of `k`'s record, if it has one.
+fn mark(conn: &Connection, k: &DedupKey) -> rusqlite::Result<()> {
+    let key = params![k.appid, k.sender, k.device_id, k.client_msgid, k.receiver];
+    let old: Option<(Vec<u8>, i64)> = conn
+        .prepare_cached(SELECT_DEDUP)?
+        .query_row(key, |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    if let Some(v) = old.and_then(|(v, _)| record::marked(&v)) {
+        conn.prepare_cached(MARK_DEDUP)?.execute(params![
+            k.appid,
+            k.sender,
+            k.device_id,
+            k.client_msgid,
+            k.receiver,
+            v
+        ])?;
+    }
+    Ok(())
 }
 
 /// Existing number of a device, or the next free one. Allocation happens
@@ -512,20 +549,6 @@ fn placed(msgid: i64) -> Placed {
     }
 }
 
-/// Placed ids of a request, as little-endian i64s (prev ids are implied).
-fn encode_ids(ids: &[i64]) -> Vec<u8> {
-    ids.iter().flat_map(|id| id.to_le_bytes()).collect()
-}
-
-fn decode_ids(blob: &[u8]) -> Option<Vec<i64>> {
-    if blob.is_empty() || !blob.len().is_multiple_of(8) {
-        return None;
-    }
-    blob.chunks_exact(8)
-        .map(|c| c.try_into().ok().map(i64::from_le_bytes))
-        .collect()
-}
-
 /// Wall-clock milliseconds since the epoch: dedup ages must survive restarts,
 /// which a monotonic clock would not.
 fn now_ms() -> i64 {
@@ -538,14 +561,6 @@ fn now_ms() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn ids_roundtrip_through_blob() {
-        let ids = [1i64, 42, i64::MAX];
-        assert_eq!(decode_ids(&encode_ids(&ids)), Some(ids.to_vec()));
-        assert_eq!(decode_ids(&[1, 2, 3]), None);
-        assert_eq!(decode_ids(&[]), None);
-    }
 
     #[test]
     fn placed_prev_is_previous_id() {
