@@ -64,6 +64,12 @@ pub struct Node {
     pub conns: tokio_util::task::TaskTracker,
     /// Every open connection's outbox, so shutdown can wake them.
     pub live: crate::connection::live::Live,
+    /// `--word-file` dictionary, applied to TEXT messages from clients.
+    pub word_filter: Option<Arc<crate::wordfilter::WordFilter>>,
+    /// Mutes announced on Redis `speak_forbidden`.
+    pub forbidden: crate::forbidden::SpeakForbidden,
+    /// Friendship/blacklist checks (`--enable-friendship`, `--enable-blacklist`).
+    pub relations: Option<Arc<crate::relations::Relations>>,
     /// This process's random id in dedup records' origins (see
     /// [`crate::resend`]).
     pub incarnation: u64,
@@ -99,6 +105,9 @@ impl Node {
             shutdown: tokio_util::sync::CancellationToken::new(),
             conns: tokio_util::task::TaskTracker::new(),
             live: Default::default(),
+            word_filter: None,
+            forbidden: Default::default(),
+            relations: None,
             incarnation: crate::resend::new_incarnation(),
             ledgers: Default::default(),
             history: Default::default(),

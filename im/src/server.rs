@@ -31,17 +31,39 @@ pub enum StartError {
     SharedStore { url: String, message: String },
     #[error("cannot load the JWT secret from {dir}: {source}")]
     Secret { dir: String, source: std::io::Error },
+    #[error("cannot use the MySQL group source {url}: {message}")]
+    Mysql { url: String, message: String },
     #[error("cannot record this node's start in the store: {0}")]
     Announce(String),
     #[error("cannot connect to Redis for token auth: {0}")]
     Redis(String),
     #[error(transparent)]
     Tls(#[from] connection::tls::TlsError),
+    #[error(transparent)]
+    WordFile(#[from] crate::wordfilter::WordFileError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
         source: std::io::Error,
     },
+}
+
+/// Compiles `--word-file`, if given (a bad file stops the start).
+fn load_word_filter(
+    cfg: &ImConfig,
+) -> Result<Option<Arc<crate::wordfilter::WordFilter>>, StartError> {
+    let Some(path) = &cfg.word_file else {
+        return Ok(None);
+    };
+    let started = std::time::Instant::now();
+    let filter = crate::wordfilter::WordFilter::load(path)?;
+    tracing::info!(
+        file = %path.display(),
+        words = filter.len(),
+        ms = started.elapsed().as_millis() as u64,
+        "dirty-word filter loaded"
+    );
+    Ok(Some(Arc::new(filter)))
 }
 
 /// Binds with a deep accept backlog so connection storms don't hit SYN retries.
@@ -63,7 +85,21 @@ pub fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
 pub async fn run(cfg: ImConfig, shutdown: impl Future<Output = ()>) -> Result<(), StartError> {
     let dir = cfg.data_dir.display().to_string();
     let store = open_store(&cfg).await?;
-    let groups = open_group_store(&cfg).await?;
+    let mysql = match &cfg.mysql {
+        Some(url) => Some(Arc::new(
+            crate::store::mysql_groups::MysqlGroupStore::connect(url)
+                .await
+                .map_err(|e| StartError::Mysql {
+                    url: redact_url(url),
+                    message: e.to_string(),
+                })?,
+        )),
+        None => None,
+    };
+    let groups: Arc<dyn GroupStore> = match &mysql {
+        Some(m) => m.clone(),
+        None => open_group_store(&cfg).await?,
+    };
     let auth = match cfg.auth {
         AuthMethod::Jwt => {
             let key = load_or_create_secret(cfg.jwt_secret.as_deref(), &cfg.data_dir).map_err(
@@ -111,7 +147,22 @@ pub async fn run(cfg: ImConfig, shutdown: impl Future<Output = ()>) -> Result<()
         )
     });
     let store: Arc<dyn Store> = Arc::new(crate::metrics::TimedStore(store));
-    let node = Arc::new(Node::new(cfg, store.clone(), groups, auth, cluster));
+    let word_filter = load_word_filter(&cfg)?;
+    let relations = match &cfg.mysql {
+        Some(url) if cfg.enable_friendship || cfg.enable_blacklist => Some(Arc::new(
+            crate::relations::Relations::connect(url, cfg.enable_friendship, cfg.enable_blacklist)
+                .await
+                .map_err(|e| StartError::Mysql {
+                    url: redact_url(url),
+                    message: e.to_string(),
+                })?,
+        )),
+        _ => None,
+    };
+    let mut node = Node::new(cfg, store.clone(), groups, auth, cluster);
+    node.word_filter = word_filter;
+    node.relations = relations.clone();
+    let node = Arc::new(node);
     // Before any client: dedup records of this incarnation must be judged
     // against a recorded state (see `resend`).
     crate::resend::announce(store.clone(), node.incarnation)
@@ -133,6 +184,32 @@ pub async fn run(cfg: ImConfig, shutdown: impl Future<Output = ()>) -> Result<()
     tokio::spawn(connection::live::run_timers(node.clone()));
     tokio::spawn(crate::history::run(node.clone()));
     tokio::spawn(recover_interrupted(store.clone()));
+    if let Some(m) = mysql {
+        let sink = crate::groups::feed::GroupSink {
+            node: Arc::downgrade(&node),
+            store: m,
+        };
+        tokio::spawn(crate::feed::follow(
+            node.shutdown.clone(),
+            node.cfg.redis.clone(),
+            crate::groups::feed::FEED,
+            Arc::new(sink),
+        ));
+    }
+    if let Some(r) = relations {
+        tokio::spawn(crate::feed::follow(
+            node.shutdown.clone(),
+            node.cfg.redis.clone(),
+            crate::relations::FEED,
+            Arc::new(crate::relations::RelationSink(r)),
+        ));
+    }
+    if node.cfg.follow_mutes {
+        tokio::spawn(crate::forbidden::follow(
+            Arc::downgrade(&node),
+            node.cfg.redis.clone(),
+        ));
+    }
     let mut accepts = vec![tokio::spawn(accept_loop(node.clone(), tcp, None))];
     let mut servers = vec![tokio::spawn(connection::ws::serve_plain(node.clone(), ws))];
     if let Some((acceptor, raw, wss)) = tls_listeners {

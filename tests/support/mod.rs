@@ -3,8 +3,11 @@
 #![allow(dead_code)]
 
 mod imr;
+mod mariadb;
 #[allow(unused_imports)]
 pub use imr::{Imr, LINK_SECRET, cluster_im, http_get, http_post, wait_until};
+#[allow(unused_imports)]
+pub use mariadb::MariaDb;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};

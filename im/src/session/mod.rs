@@ -6,8 +6,10 @@ mod group;
 mod login;
 mod peer;
 mod realtime;
+mod relations;
 mod room;
 mod sync;
+mod words;
 pub mod writer;
 
 use crate::connection::drive::Wire;
@@ -214,6 +216,7 @@ impl Session {
                 _ => Control::Continue,
             };
         };
+        let msg = self.filter_words(msg, frame.flag);
         match msg {
             Message::Ping => {
                 w.frame(PONG, 0, &bytes::Bytes::new());

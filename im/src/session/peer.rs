@@ -24,6 +24,9 @@ impl Session {
         if m.sender != a.uid || m.receiver == 0 {
             return self.ack(seq, STATUS_INVALID_SENDER, 0, w);
         }
+        if let Some(c) = self.relationship_refusal(a, m.receiver, seq, w).await {
+            return c;
+        }
         m.timestamp = now_secs();
         let receiver = QueueId {
             appid: a.appid,

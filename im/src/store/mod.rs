@@ -28,6 +28,7 @@ mod fjall;
 pub mod group;
 #[cfg(test)]
 mod group_conformance;
+pub mod mysql_groups;
 pub mod record;
 mod redis;
 mod streams;
@@ -54,6 +55,9 @@ pub enum StoreError {
     Closed,
     #[error("invalid request: {0}")]
     Invalid(String),
+    /// The data is owned by another system (groups in MySQL).
+    #[error("{0}")]
+    ReadOnly(String),
 }
 
 /// Identifies a queue: one per user per app.
