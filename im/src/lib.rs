@@ -3,6 +3,7 @@
 pub mod auth;
 pub mod cluster;
 pub mod config;
+pub mod console;
 pub mod connection;
 pub mod feed;
 pub mod forbidden;

@@ -12,6 +12,7 @@
 pub mod config;
 mod http;
 pub mod link;
+mod node_query;
 pub mod outbox;
 pub mod push;
 pub mod registry;

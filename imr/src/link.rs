@@ -15,7 +15,8 @@ use crate::server::Shared;
 use crate::stats;
 use bytes::{Bytes, BytesMut};
 use ferry_common::link::{
-    BatchPush, GroupPublish, HELLO, Hello, LINK_VERSION, MARK, MAX_LINK_BODY, PUBLISH_GROUP, PUSH,
+    BatchPush, GroupPublish, HELLO, Hello, LINK_VERSION, MARK, MAX_LINK_BODY, NODE_QUERY, NODE_REPLY,
+    PUBLISH_GROUP, PUSH,
     RoomSubscription, SUBSCRIBE, SUBSCRIBE_ROOM, Subscribe, UNSUBSCRIBE, UNSUBSCRIBE_ROOM,
     Unsubscribe,
 };
@@ -293,6 +294,8 @@ async fn handle(frame: Frame, peer: &Arc<Peer>, sh: &Arc<Shared>) -> Result<(), 
                 tracing::debug!(link = peer.id, "MARK not echoed: link closing");
             }
         }
+        NODE_QUERY => crate::node_query::query(&sh.registry, peer, frame.body)?,
+        NODE_REPLY => crate::node_query::reply(&sh.registry, frame.body)?,
         HELLO => return Err(ProtocolError::Link("HELLO after the handshake")),
         other => {
             stats::add(&sh.stats.frames_ignored, 1);

@@ -12,7 +12,9 @@ pub const LINK_MAGIC: [u8; 4] = *b"FRRY";
 /// 3: PUBLISH_GROUP carries the members homed on the receiving imr
 /// ([`super::GroupPublish`]); a version-2 imr would relay it to every node
 /// and a version-2 im would deliver it to every cached member (duplicates).
-pub const LINK_VERSION: u16 = 3;
+/// 4: NODE_QUERY / NODE_REPLY (146, 147) for the admin console's cluster
+/// view; a version-3 imr would drop the queries and never answer.
+pub const LINK_VERSION: u16 = 4;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Hello {

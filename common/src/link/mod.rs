@@ -9,12 +9,14 @@
 
 mod group;
 mod hello;
+mod node_query;
 mod push;
 mod route;
 mod subscribe;
 
 pub use group::{GROUP_PUBLISH_OVERHEAD, GroupPublish};
 pub use hello::{Hello, LINK_MAGIC, LINK_VERSION};
+pub use node_query::{MAX_NODE_PAYLOAD, NodeAsk, NodeQuery, NodeReply};
 pub use push::BatchPush;
 pub use route::RouteMessage;
 pub use subscribe::{RoomSubscription, Subscribe, Unsubscribe};
@@ -45,6 +47,13 @@ pub const GROUP_CHANGED: u8 = 140;
 /// im sent before it. Only then does the im tell its users to sync, so no
 /// message can be relayed to a subscription the imr does not know yet.
 pub const MARK: u8 = 141;
+/// Ferry addition (link version 4): im → imr → every other im, "send me
+/// your console figures". Body: [`NodeQuery`].
+pub const NODE_QUERY: u8 = 146;
+/// Ferry addition (link version 4): an im's answer to NODE_QUERY, or the
+/// imr's count of ims it asked; the imr routes it to the asker only.
+/// Body: [`NodeReply`].
+pub const NODE_REPLY: u8 = 147;
 
 /// Largest link frame body: 16 MiB, far above any valid client message.
 pub const MAX_LINK_BODY: usize = 16 * 1024 * 1024;

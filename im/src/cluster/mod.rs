@@ -5,8 +5,10 @@
 mod counters;
 mod inbound;
 mod link;
+mod nodes;
 
 pub use link::{Inbound, Link, LinkError};
+pub use nodes::{Gathered, NodeQueries};
 
 use bytes::Bytes;
 use ferry_common::link::{
@@ -18,6 +20,8 @@ use std::sync::Arc;
 
 pub struct Cluster {
     links: Vec<Arc<Link>>,
+    /// This node's pending questions to the other nodes (admin console).
+    pub nodes: NodeQueries,
 }
 
 impl Cluster {
@@ -28,7 +32,10 @@ impl Cluster {
             .enumerate()
             .map(|(i, a)| Arc::new(Link::new(i, a.clone(), secret.clone(), buffer)))
             .collect();
-        Cluster { links }
+        Cluster {
+            links,
+            nodes: NodeQueries::default(),
+        }
     }
 
     pub fn links(&self) -> &[Arc<Link>] {
