@@ -3,8 +3,8 @@
 pub mod auth;
 pub mod cluster;
 pub mod config;
-pub mod console;
 pub mod connection;
+pub mod console;
 pub mod feed;
 pub mod forbidden;
 /// The mutation fuzzer shared with `common/tests/fuzz_decoders.rs`.

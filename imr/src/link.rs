@@ -15,10 +15,9 @@ use crate::server::Shared;
 use crate::stats;
 use bytes::{Bytes, BytesMut};
 use ferry_common::link::{
-    BatchPush, GroupPublish, HELLO, Hello, LINK_VERSION, MARK, MAX_LINK_BODY, NODE_QUERY, NODE_REPLY,
-    PUBLISH_GROUP, PUSH,
-    RoomSubscription, SUBSCRIBE, SUBSCRIBE_ROOM, Subscribe, UNSUBSCRIBE, UNSUBSCRIBE_ROOM,
-    Unsubscribe,
+    BatchPush, GroupPublish, HELLO, Hello, LINK_VERSION, MARK, MAX_LINK_BODY, NODE_QUERY,
+    NODE_REPLY, PUBLISH_GROUP, PUSH, RoomSubscription, SUBSCRIBE, SUBSCRIBE_ROOM, Subscribe,
+    UNSUBSCRIBE, UNSUBSCRIBE_ROOM, Unsubscribe,
 };
 use ferry_common::protocol::command::name;
 use ferry_common::protocol::{CodecError, Frame, FrameCodec, ProtocolError};

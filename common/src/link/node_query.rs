@@ -145,7 +145,9 @@ mod tests {
     #[test]
     fn query_round_trips_both_kinds() {
         for ask in [
-            NodeAsk::Figures { since: 1_700_000_000 },
+            NodeAsk::Figures {
+                since: 1_700_000_000,
+            },
             NodeAsk::User { appid: 7, uid: -3 },
         ] {
             let q = NodeQuery {
@@ -162,12 +164,14 @@ mod tests {
     #[test]
     fn bad_queries_are_errors() {
         assert!(NodeQuery::decode(Bytes::from_static(&[0; 10])).is_err());
-        let mut b = BytesMut::from(&NodeQuery {
-            origin: 0,
-            request_id: 1,
-            ask: NodeAsk::Figures { since: 0 },
-        }
-        .encode()[..]);
+        let mut b = BytesMut::from(
+            &NodeQuery {
+                origin: 0,
+                request_id: 1,
+                ask: NodeAsk::Figures { since: 0 },
+            }
+            .encode()[..],
+        );
         b[16] = 9;
         assert!(NodeQuery::decode(b.freeze()).is_err());
     }

@@ -8,8 +8,8 @@
 //! several imrs every node answers once per imr; [`Gathered`] keeps the
 //! first answer of each node.
 
-use super::link::link_frame;
 use super::Cluster;
+use super::link::link_frame;
 use bytes::Bytes;
 use ferry_common::link::{NODE_QUERY, NODE_REPLY, NodeAsk, NodeQuery, NodeReply};
 use std::collections::HashMap;
