@@ -171,6 +171,9 @@ impl Session {
             return;
         };
         let marks = l.unconfirmed();
+        // In memory first: a resend on this node that finds the ledger gone
+        // while the store's mark is still being written sees it there.
+        self.node.ledgers.closed_with(self.conn, &marks);
         if !marks.is_empty() {
             tracing::debug!(peer = %self.peer, sends = marks.len(), "ACKs not confirmed at close");
             if let Err(e) = self.node.store.mark_unconfirmed(marks).await {
