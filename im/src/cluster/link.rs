@@ -17,8 +17,9 @@
 use super::counters::{self, SubChange};
 use bytes::{Bytes, BytesMut};
 use ferry_common::link::{
-    HELLO, Hello, LINK_VERSION, MARK, MAX_LINK_BODY, PUBLISH_GROUP, RoomSubscription, SUBSCRIBE,
-    SUBSCRIBE_ROOM, Subscribe, UNSUBSCRIBE, UNSUBSCRIBE_ROOM, Unsubscribe,
+    HELLO, Hello, LINK_VERSION, MARK, MAX_LINK_BODY, NODE_QUERY, NODE_REPLY, PUBLISH_GROUP,
+    RoomSubscription, SUBSCRIBE, SUBSCRIBE_ROOM, Subscribe, UNSUBSCRIBE, UNSUBSCRIBE_ROOM,
+    Unsubscribe,
 };
 use ferry_common::protocol::{Frame, FrameCodec};
 use std::collections::{HashMap, VecDeque};
@@ -62,7 +63,8 @@ pub struct LinkStats {
     pub last_connect: Mutex<Option<std::time::Instant>>,
     pub dropped_frames: AtomicU64,
     pub sent_frames: AtomicU64,
-    /// Routed frames received from the imr (everything but MARK echoes).
+    /// Routed frames received from the imr (everything but MARK echoes and
+    /// the admin console's NODE_QUERY / NODE_REPLY).
     pub received_frames: AtomicU64,
     /// Of those, PUBLISH_GROUP frames: shows that super-group messages
     /// reach only the nodes holding members.
@@ -71,6 +73,9 @@ pub struct LinkStats {
 
 impl LinkStats {
     fn count_received(&self, cmd: u8) {
+        if cmd == NODE_QUERY || cmd == NODE_REPLY {
+            return;
+        }
         self.received_frames.fetch_add(1, Ordering::Relaxed);
         if cmd == PUBLISH_GROUP {
             self.received_group_frames.fetch_add(1, Ordering::Relaxed);
