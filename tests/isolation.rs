@@ -156,6 +156,7 @@ fn hello(secret: &str, version: u16) -> Frame {
     let body = Hello {
         version,
         secret: Bytes::copy_from_slice(secret.as_bytes()),
+        name: Bytes::new(),
     }
     .encode();
     Frame::new(HELLO, 0, 0, 1, body)

@@ -276,6 +276,7 @@ fn link_corpus() -> Vec<Vec<u8>> {
             Hello {
                 version: 1,
                 secret: Bytes::from_static(b"secret"),
+                name: Bytes::from_static(b"node-a"),
             }
             .encode(),
         ),

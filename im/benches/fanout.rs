@@ -106,6 +106,7 @@ fn peer_push(c: &mut Criterion) {
             device_id: 0,
             online: true,
             outbox: outbox.clone(),
+            info: ferry_im::presence::DeviceInfo::test(),
         },
     );
     let mut m = Member {

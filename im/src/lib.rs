@@ -9,12 +9,14 @@ pub mod connection;
 #[path = "../../common/tests/fuzz_engine/mod.rs"]
 mod fuzz_engine;
 pub mod groups;
+pub mod hooks;
 pub mod http;
 pub mod limits;
 pub mod messaging;
 pub mod metrics;
 pub mod node;
 pub mod outbox;
+pub mod presence;
 pub mod registry;
 pub mod rooms;
 pub mod server;

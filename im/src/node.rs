@@ -62,6 +62,10 @@ pub struct Node {
     pub conns: tokio_util::task::TaskTracker,
     /// Every open connection's outbox, so shutdown can wake them.
     pub live: crate::connection::live::Live,
+    /// `--hook-url` and friends; `None` without hooks.
+    pub hooks: Option<crate::hooks::Hooks>,
+    /// Users waiting out `--presence-grace` before an offline event.
+    pub presence_tracker: crate::hooks::presence::Tracker,
 }
 
 impl Node {
@@ -74,6 +78,10 @@ impl Node {
     ) -> Node {
         let mut tag = [0u8; 4];
         let _ = getrandom::fill(&mut tag);
+        let hooks = cfg
+            .hooks
+            .clone()
+            .map(|h| crate::hooks::Hooks::new(h, &cfg.node_name));
         Node {
             limits: crate::limits::Limits::new(cfg.limits.clone()),
             cfg,
@@ -88,6 +96,8 @@ impl Node {
             shutdown: tokio_util::sync::CancellationToken::new(),
             conns: tokio_util::task::TaskTracker::new(),
             live: Default::default(),
+            hooks,
+            presence_tracker: Default::default(),
         }
     }
 }

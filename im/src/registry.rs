@@ -18,6 +18,8 @@ pub struct ClientHandle {
     /// Counts as online for offline-push suppression (spec §3.1 step 6).
     pub online: bool,
     pub outbox: Arc<Outbox>,
+    /// Platform, transport, login time and device id, for presence.
+    pub info: crate::presence::DeviceInfo,
 }
 
 type Key = (i64, i64);
@@ -94,6 +96,13 @@ impl Registry {
             }
         }
         n
+    }
+
+    /// `f` of each of the user's connections here.
+    pub fn map_user<T>(&self, appid: i64, uid: i64, f: impl FnMut(&ClientHandle) -> T) -> Vec<T> {
+        self.shard(uid)
+            .get(&(appid, uid))
+            .map_or_else(Vec::new, |v| v.iter().map(f).collect())
     }
 
     /// Every (appid, uid) with a connection here.

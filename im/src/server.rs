@@ -105,6 +105,7 @@ pub async fn run(cfg: ImConfig, shutdown: impl Future<Output = ()>) -> Result<()
         Cluster::new(
             &cfg.imr,
             Bytes::from(cfg.link_secret.clone().unwrap_or_default()),
+            Bytes::from(cfg.node_name.clone()),
             cfg.link_buffer,
         )
     });
@@ -129,6 +130,10 @@ pub async fn run(cfg: ImConfig, shutdown: impl Future<Output = ()>) -> Result<()
     // (shared stores); both end with the runtime.
     tokio::spawn(connection::live::run_timers(node.clone()));
     tokio::spawn(recover_interrupted(store.clone()));
+    // Hook events outlive the connections' shutdown flush: stopped last.
+    let hook_stop = tokio_util::sync::CancellationToken::new();
+    let hook_worker = node.hooks.as_ref().and_then(|h| h.start(hook_stop.clone()));
+    tokio::spawn(crate::hooks::presence::run_timer(node.clone()));
     let mut accepts = vec![tokio::spawn(accept_loop(node.clone(), tcp, None))];
     let mut servers = vec![tokio::spawn(connection::ws::serve_plain(node.clone(), ws))];
     if let Some((acceptor, raw, wss)) = tls_listeners {
@@ -138,6 +143,10 @@ pub async fn run(cfg: ImConfig, shutdown: impl Future<Output = ()>) -> Result<()
     servers.push(tokio::spawn(http::serve(node.clone(), http_listener)));
     shutdown.await;
     stop(&node, accepts, servers, links).await;
+    hook_stop.cancel();
+    if let Some(w) = hook_worker {
+        let _ = w.await;
+    }
     if let Err(e) = store.close().await {
         tracing::warn!(error = %e, "closing the store failed");
     }

@@ -13,6 +13,7 @@ pub mod config;
 mod http;
 pub mod link;
 pub mod outbox;
+pub mod presence;
 pub mod push;
 pub mod registry;
 pub mod relay;

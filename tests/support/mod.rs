@@ -2,6 +2,7 @@
 //! loopback ports, waits until they accept connections, and kills them on drop.
 #![allow(dead_code)]
 
+pub mod hook;
 mod imr;
 #[allow(unused_imports)]
 pub use imr::{Imr, LINK_SECRET, cluster_im, http_get, http_post, wait_until};

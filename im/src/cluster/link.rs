@@ -17,8 +17,10 @@
 use super::counters::{self, SubChange};
 use bytes::{Bytes, BytesMut};
 use ferry_common::link::{
-    HELLO, Hello, LINK_VERSION, MARK, MAX_LINK_BODY, PUBLISH_GROUP, RoomSubscription, SUBSCRIBE,
-    SUBSCRIBE_ROOM, Subscribe, UNSUBSCRIBE, UNSUBSCRIBE_ROOM, Unsubscribe,
+    DEVICE_OFFLINE, DEVICE_ONLINE, Device, DeviceOffline, DeviceOnline, HELLO, Hello, LINK_VERSION,
+    MARK, MAX_LINK_BODY, PRESENCE_QUERY, PRESENCE_REPLY, PUBLISH_GROUP, PresenceQuery,
+    PresenceReply, RoomSubscription, SUBSCRIBE, SUBSCRIBE_ROOM, Subscribe, UNSUBSCRIBE,
+    UNSUBSCRIBE_ROOM, Unsubscribe,
 };
 use ferry_common::protocol::{Frame, FrameCodec};
 use std::collections::{HashMap, VecDeque};
@@ -47,6 +49,9 @@ fn sub_frame(appid: i64, uid: i64, change: SubChange) -> Bytes {
 struct State {
     users: HashMap<(i64, i64), u32>,
     rooms: HashMap<(i64, i64), u32>,
+    /// Logged-in connections of users homed here, by connection id, for the
+    /// imr's presence table (resent whole on every connect).
+    devices: HashMap<u64, (i64, i64, Device)>,
     /// Frames to send, each flagged `true` if it is a subscription change.
     queue: VecDeque<(Bytes, bool)>,
     queued: usize,
@@ -82,21 +87,29 @@ pub struct Link {
     pub index: usize,
     pub addr: String,
     secret: Bytes,
+    /// This node's name, presented in HELLO (shown in presence answers).
+    name: Bytes,
     limit: usize,
     state: Mutex<State>,
+    /// Presence queries waiting for their PRESENCE_REPLY, by query id.
+    pending: Mutex<HashMap<u64, tokio::sync::oneshot::Sender<PresenceReply>>>,
+    next_query: AtomicU64,
     notify: Notify,
     pub up: AtomicBool,
     pub stats: LinkStats,
 }
 
 impl Link {
-    pub fn new(index: usize, addr: String, secret: Bytes, limit: usize) -> Link {
+    pub fn new(index: usize, addr: String, secret: Bytes, name: Bytes, limit: usize) -> Link {
         Link {
             index,
             addr,
             secret,
+            name,
             limit,
             state: Mutex::new(State::default()),
+            pending: Mutex::new(HashMap::new()),
+            next_query: AtomicU64::new(1),
             notify: Notify::new(),
             up: AtomicBool::new(false),
             stats: LinkStats::default(),
@@ -154,6 +167,77 @@ impl Link {
         }
     }
 
+    /// A connection of a user homed here logged in.
+    pub fn device_add(&self, appid: i64, uid: i64, device: Device) {
+        let mut st = self.lock();
+        let frame = st.connected.then(|| {
+            link_frame(
+                DEVICE_ONLINE,
+                DeviceOnline {
+                    appid,
+                    uid,
+                    device: device.clone(),
+                }
+                .encode(),
+            )
+        });
+        st.devices.insert(device.conn, (appid, uid, device));
+        if let Some(f) = frame {
+            self.enqueue(&mut st, f, true);
+        }
+    }
+
+    /// That connection ended.
+    pub fn device_remove(&self, appid: i64, uid: i64, conn: u64) {
+        let mut st = self.lock();
+        if st.devices.remove(&conn).is_some() && st.connected {
+            let f = link_frame(DEVICE_OFFLINE, DeviceOffline { appid, uid, conn }.encode());
+            self.enqueue(&mut st, f, true);
+        }
+    }
+
+    /// Asks the imr which of `uids` have devices anywhere (one round trip).
+    /// Fails at once while the link is down, and after `timeout`.
+    pub async fn query_presence(
+        &self,
+        appid: i64,
+        uids: Vec<i64>,
+        timeout: Duration,
+    ) -> Result<PresenceReply, QueryError> {
+        if !self.up.load(Ordering::Relaxed) {
+            return Err(QueryError::Down);
+        }
+        let id = self.next_query.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.pending_lock().insert(id, tx);
+        let body = PresenceQuery { id, appid, uids }.encode();
+        self.send(link_frame(PRESENCE_QUERY, body));
+        let res = tokio::time::timeout(timeout, rx).await;
+        self.pending_lock().remove(&id);
+        match res {
+            Ok(Ok(reply)) => Ok(reply),
+            Ok(Err(_)) => Err(QueryError::Lost),
+            Err(_) => Err(QueryError::Timeout),
+        }
+    }
+
+    fn pending_lock(
+        &self,
+    ) -> MutexGuard<'_, HashMap<u64, tokio::sync::oneshot::Sender<PresenceReply>>> {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn on_presence_reply(&self, body: Bytes) {
+        match PresenceReply::decode(body) {
+            Ok(r) => {
+                if let Some(tx) = self.pending_lock().remove(&r.id) {
+                    let _ = tx.send(r);
+                }
+            }
+            Err(e) => tracing::warn!(imr = %self.addr, error = %e, "undecodable PRESENCE_REPLY ignored"),
+        }
+    }
+
     pub fn room_add(&self, appid: i64, room: i64) {
         let mut st = self.lock();
         let c = st.rooms.entry((appid, room)).or_insert(0);
@@ -208,7 +292,9 @@ impl Link {
     fn connect_snapshot(&self) -> (Bytes, usize) {
         let mut st = self.lock();
         st.connected = true;
-        let mut buf = BytesMut::with_capacity(st.users.len() * 29 + st.rooms.len() * 28);
+        let mut buf = BytesMut::with_capacity(
+            st.users.len() * 29 + st.rooms.len() * 28 + st.devices.len() * 64,
+        );
         let mut n = 0;
         for (&(appid, uid), &c) in &st.users {
             let online = counters::online(c) > 0;
@@ -237,6 +323,16 @@ impl Link {
             .write_to(&mut buf);
             n += 1;
         }
+        for (appid, uid, device) in st.devices.values() {
+            let body = DeviceOnline {
+                appid: *appid,
+                uid: *uid,
+                device: device.clone(),
+            }
+            .encode();
+            Frame::new(DEVICE_ONLINE, 0, 0, 0, body).write_to(&mut buf);
+            n += 1;
+        }
         (buf.freeze(), n)
     }
 
@@ -250,6 +346,8 @@ impl Link {
         }
         drop(st);
         self.up.store(false, Ordering::Relaxed);
+        // Queries sent on the lost connection will never be answered.
+        self.pending_lock().clear();
     }
 
     /// Takes everything queued (bounded) as one write.
@@ -291,6 +389,17 @@ pub enum LinkError {
     Io(#[from] std::io::Error),
     #[error("protocol: {0}")]
     Protocol(String),
+}
+
+/// Why a presence query got no answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum QueryError {
+    #[error("link down")]
+    Down,
+    #[error("link lost before the answer")]
+    Lost,
+    #[error("no answer in time")]
+    Timeout,
 }
 
 /// Handles frames arriving from the imr.
@@ -336,6 +445,7 @@ async fn session(link: &Link, inbound: &dyn Inbound) -> Result<(), LinkError> {
     let hello = Hello {
         version: LINK_VERSION,
         secret: link.secret.clone(),
+        name: link.name.clone(),
     };
     wr.write_all(&link_frame(HELLO, hello.encode())).await?;
     let reply = match next_frame(&mut reader).await? {
@@ -370,6 +480,7 @@ async fn session(link: &Link, inbound: &dyn Inbound) -> Result<(), LinkError> {
                 // connect: clients that logged in before the link came up
                 // missed whatever other nodes routed to them meanwhile.
                 Some(frame) if frame.cmd == MARK => inbound.on_gap(link.index),
+                Some(frame) if frame.cmd == PRESENCE_REPLY => link.on_presence_reply(frame.body),
                 Some(frame) => {
                     link.stats.count_received(frame.cmd);
                     inbound.on_frame(link.index, frame);
@@ -412,7 +523,7 @@ mod tests {
 
     #[test]
     fn subscription_frames_do_not_outlive_a_drop() {
-        let l = Link::new(0, "127.0.0.1:1".into(), Bytes::new(), 1 << 20);
+        let l = Link::new(0, "127.0.0.1:1".into(), Bytes::new(), Bytes::new(), 1 << 20);
         let _ = l.connect_snapshot();
         l.user_add(7, 1, true);
         l.send(link_frame(

@@ -83,7 +83,7 @@ pub fn serve<T: Transport>(
 ) -> impl Future<Output = ()> + Send {
     let open = OpenConnection::new(kind);
     let outbox = Arc::new(Outbox::new(node.cfg.outbox_bytes));
-    let mut session = Session::new(node.clone(), outbox.clone(), peer);
+    let mut session = Session::new(node.clone(), outbox.clone(), peer, kind);
     async move {
         let reason = drive(&node, &mut t, &mut session, &outbox).await;
         if reason == CloseReason::SlowConsumer.as_str() {

@@ -137,6 +137,7 @@ impl Api {
                 device_id,
                 online: true,
                 outbox: outbox.clone(),
+                info: crate::presence::DeviceInfo::test(),
             },
         );
         outbox

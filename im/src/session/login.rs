@@ -3,7 +3,12 @@
 use super::writer::Writer;
 use super::{Authed, Control, Session};
 use crate::auth::Authenticator;
+use crate::node::now_secs;
+use crate::presence::{DeviceInfo, transport_code};
 use crate::registry::ClientHandle;
+use bytes::Bytes;
+use ferry_common::link::Device;
+use std::sync::Arc;
 use ferry_common::protocol::auth::{AuthToken, PLATFORM_ANDROID, PLATFORM_IOS, encode_status};
 use ferry_common::protocol::command::AUTH_STATUS;
 
@@ -64,7 +69,13 @@ impl Session {
         };
         w.set_version(version);
         w.frame(AUTH_STATUS, 0, &encode_status(0));
-        node.registry.add(
+        let info = DeviceInfo {
+            platform: t.platform_id,
+            transport: self.transport,
+            since: now_secs() as i64,
+            device_id: Arc::from(t.device_id.as_str()),
+        };
+        let here = node.registry.add(
             a.appid,
             a.uid,
             ClientHandle {
@@ -72,10 +83,25 @@ impl Session {
                 device_id,
                 online: a.online,
                 outbox: self.outbox.clone(),
+                info: info.clone(),
             },
         );
         if let Some(c) = &node.cluster {
             c.subscribe(a.appid, a.uid, a.online);
+            c.device_online(
+                a.appid,
+                a.uid,
+                Device {
+                    conn: self.conn,
+                    platform: info.platform,
+                    transport: transport_code(info.transport),
+                    since: info.since,
+                    device_id: Bytes::from(t.device_id.into_bytes()),
+                },
+            );
+        }
+        if here == 1 {
+            node.presence_arrived(a.appid, a.uid);
         }
         self.authed = Some(a);
         self.user_permit = Some(permit);

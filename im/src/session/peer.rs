@@ -4,6 +4,7 @@ use super::writer::Writer;
 use super::{Authed, Control, Session};
 use crate::messaging::PeerSend;
 use crate::node::now_secs;
+use crate::hooks::Kind;
 use crate::outbox::OutFrame;
 use crate::store::{DedupKey, QueueId};
 use ferry_common::protocol::ack::STATUS_INVALID_SENDER;
@@ -23,6 +24,12 @@ impl Session {
     ) -> Control {
         if m.sender != a.uid || m.receiver == 0 {
             return self.ack(seq, STATUS_INVALID_SENDER, 0, w);
+        }
+        if let Err(status) = self
+            .before_send(Kind::Im, a, m.receiver, None, &mut m.content)
+            .await
+        {
+            return self.ack(seq, status, 0, w);
         }
         m.timestamp = now_secs();
         let p = PeerSend {
@@ -63,6 +70,18 @@ impl Session {
         if !valid {
             return self.ack(seq, STATUS_INVALID_SENDER, 0, w);
         }
+        if let Err(status) = self
+            .before_send(
+                Kind::Customer,
+                a,
+                m.receiver,
+                Some(m.receiver_appid),
+                &mut m.content,
+            )
+            .await
+        {
+            return self.ack(seq, status, 0, w);
+        }
         m.timestamp = now_secs();
         let p = PeerSend {
             cmd: CUSTOMER_V2,
@@ -85,8 +104,23 @@ impl Session {
     /// error nothing is ACKed: the client resends and the dedup key makes
     /// the resend safe.
     async fn store_and_ack(&mut self, p: PeerSend, seq: i32, w: &mut Writer) -> Control {
+        let kind = if p.cmd == CUSTOMER_V2 {
+            Kind::Customer
+        } else {
+            Kind::Im
+        };
+        let receiver = p.receiver;
         match self.node.send_peer(p).await {
             Ok(out) => {
+                if !out.duplicate {
+                    self.after_send(
+                        kind,
+                        receiver.appid,
+                        receiver.uid,
+                        Some(receiver.into()),
+                        Some(out.receiver.msgid),
+                    );
+                }
                 let meta = Metadata {
                     sync_key: out.sender.msgid,
                     prev_sync_key: out.sender.prev,

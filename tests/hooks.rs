@@ -1,0 +1,489 @@
+//! Server hooks and presence with real processes: `ferry im` (and, for the
+//! cluster cases, `ferry imr` + `redis-server`) against a real HTTP hook
+//! server running in this test process (tests/support/hook.rs).
+
+mod support;
+
+use ferry_common::client::{Client, ClientOptions, Event};
+use ferry_common::protocol::Message;
+use serde_json::Value;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use support::hook::{HookServer, Rule, allow_all};
+use support::{APPID, Im as ImNode, Imr, Redis, cluster_im, http_get, token};
+
+const HOOK_SECRET: &str = "hook-test-secret";
+const WAIT: Duration = Duration::from_secs(15);
+const IOS: u8 = 1;
+const WEB: u8 = 3;
+
+async fn login(addr: SocketAddr, uid: i64, platform: u8, device: &str) -> Client {
+    let c = Client::connect_with(addr, ClientOptions::default())
+        .await
+        .expect("connect");
+    c.auth(&token(uid), platform, device, 2).await.expect("auth");
+    c
+}
+
+/// Waits for the IM with this content; panics on any IM with `forbidden`.
+async fn expect_content(c: &mut Client, content: &str, forbidden: &[&str]) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let ev = c
+            .recv_timeout(left)
+            .await
+            .unwrap_or_else(|e| panic!("waiting for {content:?}: {e}"));
+        if let Event::Message {
+            msg: Message::Im(m),
+            ..
+        }
+        | Event::Synced {
+            msg: Message::Im(m),
+            ..
+        } = ev
+        {
+            let got = String::from_utf8_lossy(&m.content).to_string();
+            assert!(!forbidden.contains(&got.as_str()), "{got:?} was delivered");
+            if got == content {
+                return;
+            }
+        }
+    }
+}
+
+/// Contents stored in the user's queue, oldest first.
+fn stored(node: &ImNode, uid: i64) -> Vec<String> {
+    let body = http_get(
+        node.http,
+        &format!("/load_latest_message?appid={APPID}&uid={uid}&limit=1000"),
+    );
+    let v: Value = serde_json::from_str(&body).expect("json");
+    let mut out: Vec<String> = v["data"]
+        .as_array()
+        .expect("data")
+        .iter()
+        .map(|m| m["content"].as_str().unwrap_or("").to_string())
+        .collect();
+    out.reverse();
+    out
+}
+
+fn metric(node: &ImNode, name: &str) -> u64 {
+    http_get(node.http, "/metrics")
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// allow / reject (with the status the client sees) / replace, decided by
+/// the content; every request carries a valid signature.
+fn moderation() -> Rule {
+    Arc::new(|v: &Value| {
+        let content = v["content"].as_str().unwrap_or("");
+        let answer = if content.starts_with("spam") {
+            r#"{"action":"reject","status":90}"#
+        } else if content.starts_with("rude") {
+            r#"{"action":"replace","content":"[removed]"}"#
+        } else {
+            r#"{"action":"allow"}"#
+        };
+        (Duration::ZERO, answer.to_string())
+    })
+}
+
+fn hook_flags<'a>(hook: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut v = vec!["--hook-url", hook, "--hook-secret", HOOK_SECRET];
+    v.extend_from_slice(extra);
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn before_send_allows_rejects_and_replaces() {
+    let hook = HookServer::start(HOOK_SECRET, moderation()).await;
+    let url = hook.url();
+    let node = ImNode::start(&hook_flags(
+        &url,
+        &["--hook-before-send", "im,group_im,room_im"],
+    ));
+    let c1 = login(node.tcp, 1, IOS, "d1").await;
+    let mut c2 = login(node.tcp, 2, IOS, "d2").await;
+
+    let ack = c1.send_im(2, "spam offer", 1).await.expect("ack");
+    assert_eq!(ack.status, 90, "the hook's status reaches the client");
+    let ack = c1.send_im(2, "rude words", 2).await.expect("ack");
+    assert!(ack.is_ok(), "{ack:?}");
+    let ack = c1.send_im(2, "hello", 3).await.expect("ack");
+    assert!(ack.is_ok(), "{ack:?}");
+    expect_content(&mut c2, "[removed]", &["spam offer", "rude words"]).await;
+    expect_content(&mut c2, "hello", &["spam offer", "rude words"]).await;
+    let node_ref = &node;
+    let queue = tokio::task::block_in_place(|| stored(node_ref, 2));
+    assert_eq!(queue, vec!["[removed]".to_string(), "hello".to_string()]);
+
+    // Room messages ask too; a rejected one reaches nobody.
+    c1.enter_room(5).expect("enter");
+    c2.enter_room(5).expect("enter");
+    let ack = c1.send_room_im(5, "spam room").await.expect("room ack");
+    assert_eq!(ack.status, 90);
+
+    hook.seen(|s| {
+        assert_eq!(s.bad_signatures, 0);
+        assert_eq!(s.before.len(), 4);
+        let first = &s.before[0];
+        assert_eq!(first["type"], "before_send");
+        assert_eq!(first["kind"], "im");
+        assert_eq!((first["appid"].as_i64(), first["sender"].as_i64(), first["receiver"].as_i64()), (Some(APPID), Some(1), Some(2)));
+        assert_eq!(s.before[3]["kind"], "room_im");
+    });
+    let n = &node;
+    tokio::task::block_in_place(|| {
+        assert_eq!(metric(n, "ferry_hook_before_send_rejected_total"), 2);
+        assert_eq!(metric(n, "ferry_hook_before_send_replaced_total"), 1);
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_signature_is_refused_by_the_hook_and_the_policy_applies() {
+    // The hook checks with another secret: it answers 401, the im counts a
+    // failure and --hook-fail closed refuses the message (status 71).
+    let hook = HookServer::start("another secret", allow_all()).await;
+    let url = hook.url();
+    let node = ImNode::start(&hook_flags(
+        &url,
+        &["--hook-before-send", "im", "--hook-fail", "closed"],
+    ));
+    let c1 = login(node.tcp, 1, IOS, "d1").await;
+    let ack = c1.send_im(2, "hi", 1).await.expect("ack");
+    assert_eq!(ack.status, 71);
+    hook.seen(|s| assert_eq!((s.bad_signatures, s.good_signatures), (1, 0)));
+    let n = &node;
+    tokio::task::block_in_place(|| {
+        assert_eq!(metric(n, "ferry_hook_before_send_failures_total"), 1);
+        assert!(stored(n, 2).is_empty());
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timeouts_follow_the_policy_and_block_only_the_sender() {
+    let slow: Rule = Arc::new(|_| (Duration::from_millis(1500), r#"{"action":"allow"}"#.into()));
+    let hook = HookServer::start(HOOK_SECRET, slow).await;
+    let url = hook.url();
+    let open = ImNode::start(&hook_flags(
+        &url,
+        &["--hook-before-send", "im", "--hook-timeout-ms", "300"],
+    ));
+    let closed = ImNode::start(&hook_flags(
+        &url,
+        &["--hook-before-send", "im", "--hook-timeout-ms", "300", "--hook-fail", "closed"],
+    ));
+
+    let c1 = login(open.tcp, 1, IOS, "d1").await;
+    let other = login(open.tcp, 3, IOS, "d3").await;
+    let started = Instant::now();
+    let (ack, rtt) = tokio::join!(c1.send_im(2, "open", 1), async {
+        // Another connection is served while the sender waits for the hook.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        other.ping().await.expect("ping")
+    });
+    let ack = ack.expect("ack");
+    assert!(ack.is_ok(), "fail open delivers: {ack:?}");
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    assert!(rtt < Duration::from_millis(250), "ping took {rtt:?} while a hook call was pending");
+
+    let c1 = login(closed.tcp, 1, IOS, "d1").await;
+    let ack = c1.send_im(2, "closed", 1).await.expect("ack");
+    assert_eq!(ack.status, 71, "fail closed refuses");
+
+    let (o, c) = (&open, &closed);
+    tokio::task::block_in_place(|| {
+        assert_eq!(stored(o, 2), vec!["open".to_string()]);
+        assert!(stored(c, 2).is_empty());
+        assert_eq!(metric(o, "ferry_hook_before_send_failures_total"), 1);
+        assert_eq!(metric(c, "ferry_hook_before_send_failures_total"), 1);
+    });
+}
+
+fn after_send_msgids(events: &[Value], receiver: i64) -> Vec<i64> {
+    events
+        .iter()
+        .filter(|e| e["type"] == "after_send" && e["receiver"].as_i64() == Some(receiver))
+        .filter_map(|e| e["msgid"].as_i64())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_are_batched_and_retried_after_the_hook_restarts() {
+    let mut hook = HookServer::start(HOOK_SECRET, allow_all()).await;
+    let url = hook.url();
+    let node = ImNode::start(&hook_flags(&url, &["--hook-events", "after_send,group"]));
+    let c1 = login(node.tcp, 1, IOS, "d1").await;
+    for i in 1..=3 {
+        assert!(c1.send_im(2, format!("m{i}"), i).await.expect("ack").is_ok());
+    }
+    hook.wait("3 after_send events", |s| after_send_msgids(&s.events(), 2).len() == 3)
+        .await;
+    let e = hook.seen(|s| s.events()[0].clone());
+    assert_eq!(e["kind"], "im");
+    assert_eq!(e["sender"].as_i64(), Some(1));
+    assert_eq!(e["queue"]["uid"].as_i64(), Some(2));
+    assert!(e["id"].as_str().is_some_and(|id| !id.is_empty()));
+
+    // The hook goes away; messaging goes on; the events wait and retry.
+    hook.stop().await;
+    for i in 4..=30 {
+        assert!(c1.send_im(2, format!("m{i}"), i).await.expect("ack").is_ok());
+    }
+    let n = &node;
+    tokio::task::block_in_place(|| {
+        support::wait_until("a failed delivery", || {
+            metric(n, "ferry_hook_delivery_failures_total") > 0
+        })
+    });
+    let batches_before = hook.seen(|s| s.batches.len());
+    hook.resume().await;
+    hook.wait("all 30 after_send events", |s| {
+        let mut ids = after_send_msgids(&s.events(), 2);
+        ids.sort_unstable();
+        ids.dedup();
+        ids == (1..=30).collect::<Vec<i64>>()
+    })
+    .await;
+    hook.seen(|s| {
+        let later = &s.batches[batches_before..];
+        assert!(
+            later.iter().any(|b| b.len() > 1),
+            "events that waited arrive batched: {:?}",
+            later.iter().map(Vec::len).collect::<Vec<_>>()
+        );
+        assert_eq!(s.bad_signatures, 0);
+    });
+
+    // Group changes are events too.
+    let (status, _) = tokio::task::block_in_place(|| {
+        support::http_post(n.http, "/groups", br#"{"appid":7,"group_id":77,"members":[1,2]}"#)
+    });
+    assert_eq!(status, 200);
+    hook.wait("group created event", |s| {
+        s.events().iter().any(|e| {
+            e["type"] == "group" && e["action"] == "created" && e["group_id"].as_i64() == Some(77)
+                && e["members"] == serde_json::json!([1, 2])
+        })
+    })
+    .await;
+}
+
+/// (online flags of the presence events of `uid`, in delivery order).
+fn presence_of(events: &[Value], uid: i64) -> Vec<bool> {
+    events
+        .iter()
+        .filter(|e| e["type"] == "presence" && e["uid"].as_i64() == Some(uid))
+        .filter_map(|e| e["online"].as_bool())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_events_wait_out_the_grace_period() {
+    let hook = HookServer::start(HOOK_SECRET, allow_all()).await;
+    let url = hook.url();
+    let node = ImNode::start(&hook_flags(
+        &url,
+        &["--hook-events", "presence", "--presence-grace", "1"],
+    ));
+    let c = login(node.tcp, 1, IOS, "d1").await;
+    hook.wait("online", |s| presence_of(&s.events(), 1) == [true]).await;
+    // A reconnect well within the grace period is no change.
+    c.close();
+    drop(c);
+    let gone = Instant::now();
+    let c = login(node.tcp, 1, IOS, "d1").await;
+    assert!(gone.elapsed() < Duration::from_millis(900));
+    c.close();
+    drop(c);
+    let left = Instant::now();
+    hook.wait("offline", |s| presence_of(&s.events(), 1) == [true, false])
+        .await;
+    assert!(
+        left.elapsed() >= Duration::from_secs(1),
+        "offline only after the grace period"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_query_on_a_single_node() {
+    let node = ImNode::start(&["--node-name", "solo"]);
+    let _a = login(node.tcp, 1, IOS, "phone").await;
+    let _b = login(node.tcp, 1, WEB, "browser").await;
+    let _c = login(node.tcp, 2, WEB, "").await;
+    let n = &node;
+    let (online, one) = tokio::task::block_in_place(|| {
+        (
+            http_get(n.http, &format!("/users/online?appid={APPID}&uids=1,2,3")),
+            http_get(n.http, &format!("/users/1/presence?appid={APPID}")),
+        )
+    });
+    let v: Value = serde_json::from_str(&online).expect("json");
+    assert_eq!(
+        v["data"],
+        serde_json::json!([
+            {"uid":1,"online":true,"connections":2,"platforms":{"ios":1,"web":1}},
+            {"uid":2,"online":true,"connections":1,"platforms":{"web":1}},
+            {"uid":3,"online":false,"connections":0,"platforms":{}},
+        ])
+    );
+    let v: Value = serde_json::from_str(&one).expect("json");
+    let mut devices: Vec<(String, String, String, String)> = v["data"]["devices"]
+        .as_array()
+        .expect("devices")
+        .iter()
+        .map(|d| {
+            assert!(d["since"].as_i64().unwrap_or(0) > 1_600_000_000);
+            let s = |k: &str| d[k].as_str().unwrap_or("").to_string();
+            (s("platform"), s("device_id"), s("node"), s("transport"))
+        })
+        .collect();
+    devices.sort();
+    assert_eq!(
+        devices,
+        vec![
+            ("ios".into(), "phone".into(), "solo".into(), "tcp".into()),
+            ("web".into(), "browser".into(), "solo".into(), "tcp".into()),
+        ]
+    );
+    let bad = tokio::task::block_in_place(|| {
+        support::http_post(n.http, &format!("/users/online?appid={APPID}&uids=1,x"), b"")
+    });
+    assert_eq!(bad.0, 400, "{}", bad.1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_across_two_nodes_and_two_imrs() {
+    let redis = Redis::start();
+    let imr0 = Imr::start(None, &[]);
+    let imr1 = Imr::start(None, &[]);
+    let hook = HookServer::start(HOOK_SECRET, allow_all()).await;
+    let url = hook.url();
+    let flags = |name: &'static str| {
+        let mut v = hook_flags(&url, &["--hook-events", "presence", "--presence-grace", "1"]);
+        v.extend(["--node-name", name]);
+        v
+    };
+    let a = cluster_im(&[&imr0, &imr1], &redis.url(), &flags("node-a"));
+    let b = cluster_im(&[&imr0, &imr1], &redis.url(), &flags("node-b"));
+    // uid 1 homed on imr1, uid 2 on imr0.
+    let _a1 = login(a.tcp, 1, IOS, "phone").await;
+    let _b1 = login(b.tcp, 1, WEB, "browser").await;
+    let _b2 = login(b.tcp, 2, IOS, "phone2").await;
+    tokio::task::block_in_place(|| {
+        imr1.wait_subscribers(APPID, 1, 2);
+        imr0.wait_subscribers(APPID, 2, 1);
+    });
+    let node_a = &a;
+    let v: Value = tokio::task::block_in_place(|| {
+        serde_json::from_str(&http_get(
+            node_a.http,
+            &format!("/users/online?appid={APPID}&uids=1,2,3"),
+        ))
+        .expect("json")
+    });
+    assert_eq!(
+        v["data"],
+        serde_json::json!([
+            {"uid":1,"online":true,"connections":2,"platforms":{"ios":1,"web":1}},
+            {"uid":2,"online":true,"connections":1,"platforms":{"ios":1}},
+            {"uid":3,"online":false,"connections":0,"platforms":{}},
+        ])
+    );
+    let v: Value = tokio::task::block_in_place(|| {
+        serde_json::from_str(&http_get(node_a.http, &format!("/users/2/presence?appid={APPID}")))
+            .expect("json")
+    });
+    let d = &v["data"]["devices"][0];
+    assert_eq!((d["node"].as_str(), d["device_id"].as_str()), (Some("node-b"), Some("phone2")));
+    assert_eq!(d["transport"], "tcp");
+
+    // uid 5 moves from node A to node B within the grace period: no offline.
+    let c = login(a.tcp, 5, IOS, "p5").await;
+    hook.wait("uid 5 online", |s| presence_of(&s.events(), 5) == [true]).await;
+    c.close();
+    drop(c);
+    let c = login(b.tcp, 5, IOS, "p5").await;
+    // Past node A's grace period (it finds uid 5 on node B and stays quiet),
+    // then uid 5 leaves for good: one offline, after every online.
+    let b_ref = &b;
+    tokio::task::block_in_place(|| {
+        support::wait_until("node B sees uid 5", || {
+            http_get(b_ref.http, &format!("/users/5/presence?appid={APPID}")).contains("node-b")
+        })
+    });
+    let a_ref = &a;
+    tokio::task::block_in_place(|| {
+        support::wait_until("node A's grace period for uid 5 ended", || {
+            metric(a_ref, "ferry_hook_presence_grace_expired_total") == 1
+        })
+    });
+    hook.seen(|s| {
+        assert!(
+            !presence_of(&s.events(), 5).contains(&false),
+            "a move between nodes within the grace period is no offline"
+        )
+    });
+    c.close();
+    drop(c);
+    hook.wait("uid 5 offline", |s| presence_of(&s.events(), 5).last() == Some(&false))
+        .await;
+    hook.seen(|s| {
+        let p = presence_of(&s.events(), 5);
+        assert_eq!(p.iter().filter(|o| !**o).count(), 1, "{p:?}");
+    });
+
+    // An imr that does not answer is a 503 naming it, not a wrong answer.
+    drop(imr1);
+    let (status, body) = tokio::task::block_in_place(|| {
+        support::http_post(node_a.http, &format!("/users/online?appid={APPID}&uids=1"), b"")
+    });
+    assert_eq!(status, 503, "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_go_to_a_redis_stream() {
+    let redis = Redis::start();
+    let node = ImNode::start(&[
+        "--hook-events",
+        "after_send",
+        "--hook-stream",
+        "redis",
+        "--hook-redis",
+        &redis.url(),
+        "--hook-stream-key",
+        "app:events",
+    ]);
+    let r = &redis;
+    tokio::task::block_in_place(|| {
+        assert_eq!(r.cli(&["XGROUP", "CREATE", "app:events", "workers", "0", "MKSTREAM"]), "OK");
+    });
+    let c1 = login(node.tcp, 1, IOS, "d1").await;
+    for i in 1..=5 {
+        assert!(c1.send_im(2, format!("s{i}"), i).await.expect("ack").is_ok());
+    }
+    let mut got: Vec<i64> = Vec::new();
+    tokio::task::block_in_place(|| {
+        support::wait_until("5 events read by the consumer group", || {
+            let out = r.cli(&[
+                "XREADGROUP", "GROUP", "workers", "c1", "COUNT", "100", "STREAMS", "app:events", ">",
+            ]);
+            for line in out.lines() {
+                if let Ok(v) = serde_json::from_str::<Value>(line)
+                    && v["type"] == "after_send"
+                {
+                    got.extend(v["msgid"].as_i64());
+                }
+            }
+            got.len() >= 5
+        })
+    });
+    got.sort_unstable();
+    assert_eq!(got, vec![1, 2, 3, 4, 5]);
+}
