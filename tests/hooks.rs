@@ -53,21 +53,19 @@ async fn expect_content(c: &mut Client, content: &str, forbidden: &[&str]) {
     }
 }
 
-/// Contents stored in the user's queue, oldest first.
+/// Contents stored in the user's queue (`/load_latest_message` order: oldest first).
 fn stored(node: &ImNode, uid: i64) -> Vec<String> {
     let body = http_get(
         node.http,
         &format!("/load_latest_message?appid={APPID}&uid={uid}&limit=1000"),
     );
     let v: Value = serde_json::from_str(&body).expect("json");
-    let mut out: Vec<String> = v["data"]
+    v["data"]
         .as_array()
         .expect("data")
         .iter()
         .map(|m| m["content"].as_str().unwrap_or("").to_string())
-        .collect();
-    out.reverse();
-    out
+        .collect()
 }
 
 fn metric(node: &ImNode, name: &str) -> u64 {
