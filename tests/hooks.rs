@@ -22,7 +22,9 @@ async fn login(addr: SocketAddr, uid: i64, platform: u8, device: &str) -> Client
     let c = Client::connect_with(addr, ClientOptions::default())
         .await
         .expect("connect");
-    c.auth(&token(uid), platform, device, 2).await.expect("auth");
+    c.auth(&token(uid), platform, device, 2)
+        .await
+        .expect("auth");
     c
 }
 
@@ -133,7 +135,14 @@ async fn before_send_allows_rejects_and_replaces() {
         let first = &s.before[0];
         assert_eq!(first["type"], "before_send");
         assert_eq!(first["kind"], "im");
-        assert_eq!((first["appid"].as_i64(), first["sender"].as_i64(), first["receiver"].as_i64()), (Some(APPID), Some(1), Some(2)));
+        assert_eq!(
+            (
+                first["appid"].as_i64(),
+                first["sender"].as_i64(),
+                first["receiver"].as_i64()
+            ),
+            (Some(APPID), Some(1), Some(2))
+        );
         assert_eq!(s.before[3]["kind"], "room_im");
     });
     let n = &node;
@@ -175,7 +184,14 @@ async fn timeouts_follow_the_policy_and_block_only_the_sender() {
     ));
     let closed = ImNode::start(&hook_flags(
         &url,
-        &["--hook-before-send", "im", "--hook-timeout-ms", "300", "--hook-fail", "closed"],
+        &[
+            "--hook-before-send",
+            "im",
+            "--hook-timeout-ms",
+            "300",
+            "--hook-fail",
+            "closed",
+        ],
     ));
 
     let c1 = login(open.tcp, 1, IOS, "d1").await;
@@ -189,7 +205,10 @@ async fn timeouts_follow_the_policy_and_block_only_the_sender() {
     let ack = ack.expect("ack");
     assert!(ack.is_ok(), "fail open delivers: {ack:?}");
     assert!(started.elapsed() >= Duration::from_millis(300));
-    assert!(rtt < Duration::from_millis(250), "ping took {rtt:?} while a hook call was pending");
+    assert!(
+        rtt < Duration::from_millis(250),
+        "ping took {rtt:?} while a hook call was pending"
+    );
 
     let c1 = login(closed.tcp, 1, IOS, "d1").await;
     let ack = c1.send_im(2, "closed", 1).await.expect("ack");
@@ -219,10 +238,17 @@ async fn events_are_batched_and_retried_after_the_hook_restarts() {
     let node = ImNode::start(&hook_flags(&url, &["--hook-events", "after_send,group"]));
     let c1 = login(node.tcp, 1, IOS, "d1").await;
     for i in 1..=3 {
-        assert!(c1.send_im(2, format!("m{i}"), i).await.expect("ack").is_ok());
+        assert!(
+            c1.send_im(2, format!("m{i}"), i)
+                .await
+                .expect("ack")
+                .is_ok()
+        );
     }
-    hook.wait("3 after_send events", |s| after_send_msgids(&s.events(), 2).len() == 3)
-        .await;
+    hook.wait("3 after_send events", |s| {
+        after_send_msgids(&s.events(), 2).len() == 3
+    })
+    .await;
     let e = hook.seen(|s| s.events()[0].clone());
     assert_eq!(e["kind"], "im");
     assert_eq!(e["sender"].as_i64(), Some(1));
@@ -232,7 +258,12 @@ async fn events_are_batched_and_retried_after_the_hook_restarts() {
     // The hook goes away; messaging goes on; the events wait and retry.
     hook.stop().await;
     for i in 4..=30 {
-        assert!(c1.send_im(2, format!("m{i}"), i).await.expect("ack").is_ok());
+        assert!(
+            c1.send_im(2, format!("m{i}"), i)
+                .await
+                .expect("ack")
+                .is_ok()
+        );
     }
     let n = &node;
     tokio::task::block_in_place(|| {
@@ -261,12 +292,18 @@ async fn events_are_batched_and_retried_after_the_hook_restarts() {
 
     // Group changes are events too.
     let (status, _) = tokio::task::block_in_place(|| {
-        support::http_post(n.http, "/groups", br#"{"appid":7,"group_id":77,"members":[1,2]}"#)
+        support::http_post(
+            n.http,
+            "/groups",
+            br#"{"appid":7,"group_id":77,"members":[1,2]}"#,
+        )
     });
     assert_eq!(status, 200);
     hook.wait("group created event", |s| {
         s.events().iter().any(|e| {
-            e["type"] == "group" && e["action"] == "created" && e["group_id"].as_i64() == Some(77)
+            e["type"] == "group"
+                && e["action"] == "created"
+                && e["group_id"].as_i64() == Some(77)
                 && e["members"] == serde_json::json!([1, 2])
         })
     })
@@ -291,7 +328,8 @@ async fn presence_events_wait_out_the_grace_period() {
         &["--hook-events", "presence", "--presence-grace", "1"],
     ));
     let c = login(node.tcp, 1, IOS, "d1").await;
-    hook.wait("online", |s| presence_of(&s.events(), 1) == [true]).await;
+    hook.wait("online", |s| presence_of(&s.events(), 1) == [true])
+        .await;
     // A reconnect well within the grace period is no change.
     c.close();
     drop(c);
@@ -351,7 +389,11 @@ async fn presence_query_on_a_single_node() {
         ]
     );
     let bad = tokio::task::block_in_place(|| {
-        support::http_post(n.http, &format!("/users/online?appid={APPID}&uids=1,x"), b"")
+        support::http_post(
+            n.http,
+            &format!("/users/online?appid={APPID}&uids=1,x"),
+            b"",
+        )
     });
     assert_eq!(bad.0, 400, "{}", bad.1);
 }
@@ -364,7 +406,10 @@ async fn presence_across_two_nodes_and_two_imrs() {
     let hook = HookServer::start(HOOK_SECRET, allow_all()).await;
     let url = hook.url();
     let flags = |name: &'static str| {
-        let mut v = hook_flags(&url, &["--hook-events", "presence", "--presence-grace", "1"]);
+        let mut v = hook_flags(
+            &url,
+            &["--hook-events", "presence", "--presence-grace", "1"],
+        );
         v.extend(["--node-name", name]);
         v
     };
@@ -395,16 +440,23 @@ async fn presence_across_two_nodes_and_two_imrs() {
         ])
     );
     let v: Value = tokio::task::block_in_place(|| {
-        serde_json::from_str(&http_get(node_a.http, &format!("/users/2/presence?appid={APPID}")))
-            .expect("json")
+        serde_json::from_str(&http_get(
+            node_a.http,
+            &format!("/users/2/presence?appid={APPID}"),
+        ))
+        .expect("json")
     });
     let d = &v["data"]["devices"][0];
-    assert_eq!((d["node"].as_str(), d["device_id"].as_str()), (Some("node-b"), Some("phone2")));
+    assert_eq!(
+        (d["node"].as_str(), d["device_id"].as_str()),
+        (Some("node-b"), Some("phone2"))
+    );
     assert_eq!(d["transport"], "tcp");
 
     // uid 5 moves from node A to node B within the grace period: no offline.
     let c = login(a.tcp, 5, IOS, "p5").await;
-    hook.wait("uid 5 online", |s| presence_of(&s.events(), 5) == [true]).await;
+    hook.wait("uid 5 online", |s| presence_of(&s.events(), 5) == [true])
+        .await;
     c.close();
     drop(c);
     let c = login(b.tcp, 5, IOS, "p5").await;
@@ -430,8 +482,10 @@ async fn presence_across_two_nodes_and_two_imrs() {
     });
     c.close();
     drop(c);
-    hook.wait("uid 5 offline", |s| presence_of(&s.events(), 5).last() == Some(&false))
-        .await;
+    hook.wait("uid 5 offline", |s| {
+        presence_of(&s.events(), 5).last() == Some(&false)
+    })
+    .await;
     hook.seen(|s| {
         let p = presence_of(&s.events(), 5);
         assert_eq!(p.iter().filter(|o| !**o).count(), 1, "{p:?}");
@@ -440,7 +494,11 @@ async fn presence_across_two_nodes_and_two_imrs() {
     // An imr that does not answer is a 503 naming it, not a wrong answer.
     drop(imr1);
     let (status, body) = tokio::task::block_in_place(|| {
-        support::http_post(node_a.http, &format!("/users/online?appid={APPID}&uids=1"), b"")
+        support::http_post(
+            node_a.http,
+            &format!("/users/online?appid={APPID}&uids=1"),
+            b"",
+        )
     });
     assert_eq!(status, 503, "{body}");
 }
@@ -460,17 +518,33 @@ async fn events_go_to_a_redis_stream() {
     ]);
     let r = &redis;
     tokio::task::block_in_place(|| {
-        assert_eq!(r.cli(&["XGROUP", "CREATE", "app:events", "workers", "0", "MKSTREAM"]), "OK");
+        assert_eq!(
+            r.cli(&["XGROUP", "CREATE", "app:events", "workers", "0", "MKSTREAM"]),
+            "OK"
+        );
     });
     let c1 = login(node.tcp, 1, IOS, "d1").await;
     for i in 1..=5 {
-        assert!(c1.send_im(2, format!("s{i}"), i).await.expect("ack").is_ok());
+        assert!(
+            c1.send_im(2, format!("s{i}"), i)
+                .await
+                .expect("ack")
+                .is_ok()
+        );
     }
     let mut got: Vec<i64> = Vec::new();
     tokio::task::block_in_place(|| {
         support::wait_until("5 events read by the consumer group", || {
             let out = r.cli(&[
-                "XREADGROUP", "GROUP", "workers", "c1", "COUNT", "100", "STREAMS", "app:events", ">",
+                "XREADGROUP",
+                "GROUP",
+                "workers",
+                "c1",
+                "COUNT",
+                "100",
+                "STREAMS",
+                "app:events",
+                ">",
             ]);
             for line in out.lines() {
                 if let Ok(v) = serde_json::from_str::<Value>(line)
@@ -484,4 +558,154 @@ async fn events_go_to_a_redis_stream() {
     });
     got.sort_unstable();
     assert_eq!(got, vec![1, 2, 3, 4, 5]);
+}
+
+/// Runs `ferry bench` and returns its stdout (results table).
+fn bench(args: &[String]) -> String {
+    let out = std::process::Command::new(support::ferry_bin())
+        .arg("bench")
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("ferry bench");
+    assert!(
+        out.status.success(),
+        "bench failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+/// Measurement (not in the suite): peer throughput through a before-send
+/// hook that answers in 1 ms vs no hook, as A/B pairs from one run.
+/// `cargo test --release --test hooks measure_before_send -- --ignored --nocapture`
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn measure_before_send_overhead() {
+    let one_ms: Rule = Arc::new(|_| (Duration::from_millis(1), r#"{"action":"allow"}"#.into()));
+    let hook = HookServer::start(HOOK_SECRET, one_ms).await;
+    let url = hook.url();
+    let plain = ImNode::start(&[]);
+    let hooked = ImNode::start(&hook_flags(&url, &["--hook-before-send", "im"]));
+    let args = |node: &ImNode| -> Vec<String> {
+        [
+            "peer",
+            "-c",
+            "100",
+            "-n",
+            "200",
+            "--jwt-secret",
+            support::SECRET,
+            "--target",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .chain([node.tcp.to_string()])
+        .collect()
+    };
+    for round in 0..2 {
+        for (name, node) in [("no hook", &plain), ("hook 1 ms", &hooked)] {
+            let a = args(node);
+            let out = tokio::task::spawn_blocking(move || bench(&a))
+                .await
+                .expect("bench");
+            let rows: Vec<&str> = out
+                .lines()
+                .filter(|l| l.starts_with("throughput") || l.contains("latency"))
+                .collect();
+            eprintln!("round {round} {name}: {}", rows.join(" | "));
+        }
+    }
+    let n = &hooked;
+    let calls = tokio::task::block_in_place(|| metric(n, "ferry_hook_before_send_total"));
+    eprintln!("hook calls answered: {calls}");
+    assert!(calls >= 40_000);
+}
+
+/// Measurement (not in the suite): `/users/online` for 1,000 random uids
+/// on a 2-imr cluster whose imrs hold 100,000 users (reported by an
+/// in-process im node), answered by a real `ferry im` node.
+/// `cargo test --release --test hooks measure_presence -- --ignored --nocapture`
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn measure_presence_query_100k() {
+    const USERS: i64 = 100_000;
+    struct Ignore;
+    impl ferry_im::cluster::Inbound for Ignore {
+        fn on_frame(&self, _: usize, _: ferry_common::protocol::Frame) {}
+        fn on_gap(&self, _: usize) {}
+    }
+    let redis = Redis::start();
+    let imr0 = Imr::start(None, &[]);
+    let imr1 = Imr::start(None, &[]);
+    let bulk = ferry_im::cluster::Cluster::new(
+        &[imr0.link.to_string(), imr1.link.to_string()],
+        bytes::Bytes::from_static(support::LINK_SECRET.as_bytes()),
+        bytes::Bytes::from_static(b"bulk"),
+        64 << 20,
+    );
+    for uid in 1..=USERS {
+        bulk.subscribe(APPID, uid, true);
+        bulk.device_online(
+            APPID,
+            uid,
+            ferry_common::link::Device {
+                conn: uid as u64,
+                platform: (uid % 3 + 1) as u8,
+                transport: 1,
+                since: 1_700_000_000,
+                device_id: bytes::Bytes::from(format!("device-{uid}")),
+            },
+        );
+    }
+    let tasks = bulk.start(Arc::new(Ignore));
+    let node = cluster_im(&[&imr0, &imr1], &redis.url(), &[]);
+    let n = &node;
+    let query = |uids: &[i64]| -> (Duration, Value) {
+        let list: Vec<String> = uids.iter().map(i64::to_string).collect();
+        let t = Instant::now();
+        let body = http_get(
+            n.http,
+            &format!("/users/online?appid={APPID}&uids={}", list.join(",")),
+        );
+        (t.elapsed(), serde_json::from_str(&body).expect("json"))
+    };
+    let all_online = |v: &Value| {
+        v["data"]
+            .as_array()
+            .is_some_and(|a| a.len() == 1000 && a.iter().all(|u| u["online"] == true))
+    };
+    tokio::task::block_in_place(|| {
+        let probe: Vec<i64> = (0..1000).map(|i| 1 + i * (USERS / 1000)).collect();
+        support::wait_until("100,000 devices at the imrs", || {
+            all_online(&query(&probe).1)
+        });
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut times = Vec::new();
+        for _ in 0..300 {
+            let uids: Vec<i64> = (0..1000)
+                .map(|_| {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    1 + (seed % USERS as u64) as i64
+                })
+                .collect();
+            let (took, v) = query(&uids);
+            assert!(all_online(&v), "a measured answer was incomplete");
+            times.push(took);
+        }
+        times.sort_unstable();
+        let pct = |p: f64| times[((times.len() as f64 * p) as usize).min(times.len() - 1)];
+        eprintln!(
+            "presence query, 1,000 uids of 100,000 on 2 imrs, {} queries over HTTP: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+            times.len(),
+            pct(0.50).as_secs_f64() * 1e3,
+            pct(0.99).as_secs_f64() * 1e3,
+            times[times.len() - 1].as_secs_f64() * 1e3
+        );
+    });
+    for t in tasks {
+        t.abort();
+    }
 }

@@ -45,7 +45,10 @@ pub struct HookState {
 pub struct HookServer {
     pub addr: SocketAddr,
     pub state: Arc<HookState>,
-    running: Option<(tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<()>)>,
+    running: Option<(
+        tokio::sync::oneshot::Sender<()>,
+        tokio::task::JoinHandle<()>,
+    )>,
 }
 
 /// Allows everything at once.
@@ -164,7 +167,10 @@ impl HookServer {
             if cond(&self.state.seen.lock().expect("lock")) {
                 return;
             }
-            assert!(Instant::now() < deadline, "hook server: not within 15 s: {what}");
+            assert!(
+                Instant::now() < deadline,
+                "hook server: not within 15 s: {what}"
+            );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }

@@ -17,8 +17,8 @@ mod subscribe;
 pub use group::{GROUP_PUBLISH_OVERHEAD, GroupPublish};
 pub use hello::{Hello, LINK_MAGIC, LINK_VERSION};
 pub use presence::{
-    Device, DeviceOffline, DeviceOnline, MAX_PRESENCE_UIDS, NodeDevice, PresenceQuery, PresenceReply,
-    UserPresence,
+    Device, DeviceOffline, DeviceOnline, MAX_PRESENCE_UIDS, NodeDevice, PresenceQuery,
+    PresenceReply, UserPresence,
 };
 pub use push::BatchPush;
 pub use route::RouteMessage;

@@ -234,7 +234,9 @@ impl Link {
                     let _ = tx.send(r);
                 }
             }
-            Err(e) => tracing::warn!(imr = %self.addr, error = %e, "undecodable PRESENCE_REPLY ignored"),
+            Err(e) => {
+                tracing::warn!(imr = %self.addr, error = %e, "undecodable PRESENCE_REPLY ignored")
+            }
         }
     }
 

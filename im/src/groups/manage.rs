@@ -17,8 +17,18 @@ impl Node {
     }
 
     /// A "group" hook event (when enabled), for a change that was stored.
-    fn group_event(&self, action: &'static str, appid: i64, gid: i64, members: impl FnOnce() -> Vec<i64>) {
-        if let Some(h) = self.hooks.as_ref().filter(|h| h.wants(crate::hooks::EventKind::Group)) {
+    fn group_event(
+        &self,
+        action: &'static str,
+        appid: i64,
+        gid: i64,
+        members: impl FnOnce() -> Vec<i64>,
+    ) {
+        if let Some(h) = self
+            .hooks
+            .as_ref()
+            .filter(|h| h.wants(crate::hooks::EventKind::Group))
+        {
             h.emit(crate::hooks::Event::Group {
                 action,
                 appid,
@@ -50,9 +60,7 @@ impl Node {
             .await?;
         if let Some(gid) = gid {
             self.group_changed(appid, gid);
-            self.group_event("created", appid, gid, || {
-                event_members.unwrap_or_default()
-            });
+            self.group_event("created", appid, gid, || event_members.unwrap_or_default());
         }
         Ok(gid)
     }
@@ -121,7 +129,11 @@ impl Node {
         let u = self.groups.store.set_mute(appid, gid, uid, mute).await?;
         self.group_changed(appid, gid);
         if u == Update::Done {
-            let action = if mute { "member_muted" } else { "member_unmuted" };
+            let action = if mute {
+                "member_muted"
+            } else {
+                "member_unmuted"
+            };
             self.group_event(action, appid, gid, || vec![uid]);
         }
         Ok(u)

@@ -139,7 +139,10 @@ impl Hooks {
     }
 
     fn failed(&self, why: &str) -> Verdict {
-        let n = self.stats.before_failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let n = self
+            .stats
+            .before_failures
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if n.is_power_of_two() || n == 0 {
             tracing::warn!(error = why, failures = n + 1, policy = ?self.cfg.fail, "before-send hook failed");
         }
@@ -175,7 +178,10 @@ mod tests {
         assert!(parse(br#"{"action":"replace"}"#).is_err());
         assert!(parse(br#"{"action":"drop"}"#).is_err());
         assert!(parse(b"not json").is_err());
-        let big = format!(r#"{{"action":"replace","content":"{}"}}"#, "x".repeat(MAX_CONTENT + 1));
+        let big = format!(
+            r#"{{"action":"replace","content":"{}"}}"#,
+            "x".repeat(MAX_CONTENT + 1)
+        );
         assert!(parse(big.as_bytes()).is_err());
     }
 }

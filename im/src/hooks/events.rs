@@ -165,7 +165,10 @@ impl Queue {
             Err(_) => {
                 let d = stats.events_dropped.fetch_add(1, Ordering::Relaxed) + 1;
                 if d.is_power_of_two() {
-                    tracing::warn!(dropped = d, "hook event queue full (--hook-queue): events dropped");
+                    tracing::warn!(
+                        dropped = d,
+                        "hook event queue full (--hook-queue): events dropped"
+                    );
                 }
             }
         }
@@ -219,7 +222,8 @@ impl Target {
     async fn deliver(&mut self, batch: &[String]) -> Result<(), String> {
         match self {
             Target::Http(c) => {
-                let mut body = String::with_capacity(40 + batch.iter().map(|e| e.len() + 1).sum::<usize>());
+                let mut body =
+                    String::with_capacity(40 + batch.iter().map(|e| e.len() + 1).sum::<usize>());
                 body.push_str(r#"{"type":"events","events":["#);
                 for (i, e) in batch.iter().enumerate() {
                     if i > 0 {
@@ -236,7 +240,12 @@ impl Target {
             Target::Redis { conn, key } => {
                 let mut p = redis::pipe();
                 for e in batch {
-                    p.cmd("XADD").arg(&*key).arg("*").arg("event").arg(e).ignore();
+                    p.cmd("XADD")
+                        .arg(&*key)
+                        .arg("*")
+                        .arg("event")
+                        .arg(e)
+                        .ignore();
                 }
                 match tokio::time::timeout(DELIVERY_TIMEOUT, p.query_async::<()>(conn)).await {
                     Ok(r) => r.map_err(|e| e.to_string()),
@@ -311,7 +320,9 @@ async fn run(
         if !matches!(done, Ok(Ok(()))) {
             tracing::warn!(events = left, "hook events not delivered before shutdown");
         } else {
-            stats.events_delivered.fetch_add(left as u64, Ordering::Relaxed);
+            stats
+                .events_delivered
+                .fetch_add(left as u64, Ordering::Relaxed);
         }
     }
 }

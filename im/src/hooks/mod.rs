@@ -49,7 +49,10 @@ pub struct HookConfig {
 pub enum Sink {
     Http,
     /// XADD to `key` on the Redis at `url`.
-    Redis { url: String, key: String },
+    Redis {
+        url: String,
+        key: String,
+    },
 }
 
 impl std::fmt::Debug for HookConfig {
@@ -75,7 +78,11 @@ impl std::fmt::Debug for HookConfig {
     }
 }
 
-fn list<T>(s: Option<String>, parse: impl Fn(&str) -> Option<T>, what: &str) -> Result<Vec<T>, String> {
+fn list<T>(
+    s: Option<String>,
+    parse: impl Fn(&str) -> Option<T>,
+    what: &str,
+) -> Result<Vec<T>, String> {
     let mut out = Vec::new();
     for item in s.as_deref().unwrap_or("").split(',').map(str::trim) {
         if item.is_empty() || item == "none" {
@@ -124,12 +131,21 @@ impl HookConfig {
         }
         let sink = match stream {
             HookStream::Http => Sink::Http,
-            HookStream::Redis => Sink::Redis {
-                url: redis.unwrap_or_else(|| "redis://127.0.0.1:6379".into()),
-                key: stream_key
-                    .filter(|k| !k.is_empty())
-                    .unwrap_or_else(|| "ferry:events".into()),
-            },
+            HookStream::Redis => {
+                let url = redis.unwrap_or_else(|| "redis://127.0.0.1:6379".into());
+                if let Err(e) = redis::Client::open(url.as_str()) {
+                    return Err(format!(
+                        "--hook-redis {}: {e}",
+                        crate::config::redact_url(&url)
+                    ));
+                }
+                Sink::Redis {
+                    url,
+                    key: stream_key
+                        .filter(|k| !k.is_empty())
+                        .unwrap_or_else(|| "ferry:events".into()),
+                }
+            }
         };
         let queue = queue.unwrap_or(100_000);
         if queue == 0 {
@@ -212,14 +228,9 @@ impl Hooks {
         &self,
         shutdown: tokio_util::sync::CancellationToken,
     ) -> Option<tokio::task::JoinHandle<()>> {
-        self.events.as_ref().and_then(|q| {
-            q.start(
-                &self.cfg,
-                self.client.clone(),
-                self.stats.clone(),
-                shutdown,
-            )
-        })
+        self.events
+            .as_ref()
+            .and_then(|q| q.start(&self.cfg, self.client.clone(), self.stats.clone(), shutdown))
     }
 
     /// Whether messages of this kind ask the hook first.
@@ -275,9 +286,14 @@ mod tests {
     #[test]
     fn parses_kinds_and_checks_the_url() {
         assert!(opts(None, None, None, None).expect("ok").is_none());
-        let c = opts(Some("http://h:1/x"), Some("im, room_im"), Some("presence"), None)
-            .expect("ok")
-            .expect("some");
+        let c = opts(
+            Some("http://h:1/x"),
+            Some("im, room_im"),
+            Some("presence"),
+            None,
+        )
+        .expect("ok")
+        .expect("some");
         assert_eq!(c.before, vec![Kind::Im, Kind::RoomIm]);
         assert_eq!(c.events, vec![EventKind::Presence]);
         assert_eq!(c.fail, HookFail::Open);

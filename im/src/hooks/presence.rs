@@ -37,7 +37,9 @@ impl Tracker {
 
 impl Node {
     fn presence_events(&self) -> bool {
-        self.hooks.as_ref().is_some_and(|h| h.wants(EventKind::Presence))
+        self.hooks
+            .as_ref()
+            .is_some_and(|h| h.wants(EventKind::Presence))
     }
 
     /// The user's first connection on this node logged in.
@@ -123,7 +125,9 @@ pub async fn run_timer(node: Arc<Node>) {
                     n.emit_presence(appid, uid, false);
                 }
                 if let Some(h) = &n.hooks {
-                    h.stats.presence_expired.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    h.stats
+                        .presence_expired
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
             });
         }

@@ -26,7 +26,9 @@ pub const MAX_UIDS: usize = 1000;
 fn appid(p: &Params) -> Result<i64, ApiError> {
     let a = p.i64("appid")?;
     if a <= 0 {
-        return Err(ApiError::bad_request("invalid query param: appid (must be positive)"));
+        return Err(ApiError::bad_request(
+            "invalid query param: appid (must be positive)",
+        ));
     }
     Ok(a)
 }
@@ -47,7 +49,9 @@ fn parse_uids(s: Option<&str>) -> Result<Vec<i64>, ApiError> {
             )));
         }
         let uid = item.parse::<i64>().map_err(|_| {
-            ApiError::bad_request(format!("invalid query param: uids ({item:?} is not a decimal i64)"))
+            ApiError::bad_request(format!(
+                "invalid query param: uids ({item:?} is not a decimal i64)"
+            ))
         })?;
         uids.push(uid);
     }

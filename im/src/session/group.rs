@@ -2,8 +2,8 @@
 
 use super::writer::Writer;
 use super::{Authed, Control, Session};
-use crate::hooks::Kind;
 use crate::groups::send::{GroupSend, GroupSendError, group_notify_body};
+use crate::hooks::Kind;
 use crate::node::now_secs;
 use crate::outbox::OutFrame;
 use crate::store::group::{Standing, group_queue};

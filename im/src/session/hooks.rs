@@ -55,7 +55,11 @@ impl Session {
         queue: Option<QueueRef>,
         msgid: Option<i64>,
     ) {
-        if let Some(h) = self.node.hooks.as_ref().filter(|h| h.wants(EventKind::AfterSend))
+        if let Some(h) = self
+            .node
+            .hooks
+            .as_ref()
+            .filter(|h| h.wants(EventKind::AfterSend))
             && let Some(a) = self.authed
         {
             h.emit(Event::AfterSend {

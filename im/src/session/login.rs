@@ -8,9 +8,9 @@ use crate::presence::{DeviceInfo, transport_code};
 use crate::registry::ClientHandle;
 use bytes::Bytes;
 use ferry_common::link::Device;
-use std::sync::Arc;
 use ferry_common::protocol::auth::{AuthToken, PLATFORM_ANDROID, PLATFORM_IOS, encode_status};
 use ferry_common::protocol::command::AUTH_STATUS;
+use std::sync::Arc;
 
 impl Session {
     pub(super) async fn login(&mut self, t: AuthToken, version: u8, w: &mut Writer) -> Control {

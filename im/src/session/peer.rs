@@ -2,9 +2,9 @@
 
 use super::writer::Writer;
 use super::{Authed, Control, Session};
+use crate::hooks::Kind;
 use crate::messaging::PeerSend;
 use crate::node::now_secs;
-use crate::hooks::Kind;
 use crate::outbox::OutFrame;
 use crate::store::{DedupKey, QueueId};
 use ferry_common::protocol::ack::STATUS_INVALID_SENDER;

@@ -2,8 +2,8 @@
 
 use super::writer::Writer;
 use super::{Authed, Control, Session};
-use ferry_common::protocol::ack::{STATUS_INVALID_SENDER, STATUS_MUTED, STATUS_NOT_IN_ROOM};
 use crate::hooks::Kind;
+use ferry_common::protocol::ack::{STATUS_INVALID_SENDER, STATUS_MUTED, STATUS_NOT_IN_ROOM};
 use ferry_common::protocol::realtime::Realtime;
 
 impl Session {
