@@ -175,39 +175,33 @@ async fn a_wrong_signature_is_refused_by_the_hook_and_the_policy_applies() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn timeouts_follow_the_policy_and_block_only_the_sender() {
-    let slow: Rule = Arc::new(|_| (Duration::from_millis(1500), r#"{"action":"allow"}"#.into()));
+    let slow: Rule = Arc::new(|_| (Duration::from_secs(4), r#"{"action":"allow"}"#.into()));
     let hook = HookServer::start(HOOK_SECRET, slow).await;
     let url = hook.url();
-    let open = ImNode::start(&hook_flags(
-        &url,
-        &["--hook-before-send", "im", "--hook-timeout-ms", "300"],
-    ));
-    let closed = ImNode::start(&hook_flags(
-        &url,
-        &[
-            "--hook-before-send",
-            "im",
-            "--hook-timeout-ms",
-            "300",
-            "--hook-fail",
-            "closed",
-        ],
-    ));
+    let timeout = ["--hook-before-send", "im", "--hook-timeout-ms", "1500"];
+    let open = ImNode::start(&hook_flags(&url, &timeout));
+    let mut closed_flags = timeout.to_vec();
+    closed_flags.extend(["--hook-fail", "closed"]);
+    let closed = ImNode::start(&hook_flags(&url, &closed_flags));
 
     let c1 = login(open.tcp, 1, IOS, "d1").await;
     let other = login(open.tcp, 3, IOS, "d3").await;
     let started = Instant::now();
-    let (ack, rtt) = tokio::join!(c1.send_im(2, "open", 1), async {
-        // Another connection is served while the sender waits for the hook.
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        other.ping().await.expect("ping")
-    });
-    let ack = ack.expect("ack");
-    assert!(ack.is_ok(), "fail open delivers: {ack:?}");
-    assert!(started.elapsed() >= Duration::from_millis(300));
+    let send = tokio::spawn(async move { c1.send_im(2, "open", 1).await });
+    // While the sender waits for the hook, another connection is served.
+    hook.wait("the before-send request", |s| s.before.len() == 1)
+        .await;
+    other.ping().await.expect("ping");
     assert!(
-        rtt < Duration::from_millis(250),
-        "ping took {rtt:?} while a hook call was pending"
+        !send.is_finished(),
+        "the ping was answered only after the pending hook call"
+    );
+    let ack = send.await.expect("join").expect("ack");
+    assert!(ack.is_ok(), "fail open delivers: {ack:?}");
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(1500) && took < Duration::from_secs(4),
+        "the timeout decided, after {took:?}"
     );
 
     let c1 = login(closed.tcp, 1, IOS, "d1").await;
