@@ -36,8 +36,9 @@ use tokio_util::sync::CancellationToken;
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// A write to an im that makes no progress for this long drops the link.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
-/// Body limit before the handshake: a HELLO (magic, version, u16 secret).
-const HELLO_MAX_BODY: usize = 8 + u16::MAX as usize;
+/// Body limit before the handshake: a HELLO (magic, version, u16-length
+/// secret, u16-length node name).
+const HELLO_MAX_BODY: usize = 10 + 2 * u16::MAX as usize;
 /// Write buffers that grew past this are released after use.
 const KEEP_WRITE_BUF: usize = 1 << 20;
 

@@ -31,7 +31,7 @@ pub struct Device {
     /// The connection id, unique on its im node.
     pub conn: u64,
     pub platform: u8,
-    /// Transport code (the im defines the names: 1 tcp, 2 ws, 3 tls, 4 wss).
+    /// Transport code (the im defines the names: 1 tcp, 2 tls, 3 ws, 4 wss).
     pub transport: u8,
     /// Unix seconds of the login.
     pub since: i64,
