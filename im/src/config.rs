@@ -539,6 +539,34 @@ mod tests {
     }
 
     #[test]
+    fn hook_and_presence_keys_come_from_the_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("im.toml");
+        std::fs::write(
+            &path,
+            "hook_url = \"http://127.0.0.1:9/h\"\nhook_fail = \"closed\"\nhook_before_send = \"im,room_im\"\nhook_events = \"presence\"\npresence_grace = 2\nnode_name = \"n1\"\n",
+        )
+        .expect("write");
+        let cfg = ImOptions {
+            config: Some(path),
+            hook_timeout_ms: Some(50),
+            ..Default::default()
+        }
+        .resolve()
+        .expect("valid");
+        let h = cfg.hooks.expect("hooks");
+        assert_eq!(h.fail, HookFail::Closed);
+        assert_eq!(h.timeout, Duration::from_millis(50));
+        assert_eq!(h.before.len(), 2);
+        assert_eq!(cfg.presence_grace, Duration::from_secs(2));
+        assert_eq!(cfg.node_name, "n1");
+        // Without hooks the default node name still names the client port.
+        let cfg = ImOptions::default().resolve().expect("valid");
+        assert!(cfg.hooks.is_none());
+        assert!(cfg.node_name.ends_with(":23000"), "{}", cfg.node_name);
+    }
+
+    #[test]
     fn public_http_needs_api_token() {
         let o = ImOptions {
             http_listen: Some("0.0.0.0:6666".parse().expect("addr")),
