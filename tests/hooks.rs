@@ -485,6 +485,17 @@ async fn presence_across_two_nodes_and_two_imrs() {
         assert_eq!(p.iter().filter(|o| !**o).count(), 1, "{p:?}");
     });
 
+    // An imr restart loses its tables; the ims' reconnect snapshot restores
+    // the devices.
+    let mut imr1 = imr1;
+    tokio::task::block_in_place(|| {
+        imr1.restart();
+        support::wait_until("uid 1's devices back after the imr restart", || {
+            http_get(node_a.http, &format!("/users/online?appid={APPID}&uids=1"))
+                .contains(r#""connections":2"#)
+        });
+    });
+
     // An imr that does not answer is a 503 naming it, not a wrong answer.
     drop(imr1);
     let (status, body) = tokio::task::block_in_place(|| {

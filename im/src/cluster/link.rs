@@ -523,6 +523,93 @@ mod tests {
             .collect()
     }
 
+    fn device(conn: u64) -> Device {
+        Device {
+            conn,
+            platform: 1,
+            transport: 1,
+            since: 0,
+            device_id: Bytes::from_static(b"d"),
+        }
+    }
+
+    #[test]
+    fn devices_are_resent_on_connect_and_dropped_frames_do_not_replay() {
+        let l = Link::new(0, "127.0.0.1:1".into(), Bytes::new(), Bytes::new(), 1 << 20);
+        // Down: nothing queued, but remembered for the snapshot.
+        l.device_add(7, 1, device(10));
+        l.device_add(7, 2, device(11));
+        assert!(queued(&l).is_empty());
+        let (_, n) = l.connect_snapshot();
+        assert_eq!(n, 2);
+        l.device_remove(7, 1, 10);
+        l.device_add(7, 3, device(12));
+        assert_eq!(queued(&l), vec![DEVICE_OFFLINE, DEVICE_ONLINE]);
+        // A drop discards them; the next snapshot holds the final state.
+        l.disconnected();
+        assert!(queued(&l).is_empty());
+        let (snap, n) = l.connect_snapshot();
+        assert_eq!(n, 2);
+        let mut buf = BytesMut::from(&snap[..]);
+        let mut conns = Vec::new();
+        while let Ok(Some(f)) = ferry_common::protocol::split_frame(&mut buf, MAX_LINK_BODY) {
+            assert_eq!(f.cmd, DEVICE_ONLINE);
+            conns.push(DeviceOnline::decode(f.body).expect("device").device.conn);
+        }
+        conns.sort_unstable();
+        assert_eq!(conns, vec![11, 12]);
+        // Removing an unknown connection sends nothing.
+        l.device_remove(7, 9, 99);
+        assert!(queued(&l).is_empty());
+    }
+
+    #[tokio::test]
+    async fn presence_queries_fail_fast_when_down_and_on_a_drop() {
+        let l = Arc::new(Link::new(
+            0,
+            "127.0.0.1:1".into(),
+            Bytes::new(),
+            Bytes::new(),
+            1 << 20,
+        ));
+        let r = l.query_presence(7, vec![1], Duration::from_secs(5)).await;
+        assert_eq!(r.unwrap_err(), QueryError::Down);
+        l.up.store(true, Ordering::Relaxed);
+        let q = tokio::spawn({
+            let l = l.clone();
+            async move { l.query_presence(7, vec![1], Duration::from_secs(5)).await }
+        });
+        while l.pending_lock().is_empty() {
+            tokio::task::yield_now().await;
+        }
+        l.disconnected();
+        assert_eq!(q.await.expect("join").unwrap_err(), QueryError::Lost);
+        // A reply completes the waiting query.
+        l.up.store(true, Ordering::Relaxed);
+        let q = tokio::spawn({
+            let l = l.clone();
+            async move { l.query_presence(7, vec![1], Duration::from_secs(5)).await }
+        });
+        let id = loop {
+            if let Some(id) = l.pending_lock().keys().next().copied() {
+                break id;
+            }
+            tokio::task::yield_now().await;
+        };
+        l.on_presence_reply(
+            PresenceReply {
+                id,
+                nodes: vec!["n".into()],
+                users: vec![],
+            }
+            .encode(),
+        );
+        assert_eq!(
+            q.await.expect("join").expect("reply").nodes,
+            vec!["n".to_string()]
+        );
+    }
+
     #[test]
     fn subscription_frames_do_not_outlive_a_drop() {
         let l = Link::new(0, "127.0.0.1:1".into(), Bytes::new(), Bytes::new(), 1 << 20);
