@@ -144,6 +144,8 @@ async fn before_send_allows_rejects_and_replaces() {
             (Some(APPID), Some(1), Some(2))
         );
         assert_eq!(s.before[3]["kind"], "room_im");
+        // One sender's sequential calls reuse one pooled connection.
+        assert_eq!(s.peers.len(), 1, "keep-alive: {:?}", s.peers);
     });
     let n = &node;
     tokio::task::block_in_place(|| {

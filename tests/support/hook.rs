@@ -5,7 +5,7 @@
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -27,6 +27,8 @@ pub struct Seen {
     pub batches: Vec<Vec<Value>>,
     pub good_signatures: u64,
     pub bad_signatures: u64,
+    /// Client addresses seen: one per TCP connection the im opened.
+    pub peers: std::collections::HashSet<SocketAddr>,
 }
 
 impl Seen {
@@ -75,7 +77,13 @@ fn signature_ok(secret: &[u8], headers: &HeaderMap, body: &[u8]) -> bool {
     mac.verify_slice(&given).is_ok()
 }
 
-async fn handle(State(s): State<Arc<HookState>>, headers: HeaderMap, body: Bytes) -> Response {
+async fn handle(
+    State(s): State<Arc<HookState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    s.seen.lock().expect("lock").peers.insert(peer);
     if !signature_ok(&s.secret, &headers, &body) {
         s.seen.lock().expect("lock").bad_signatures += 1;
         return (StatusCode::UNAUTHORIZED, "bad signature").into_response();
@@ -150,11 +158,14 @@ impl HookServer {
             .with_state(self.state.clone());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    let _ = rx.await;
-                })
-                .await;
+            let _ = axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(async {
+                let _ = rx.await;
+            })
+            .await;
         });
         self.running = Some((tx, task));
     }
