@@ -1,6 +1,11 @@
 //! Log setup: readable text by default, JSON for machines; filters from
 //! RUST_LOG (e.g. `RUST_LOG=info,ferry_im::session=debug`).
+//!
+//! Colour only on a terminal: escape codes in a journal, a file or a pipe
+//! are noise, so text logs are plain unless stderr is a tty, and `NO_COLOR`
+//! (any non-empty value, <https://no-color.org>) turns colour off anyway.
 
+use std::io::IsTerminal;
 use tracing_subscriber::EnvFilter;
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -9,13 +14,43 @@ pub enum LogFormat {
     Json,
 }
 
+/// Without RUST_LOG: our own INFO lines, but only warnings from the
+/// embedded store's crates, whose INFO lines (journal recovery, segment
+/// rotation) say nothing an operator acts on.
+const DEFAULT_FILTER: &str = "info,fjall=warn,lsm_tree=warn,value_log=warn";
+
 pub fn init(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
+    let ansi = colour(
+        std::io::stderr().is_terminal(),
+        std::env::var_os("NO_COLOR").as_deref(),
+    );
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// Colour when stderr is a terminal and `NO_COLOR` is unset or empty.
+fn colour(stderr_is_tty: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+    stderr_is_tty && no_color.is_none_or(|v| v.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::colour;
+    use std::ffi::OsStr;
+
+    #[test]
+    fn colour_only_on_a_terminal_without_no_color() {
+        assert!(colour(true, None));
+        assert!(colour(true, Some(OsStr::new(""))));
+        assert!(!colour(true, Some(OsStr::new("1"))));
+        assert!(!colour(false, None));
     }
 }

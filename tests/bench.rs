@@ -142,7 +142,10 @@ fn group_scenario_creates_its_group_or_explains_why_not() {
     let im = Im::start(&[]);
     let mut common = target_args(&im);
     common.extend(["--http".to_string(), im.http.to_string()]);
-    let mut args = vec!["group", "-s", "2", "-r", "5", "-n", "20"];
+    let dir = tempfile::tempdir().expect("tempdir");
+    let json = dir.path().join("group.json");
+    let json_s = json.display().to_string();
+    let mut args = vec!["group", "-s", "2", "-r", "5", "-n", "20", "--json", &json_s];
     args.extend(common.iter().map(String::as_str));
     let out = bench(&args);
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -155,6 +158,16 @@ fn group_scenario_creates_its_group_or_explains_why_not() {
     } else {
         let stdout = assert_clean(&out, "group");
         assert!(stdout.contains("200 of 200"), "{stdout}");
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&json).expect("group json"))
+                .expect("json");
+        assert_eq!(v["scenario"], "group", "{v}");
+        assert_eq!(v["summary"]["delivered"].as_u64(), Some(200), "{v}");
+        assert_eq!(
+            v["summary"]["ack_latency"]["samples"].as_u64(),
+            Some(40),
+            "{v}"
+        );
     }
 }
 
@@ -230,4 +243,80 @@ fn cross_node_variants_run_through_the_router() {
     assert!(out.contains("40 of 40"), "{out}");
     let out = run_scenario(&["room", "-s", "1", "-r", "4", "-n", "20"], &common);
     assert!(out.contains("80 of 80"), "{out}");
+}
+
+/// `--json` writes the run (config, per-second series, latency
+/// distribution) and `ferry bench plot` overlays two runs in one SVG.
+#[test]
+fn json_runs_plot_as_one_svg() {
+    let im = Im::start(&[]);
+    let common = target_args(&im);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut files = Vec::new();
+    for (i, n) in ["200", "100"].iter().enumerate() {
+        let file = dir.path().join(format!("run{i}.json"));
+        let f = file.display().to_string();
+        run_scenario(&["peer", "-c", "2", "-n", n, "--json", &f], &common);
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&file).expect("json written"))
+                .expect("valid json");
+        assert_eq!(v["scenario"], "peer", "{v}");
+        assert_eq!(v["config"]["connections"], 2, "{v}");
+        let expected = 2 * n.parse::<u64>().expect("n");
+        assert_eq!(v["summary"]["messages"].as_u64(), Some(expected), "{v}");
+        assert_eq!(v["latency"]["samples"].as_u64(), Some(expected), "{v}");
+        let q = v["latency"]["quantiles"].as_array().expect("quantiles");
+        assert!(q.len() >= 5, "{v}");
+        // Quantile values never decrease.
+        let us: Vec<u64> = q.iter().map(|p| p[1].as_u64().expect("µs")).collect();
+        assert!(us.windows(2).all(|w| w[0] <= w[1]), "{us:?}");
+        let counted: u64 = v["latency"]["histogram"]
+            .as_array()
+            .expect("histogram")
+            .iter()
+            .map(|b| b[1].as_u64().expect("count"))
+            .sum();
+        assert_eq!(counted, expected, "{v}");
+        assert!(v["series"].is_array(), "{v}");
+        files.push(f);
+    }
+    let svg = dir.path().join("ab.svg");
+    let svg_s = svg.display().to_string();
+    let out = bench(&["plot", &files[0], &files[1], "-o", &svg_s]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(&svg).expect("svg written");
+    assert!(text.starts_with("<svg") && text.trim_end().ends_with("</svg>"));
+    assert!(text.contains("peer -c 2 -n 200") && text.contains("peer -c 2 -n 100"));
+    assert!(text.matches("<polyline").count() >= 2, "{text}");
+
+    // The room scenario records its deliveries the same way.
+    let room = dir.path().join("room.json");
+    let room_s = room.display().to_string();
+    run_scenario(
+        &["room", "-s", "1", "-r", "3", "-n", "20", "--json", &room_s],
+        &common,
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&room).expect("room json")).expect("json");
+    assert_eq!(
+        (v["scenario"].as_str(), v["unit"].as_str()),
+        (Some("room"), Some("deliveries/s"))
+    );
+    assert_eq!(v["summary"]["delivered"].as_u64(), Some(60), "{v}");
+    assert_eq!(v["latency"]["samples"].as_u64(), Some(60), "{v}");
+
+    // A file that is not a run: a clear error, no SVG.
+    let bad = dir.path().join("bad.json");
+    std::fs::write(&bad, "{}").expect("write");
+    let out = bench(&["plot", &bad.display().to_string(), "-o", &svg_s]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("is not a `ferry bench --json` file"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

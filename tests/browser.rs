@@ -7,6 +7,7 @@
 //! FERRY_REQUIRE_BROWSER is unset; `.ci/run` installs Chromium and sets it.
 
 mod support;
+mod wire;
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
@@ -17,6 +18,7 @@ use support::Im;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use wire::Raw;
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -251,6 +253,24 @@ impl Page {
         .await;
     }
 
+    /// Waits (in the page, bounded) until the JS expression `cond` is truthy;
+    /// returns its value. Conditions are re-checked every 50 ms in the page.
+    async fn wait_js(&mut self, cond: &str) -> Value {
+        self.eval(&format!(
+            "new Promise((resolve, reject) => {{
+                const t0 = Date.now();
+                const check = () => {{
+                    let v; try {{ v = ({cond}); }} catch (e) {{ v = undefined; }}
+                    if (v) resolve(v);
+                    else if (Date.now() - t0 > 15000) reject(new Error('timed out waiting for: ' + {cond:?}));
+                    else setTimeout(check, 50);
+                }};
+                check();
+            }})"
+        ))
+        .await
+    }
+
     /// Waits (in the page) for a log line containing `text`; returns it.
     async fn wait_for(&mut self, text: &str) -> String {
         let v = self.eval(&format!("demo.waitFor({text:?}, 15000)")).await;
@@ -271,7 +291,9 @@ async fn two_browser_pages_chat_through_ferry() {
     };
     let im = Im::start(&["--dev-tokens"]);
     let browser = Browser::start(&bin);
-    let url = format!("http://{}/demo", im.http);
+    // Where the README sends people: the WebSocket listener (browsers
+    // refuse the HTTP port 6666).
+    let url = format!("http://{}/demo", im.ws);
     let mut a = browser.open(&url).await;
     let mut b = browser.open(&url).await;
     a.login(1).await;
@@ -324,4 +346,172 @@ fn dev_token_endpoint_exists_only_with_the_flag() {
     assert_eq!(body, "not found");
     let page = rt.block_on(http_get(im.http.port(), "/demo"));
     assert!(page.contains(&format!("const WS_PORT = \"{}\"", im.ws.port())));
+    // On the WebSocket listener the page connects back to where it came from.
+    let body = rt.block_on(http_get(im.ws.port(), "/dev/token?uid=1"));
+    assert_eq!(body, "not found");
+    let page = rt.block_on(http_get(im.ws.port(), "/demo"));
+    assert!(page.contains("const WS_PORT = \"\""), "{page}");
+}
+
+/// 6665–6669 are on Chromium's (and Firefox's) blocked-port list: a page on
+/// ferry's default HTTP port 6666 cannot be opened at all, which is why the
+/// pages live on the WebSocket listener (default 13891, not blocked).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browsers_refuse_the_http_port_but_load_pages_from_the_ws_port() {
+    let Some(bin) = find_chromium() else {
+        if std::env::var_os("FERRY_REQUIRE_BROWSER").is_some() {
+            panic!("FERRY_REQUIRE_BROWSER is set but no chromium is installed");
+        }
+        eprintln!("SKIPPED: chromium not installed");
+        return;
+    };
+    let browser = Browser::start(&bin);
+    let im = Im::start(&["--dev-tokens"]);
+    let mut page = browser.open("about:blank").await;
+    // The browser refuses before connecting, so no listener is needed.
+    let r = page
+        .0
+        .call(
+            "Page.navigate",
+            json!({ "url": "http://127.0.0.1:6666/demo" }),
+        )
+        .await;
+    assert_eq!(r["errorText"], json!("net::ERR_UNSAFE_PORT"), "{r}");
+    let mut demo = browser.open(&format!("http://{}/demo", im.ws)).await;
+    let ws_url = demo.eval("document.getElementById('url').value").await;
+    assert_eq!(ws_url, json!(format!("ws://{}/ws", im.ws)));
+}
+
+const ADMIN_TOKEN: &str = "admin-console-token";
+
+/// The admin console as a newcomer meets it: opened from the WebSocket
+/// port, it asks for the API token once, then shows live charts of real
+/// traffic (non-zero after some), the rooms table and a user lookup that
+/// finds a connected client. A screenshot is saved in the temp dir and must
+/// not be blank.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_console_shows_live_traffic_and_finds_a_user() {
+    let Some(bin) = find_chromium() else {
+        if std::env::var_os("FERRY_REQUIRE_BROWSER").is_some() {
+            panic!("FERRY_REQUIRE_BROWSER is set but no chromium is installed");
+        }
+        eprintln!("SKIPPED: chromium not installed");
+        return;
+    };
+    let im = Im::start(&["--api-token", ADMIN_TOKEN]);
+    let browser = Browser::start(&bin);
+    let mut page = browser.open(&format!("http://{}/admin", im.ws)).await;
+    // No token yet: the node answers 401 and the page asks for one.
+    page.wait_js("document.getElementById('auth').style.display === 'block'")
+        .await;
+    page.eval(&format!(
+        "document.getElementById('token').value = {ADMIN_TOKEN:?};
+         document.getElementById('savetoken').click();"
+    ))
+    .await;
+    page.wait_js("admin.polls > 0 && document.getElementById('auth').style.display === 'none'")
+        .await;
+
+    // Traffic: two TCP clients, one in a room, uid 1 writing to uid 2 until
+    // the page has charted it (each round waits for the page's next poll).
+    let mut a = Raw::login(im.tcp, 1, "a", 2).await;
+    let mut b = Raw::login(im.tcp, 2, "b", 2).await;
+    b.enter_room(9).await;
+    let mut sent = 0;
+    let charted = "Math.max(0, ...(admin.series.frames_in || [])) > 0 \
+         && Math.max(0, ...(admin.series.stored || [])) > 0 \
+         && Math.max(0, ...(admin.series.logins || [])) > 0 \
+         && (admin.series.conn_tcp || []).at(-1) >= 2";
+    loop {
+        sent += 1;
+        a.im(1, 2, sent, "traffic for the console").await;
+        let polls = page.eval("admin.polls").await;
+        let done = page
+            .wait_js(&format!(
+                "admin.polls > {polls} && ({charted} ? 'yes' : 'no')"
+            ))
+            .await;
+        if done == json!("yes") {
+            break;
+        }
+        assert!(sent < 30, "the console never charted the traffic");
+    }
+    for chart in ["frames", "stored", "connections", "logins"] {
+        let max = page
+            .eval(&format!(
+                "Number(document.getElementById('chart-{chart}').dataset.max)"
+            ))
+            .await;
+        assert!(max.as_f64().is_some_and(|m| m > 0.0), "{chart}: {max}");
+    }
+    let rooms = page
+        .wait_js("document.getElementById('rooms').innerText.includes('9') && document.getElementById('rooms').innerText")
+        .await;
+    assert!(rooms.as_str().is_some_and(|r| r.contains('1')), "{rooms}");
+
+    // User lookup, typed into the form.
+    page.eval(
+        "document.getElementById('appid').value = '7';
+         document.getElementById('uid').value = '2';
+         document.getElementById('lookup').click();",
+    )
+    .await;
+    let text = page
+        .wait_js("document.getElementById('user').innerText.includes('queue head') && document.getElementById('user').innerText")
+        .await;
+    let text = text.as_str().expect("lookup text");
+    assert!(text.contains("online"), "{text}");
+    assert!(text.contains(&format!("queue head {sent}")), "{text}");
+    assert!(text.contains("tcp"), "{text}");
+    let u = page.eval("admin.lookup(2, 7)").await;
+    assert_eq!(u["nodes"][0]["connections"][0]["transport"], "tcp", "{u}");
+
+    // Screenshot: saved, then decoded by the browser and checked for content.
+    let shot = page
+        .0
+        .call("Page.captureScreenshot", json!({ "format": "png" }))
+        .await;
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let png = b64
+        .decode(shot["data"].as_str().expect("screenshot data"))
+        .expect("base64 png");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("admin.png");
+    std::fs::write(&file, &png).expect("save screenshot");
+    let saved = b64.encode(std::fs::read(&file).expect("read screenshot"));
+    let stats = page
+        .eval(&format!(
+            "new Promise((resolve, reject) => {{
+                const img = new Image();
+                img.onload = () => {{
+                    const c = document.createElement('canvas');
+                    c.width = img.width; c.height = img.height;
+                    const g = c.getContext('2d');
+                    g.drawImage(img, 0, 0);
+                    const d = g.getImageData(0, 0, c.width, c.height).data;
+                    const counts = new Map();
+                    for (let i = 0; i < d.length; i += 4) {{
+                        const k = (d[i] << 16) | (d[i + 1] << 8) | d[i + 2];
+                        counts.set(k, (counts.get(k) || 0) + 1);
+                    }}
+                    const top = Math.max(...counts.values());
+                    resolve({{ w: c.width, h: c.height, colours: counts.size, other: 1 - top / (d.length / 4) }});
+                }};
+                img.onerror = () => reject(new Error('screenshot does not decode'));
+                img.src = 'data:image/png;base64,{saved}';
+            }})"
+        ))
+        .await;
+    assert!(stats["w"].as_u64() > Some(100), "{stats}");
+    assert!(
+        stats["colours"].as_u64() > Some(20),
+        "blank screenshot? {stats}"
+    );
+    assert!(
+        stats["other"].as_f64() > Some(0.05),
+        "blank screenshot? {stats}"
+    );
+    eprintln!("admin console screenshot: {} ({stats})", file.display());
+    drop(b);
 }

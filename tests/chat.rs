@@ -1,6 +1,7 @@
-//! `ferry chat` as a real process with piped stdin/stdout against a real
-//! `ferry im`: history at login, sending with `@uid`, ACKs, live receive,
-//! rooms, clean exit at end of input.
+//! `ferry chat` as a real process against a real `ferry im`: with piped
+//! stdin/stdout (history at login, sending with `@uid`, ACKs, live receive,
+//! rooms, clean exit at end of input), and as a person uses it, in a
+//! pseudo-terminal (util-linux `script` allocates it), two users at once.
 
 mod support;
 mod wire;
@@ -22,9 +23,28 @@ struct Chat {
 
 impl Chat {
     fn start(args: &[&str]) -> Chat {
-        let mut child = Command::new(ferry_bin())
-            .arg("chat")
-            .args(args)
+        let mut cmd = Command::new(ferry_bin());
+        cmd.arg("chat").args(args);
+        Chat::spawn(cmd)
+    }
+
+    /// `ferry chat` on a pseudo-terminal, as typed into by a person: the
+    /// terminal echoes what is typed, and output lines end in CR LF.
+    fn start_tty(args: &[&str]) -> Chat {
+        let quoted: Vec<String> = std::iter::once(ferry_bin())
+            .chain(["chat"])
+            .chain(args.iter().copied())
+            .map(|a| format!("'{}'", a.replace('\'', "'\\''")))
+            .collect();
+        let mut cmd = Command::new("script");
+        // -q quiet, -f flush at once, -e child's exit code, -c command;
+        // the typescript goes nowhere.
+        cmd.args(["-qfec", &quoted.join(" "), "/dev/null"]);
+        Chat::spawn(cmd)
+    }
+
+    fn spawn(mut cmd: Command) -> Chat {
+        let mut child = cmd
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -35,7 +55,7 @@ impl Chat {
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
+                if tx.send(line.trim_end_matches('\r').to_string()).is_err() {
                     break;
                 }
             }
@@ -139,4 +159,82 @@ fn chat_mints_its_token_from_uid_and_secret() {
     let server = im.tcp.to_string();
     let mut chat = Chat::start(&["--server", &server, "--uid", "42", "--jwt-secret", SECRET]);
     chat.expect("logged in as uid 42 (appid 7)");
+}
+
+/// Two people chatting in terminals, the way the issue reported it: a reply
+/// that arrives while both are online prints live (`2: text`, not
+/// `[history] 2: text`), one's own message never comes back as incoming,
+/// the user's second device shows it as `me -> 2: text`, and `--uid` finds
+/// the secret in the server's data dir like `ferry token --data-dir`.
+#[test]
+fn two_people_chat_live_in_terminals() {
+    let im = Im::start(&[]);
+    // What `ferry im` keeps when started without --jwt-secret (the harness
+    // gives it the same secret on the command line).
+    std::fs::write(im.dir.join("jwt_secret"), SECRET).expect("write secret");
+    let server = im.tcp.to_string();
+    let dir = im.dir.display().to_string();
+    let start = |uid: &str, device: &str| {
+        let mut c = Chat::start_tty(&[
+            "--server",
+            &server,
+            "--uid",
+            uid,
+            "--data-dir",
+            &dir,
+            "--device",
+            device,
+        ]);
+        c.expect(&format!("logged in as uid {uid}"));
+        // The first sync is over: from here on everything is live. (A
+        // device whose first sync is still running when its user sends from
+        // another device starts from the key that device stored.)
+        c.expect("live from here");
+        c
+    };
+    let mut alice = start("1", "laptop");
+    let mut bob = start("2", "laptop");
+
+    alice.type_line("@2 hi bob");
+    alice.expect("ack @2 #1");
+    assert_eq!(bob.expect("hi bob"), "1: hi bob");
+
+    // Alice's own message advanced her queue, so this push makes her client
+    // sync: it must still print live, and her own message must not reappear.
+    bob.type_line("@1 hi alice");
+    bob.expect("ack @1 #1");
+    assert_eq!(alice.expect(": hi alice"), "2: hi alice");
+    alice.type_line("@2 how are you");
+    alice.expect("ack @2 #2");
+    assert_eq!(bob.expect(": how are you"), "1: how are you");
+    bob.type_line("@1 fine");
+    assert_eq!(alice.expect(": fine"), "2: fine");
+    // Each saw the other's lines (above); now check nothing else came back.
+    for (who, c, own) in [
+        ("alice", &alice, ["1: hi bob", "1: how are you"]),
+        ("bob", &bob, ["2: hi alice", "2: fine"]),
+    ] {
+        let wrong: Vec<_> = c
+            .seen
+            .iter()
+            .filter(|l| {
+                l.contains("[history]") || l.starts_with("me -> ") || own.contains(&l.as_str())
+            })
+            .collect();
+        assert!(
+            wrong.is_empty(),
+            "{who} printed {wrong:?}; all: {:#?}",
+            c.seen
+        );
+    }
+
+    // Alice's phone (a second device of uid 1): what she sends from the
+    // laptop shows there as hers; bob's messages reach both devices live.
+    let mut phone = start("1", "phone");
+    alice.type_line("@2 from the laptop");
+    alice.expect("ack @2 #3");
+    assert_eq!(phone.expect("from the laptop"), "me -> 2: from the laptop");
+    bob.type_line("@1 to both");
+    assert_eq!(phone.expect("to both"), "2: to both");
+    assert_eq!(alice.expect(": to both"), "2: to both");
 }

@@ -100,3 +100,67 @@ async fn json_logs_hold_no_secrets() {
     }
     assert!(text.contains("login failed"), "{text}");
 }
+
+/// Out of the box (no RUST_LOG, stderr a file): no colour codes, none of
+/// the embedded store's INFO lines (also not when it recovers at the next
+/// start), and one line per start naming every listener and the browser
+/// address of the pages.
+#[test]
+fn default_logs_are_plain_quiet_and_say_where_ferry_listens() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = dir.path().join("im.log");
+    let tcp = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let ws = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    for _ in 0..2 {
+        let mut child = Command::new(ferry_bin())
+            .args(["im", "--jwt-secret", SECRET])
+            .arg("--data-dir")
+            .arg(dir.path())
+            .args(["--listen", &tcp.to_string()])
+            .args(["--http-listen", &http.to_string()])
+            .args(["--ws-listen", &ws.to_string()])
+            .env_remove("RUST_LOG")
+            .env_remove("NO_COLOR")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&log)
+                    .expect("log"),
+            )
+            .spawn()
+            .expect("spawn");
+        wait_listening(ws, &mut child, "ferry im ws");
+        wait_listening(http, &mut child, "ferry im http");
+        Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(child.wait().expect("wait").success());
+    }
+    let text = std::fs::read_to_string(&log).expect("read log");
+    assert!(!text.contains('\x1b'), "colour codes in a file:\n{text}");
+    for noisy in ["fjall::", "lsm_tree::", "value_log::"] {
+        assert!(!text.contains(noisy), "store chatter ({noisy}):\n{text}");
+    }
+    let started: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("ferry im started"))
+        .collect();
+    assert_eq!(started.len(), 2, "{text}");
+    for want in [
+        format!("clients tcp {tcp}"),
+        format!("websocket ws://{ws}/ws"),
+        format!("http api {http}"),
+        format!("browser pages http://{ws}/demo and /admin"),
+    ] {
+        assert!(
+            started[0].contains(&want),
+            "{want:?} missing in {}",
+            started[0]
+        );
+    }
+}

@@ -105,6 +105,8 @@ fn peer_push(c: &mut Criterion) {
             conn: 1,
             device_id: 0,
             online: true,
+            transport: ferry_im::metrics::Transport::Tcp,
+            platform: 3,
             outbox: outbox.clone(),
             info: ferry_im::presence::DeviceInfo::test(),
         },

@@ -84,7 +84,7 @@ pub struct ImOptions {
     /// disconnected [default: 4194304].
     #[arg(long, env = "FERRY_OUTBOX_BYTES")]
     pub outbox_bytes: Option<usize>,
-    /// Serve `/dev/token?uid=N` on the HTTP port for the web demo (JWT auth
+    /// Serve `/dev/token?uid=N` on the HTTP and WebSocket ports for the web demo (JWT auth
     /// only). Development only: anyone reaching the port can log in as anyone.
     #[arg(long, env = "FERRY_DEV_TOKENS", num_args = 0..=1, default_missing_value = "true")]
     pub dev_tokens: Option<bool>,

@@ -9,6 +9,7 @@ pub mod connection;
 #[path = "../../common/tests/fuzz_engine/mod.rs"]
 mod fuzz_engine;
 pub mod groups;
+pub mod history;
 pub mod hooks;
 pub mod http;
 pub mod limits;

@@ -53,7 +53,7 @@ static APPEND_ENTRIES: Histogram = Histogram::new();
 static APPEND_ERRORS: AtomicU64 = AtomicU64::new(0);
 
 /// Upper bounds of the latency buckets, in microseconds.
-const LATENCY_BOUNDS_US: [u64; 12] = [
+pub const LATENCY_BOUNDS_US: [u64; 12] = [
     100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 1_000_000,
 ];
 /// Upper bounds of the entries-per-append buckets.
@@ -130,6 +130,23 @@ impl Drop for OpenConnection {
     }
 }
 
+/// Open connections now, indexed like [`Transport::ALL`].
+pub fn open_connections() -> [u64; 4] {
+    std::array::from_fn(|i| OPEN[i].load(Ordering::Relaxed))
+}
+
+/// Frames received (`incoming`) or written, per command byte, since start.
+pub fn frames_by_command(incoming: bool) -> [u64; 256] {
+    let arr = if incoming { &FRAMES_IN } else { &FRAMES_OUT };
+    std::array::from_fn(|i| arr[i].load(Ordering::Relaxed))
+}
+
+/// The append-latency histogram's buckets (µs, [`LATENCY_BOUNDS_US`] plus
+/// overflow), not cumulative, since start.
+pub fn append_latency_buckets() -> [u64; 13] {
+    std::array::from_fn(|i| APPEND_SECONDS.buckets[i].load(Ordering::Relaxed))
+}
+
 /// Records why a connection ended.
 pub fn disconnect(reason: &'static str) {
     let mut d = DISCONNECTS.lock().unwrap_or_else(|e| e.into_inner());
@@ -182,6 +199,12 @@ pub fn render(node: &Node) -> String {
         "ferry_authenticated_connections",
         "Logged-in connections on this node.",
         authed as u64,
+    );
+    counter(
+        &mut o,
+        "ferry_logins_total",
+        "Successful logins (AUTH_TOKEN accepted).",
+        Stats::get(&node.stats.logins),
     );
     let (rooms, _) = node.rooms.totals(None);
     gauge(
@@ -419,7 +442,7 @@ fn frames(o: &mut String, name: &str, text: &str, arr: &[AtomicU64; 256]) {
 }
 
 /// Command names from the spec (numbers for anything unnamed).
-fn command_name(cmd: u8) -> String {
+pub fn command_name(cmd: u8) -> String {
     match ferry_common::protocol::command::name(cmd) {
         "unknown" => cmd.to_string(),
         name => name.to_string(),

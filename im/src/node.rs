@@ -28,6 +28,8 @@ pub struct Stats {
     pub auth_timeouts: AtomicU64,
     /// Connections closed for exceeding `--max-frames-per-sec`.
     pub rate_limited: AtomicU64,
+    /// Successful logins (AUTH_TOKEN accepted), for the admin console.
+    pub logins: AtomicU64,
 }
 
 impl Stats {
@@ -66,6 +68,10 @@ pub struct Node {
     pub hooks: Option<crate::hooks::Hooks>,
     /// Users waiting out `--presence-grace` before an offline event.
     pub presence_tracker: crate::hooks::presence::Tracker,
+    /// The last ten minutes of headline figures, for `/admin`.
+    pub history: crate::history::History,
+    /// When the node started, for the console's uptime.
+    pub started: std::time::Instant,
 }
 
 impl Node {
@@ -98,6 +104,8 @@ impl Node {
             live: Default::default(),
             hooks,
             presence_tracker: Default::default(),
+            history: Default::default(),
+            started: std::time::Instant::now(),
         }
     }
 }

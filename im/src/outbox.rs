@@ -195,6 +195,11 @@ impl Outbox {
         self.lock().queue.is_empty()
     }
 
+    /// Bytes queued right now (what counts against the slow-consumer limit).
+    pub fn queued_bytes(&self) -> usize {
+        self.lock().bytes
+    }
+
     /// Wakes the connection task (a push, a close, or node shutdown).
     pub fn wake(&self) {
         self.signalled.store(true, Ordering::Release);

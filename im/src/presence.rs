@@ -16,11 +16,10 @@ use std::time::Duration;
 /// How long a presence query waits for the imrs.
 pub const QUERY_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// One logged-in connection, as kept in the registry.
+/// What presence needs of a connection beyond its platform and transport
+/// (which the registry keeps for the admin console too).
 #[derive(Debug, Clone)]
 pub struct DeviceInfo {
-    pub platform: u8,
-    pub transport: Transport,
     /// Unix seconds of the login.
     pub since: i64,
     /// The client's device id string (empty when it sent none).
@@ -28,12 +27,10 @@ pub struct DeviceInfo {
 }
 
 impl DeviceInfo {
-    /// A TCP connection of no particular platform (tests and benches).
+    /// A connection without a device id, logged in at time 0 (tests and benches).
     #[doc(hidden)]
     pub fn test() -> DeviceInfo {
         DeviceInfo {
-            platform: 0,
-            transport: Transport::Tcp,
             since: 0,
             device_id: Arc::from(""),
         }
@@ -98,8 +95,8 @@ pub fn platform_name(p: u8) -> std::borrow::Cow<'static, str> {
 fn local(node: &Node, h: &ClientHandle) -> DeviceAt {
     DeviceAt {
         node: node.cfg.node_name.clone(),
-        platform: h.info.platform,
-        transport: transport_code(h.info.transport),
+        platform: h.platform,
+        transport: transport_code(h.transport),
         since: h.info.since,
         device_id: h.info.device_id.to_string(),
     }

@@ -17,9 +17,25 @@ pub struct ClientHandle {
     pub device_id: i64,
     /// Counts as online for offline-push suppression (spec §3.1 step 6).
     pub online: bool,
+    /// How the client is connected and its login platform, for the admin
+    /// console's user lookup.
+    pub transport: crate::metrics::Transport,
+    pub platform: u8,
     pub outbox: Arc<Outbox>,
-    /// Platform, transport, login time and device id, for presence.
+    /// Login time and device id, for presence.
     pub info: crate::presence::DeviceInfo,
+}
+
+/// One connection of a user, as the admin console shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ConnectionInfo {
+    pub conn: ConnId,
+    pub device_id: i64,
+    pub online: bool,
+    pub transport: &'static str,
+    pub platform: u8,
+    /// Bytes queued for the client right now.
+    pub queued_bytes: usize,
 }
 
 type Key = (i64, i64);
@@ -48,6 +64,25 @@ impl Registry {
     fn shard(&self, uid: i64) -> MutexGuard<'_, HashMap<Key, Vec<ClientHandle>>> {
         let i = (uid.unsigned_abs() % SHARDS as u64) as usize;
         self.shards[i].lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The user's connections on this node.
+    pub fn connections(&self, appid: i64, uid: i64) -> Vec<ConnectionInfo> {
+        self.shard(uid)
+            .get(&(appid, uid))
+            .map(|v| {
+                v.iter()
+                    .map(|h| ConnectionInfo {
+                        conn: h.conn,
+                        device_id: h.device_id,
+                        online: h.online,
+                        transport: h.transport.as_str(),
+                        platform: h.platform,
+                        queued_bytes: h.outbox.queued_bytes(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// Registers a connection; returns how many the user now has here.

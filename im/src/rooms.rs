@@ -106,6 +106,29 @@ impl Rooms {
         n
     }
 
+    /// The `n` rooms with the most member connections, largest first, as
+    /// `(appid, room, members)`. Walks every shard (one lock at a time): for
+    /// the admin console, once a second at most, never on the message path.
+    pub fn largest(&self, n: usize) -> Vec<(i64, i64, usize)> {
+        use std::cmp::Reverse;
+        // A min-heap of the best `n` so far: memory stays O(n) however many
+        // rooms there are.
+        let mut best = std::collections::BinaryHeap::with_capacity(n + 1);
+        for s in &self.shards {
+            let s = s.lock().unwrap_or_else(|e| e.into_inner());
+            for (&(a, r), m) in s.iter() {
+                best.push(Reverse((m.len(), Reverse((a, r)))));
+                if best.len() > n {
+                    best.pop();
+                }
+            }
+        }
+        best.into_sorted_vec()
+            .into_iter()
+            .map(|Reverse((len, Reverse((a, r))))| (a, r, len))
+            .collect()
+    }
+
     /// (rooms, member connections), optionally for one app.
     pub fn totals(&self, appid: Option<i64>) -> (usize, usize) {
         let mut rooms = 0;
@@ -120,5 +143,29 @@ impl Rooms {
             }
         }
         (rooms, members)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn largest_rooms_first_bounded() {
+        let rooms = Rooms::default();
+        let outbox = Arc::new(Outbox::new(1024));
+        let mut conn = 0;
+        // Room r gets r members (rooms 1..=30, spread over the shards).
+        for room in 1..=30i64 {
+            for uid in 0..room {
+                conn += 1;
+                rooms.join(7, room, conn, uid, 0, outbox.clone());
+            }
+        }
+        rooms.join(8, 1, 10_000, 1, 0, outbox.clone());
+        let top = rooms.largest(3);
+        assert_eq!(top, vec![(7, 30, 30), (7, 29, 29), (7, 28, 28)]);
+        assert_eq!(rooms.largest(100).len(), 31);
+        assert!(Rooms::default().largest(20).is_empty());
     }
 }

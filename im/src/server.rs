@@ -116,19 +116,16 @@ pub async fn run(cfg: ImConfig, shutdown: impl Future<Output = ()>) -> Result<()
         None => Vec::new(),
     };
     tracing::info!(
-        tcp = %node.cfg.listen,
-        ws = %node.cfg.ws_listen,
-        tls = %tls_listeners.as_ref().map_or("off".to_string(), |_| node.cfg.tls_listen.to_string()),
-        wss = %tls_listeners.as_ref().map_or("off".to_string(), |_| node.cfg.wss_listen.to_string()),
-        http = %node.cfg.http_listen,
         data_dir = %dir,
         store = %crate::config::redacted_store(&node.cfg.store),
         auth = ?node.cfg.auth,
-        "ferry im started"
+        "ferry im started; {}",
+        listening(&node.cfg, tls_listeners.is_some())
     );
     // Connection timeouts, and appends a crashed node left half-written
     // (shared stores); both end with the runtime.
     tokio::spawn(connection::live::run_timers(node.clone()));
+    tokio::spawn(crate::history::run(node.clone()));
     tokio::spawn(recover_interrupted(store.clone()));
     // Hook events outlive the connections' shutdown flush: stopped last.
     let hook_stop = tokio_util::sync::CancellationToken::new();
@@ -152,6 +149,29 @@ pub async fn run(cfg: ImConfig, shutdown: impl Future<Output = ()>) -> Result<()
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// What the node listens on, for the one startup line an operator reads:
+/// each listener, and the address a browser opens for the pages (the
+/// WebSocket listener; browsers refuse the HTTP port 6666).
+fn listening(cfg: &ImConfig, tls: bool) -> String {
+    let browser = |a: SocketAddr| match a.ip() {
+        ip if ip.is_unspecified() => SocketAddr::new([127, 0, 0, 1].into(), a.port()),
+        _ => a,
+    };
+    let mut s = format!(
+        "listening on: clients tcp {}, websocket ws://{}/ws",
+        cfg.listen, cfg.ws_listen
+    );
+    if tls {
+        s += &format!(", tls {}, wss://{}/ws", cfg.tls_listen, cfg.wss_listen);
+    }
+    s += &format!(
+        "; http api {}; browser pages http://{}/demo and /admin",
+        cfg.http_listen,
+        browser(cfg.ws_listen)
+    );
+    s
 }
 
 /// Graceful stop: no new connections; every connection finishes the frame

@@ -11,6 +11,7 @@
 use super::ConnArgs;
 use super::connect::{Targets, Tokens, connect_all, loopback_target, msgid_base};
 use super::http::post_json;
+use super::record::{Recorder, RunRecord, unix_now};
 use super::report::{FanOut, Stall, Table, latency_histogram, now_nanos, record};
 use anyhow::bail;
 use bytes::Bytes;
@@ -51,6 +52,10 @@ pub struct GroupArgs {
     /// Bearer token for the HTTP API (the server's --api-token).
     #[arg(long, env = "FERRY_API_TOKEN", hide_env_values = true)]
     pub api_token: Option<String>,
+    /// Also write the run (config, deliveries per second, delivery latency
+    /// distribution) to this JSON file, for `ferry bench plot`.
+    #[arg(long)]
+    pub json: Option<std::path::PathBuf>,
     #[command(flatten)]
     pub conn: ConnArgs,
 }
@@ -185,6 +190,8 @@ pub async fn run(a: GroupArgs) -> anyhow::Result<()> {
     let mut senders_done = false;
     let mut stall = Stall::new(Duration::from_secs(10));
     let mut kept_senders = Vec::new();
+    let mut recorder = Recorder::new();
+    let started = unix_now();
     let outcome: Result<(), String> = loop {
         tokio::select! {
             j = send_tasks.join_next(), if !senders_done => match j {
@@ -202,6 +209,7 @@ pub async fn run(a: GroupArgs) -> anyhow::Result<()> {
                     stall.delta(d),
                     shared.refused.load(Ordering::Relaxed) + shared.lost.load(Ordering::Relaxed),
                 );
+                recorder.tick(d);
                 if let Err(e) = stall.tick(senders_done, d) {
                     break Err(e);
                 }
@@ -265,6 +273,28 @@ pub async fn run(a: GroupArgs) -> anyhow::Result<()> {
             ),
         );
     fan.rows(&mut table).print();
+    if let Some(path) = &a.json {
+        recorder.finish(delivered);
+        let config = serde_json::json!({
+            "senders": s,
+            "receivers": r,
+            "messages": a.n,
+            "payload": a.payload,
+            "group_id": gid,
+            "target": a.conn.target,
+        });
+        let label = format!("group -s {s} -r {r} -n {} ({} B)", a.n, a.payload);
+        RunRecord::fan_out(
+            "group",
+            label,
+            config,
+            started,
+            recorder.series,
+            &fan,
+            outcome.is_ok(),
+        )
+        .write(path)?;
+    }
     fan.finish("group", outcome)
 }
 

@@ -9,8 +9,10 @@ mod connections;
 mod group;
 mod http;
 mod peer;
+mod plot;
 mod raw;
 mod reconnect;
+mod record;
 mod report;
 mod room;
 
@@ -44,6 +46,9 @@ pub enum Scenario {
     /// A bare Tokio fan-out server speaking just enough of the protocol for
     /// `ferry bench room` (the upper bound the room figure is compared to).
     BaselineServer(baseline::BaselineArgs),
+    /// Draws runs saved with `--json` as one SVG: throughput over time and
+    /// latency by percentile, runs overlaid for A/B comparison.
+    Plot(plot::PlotArgs),
 }
 
 /// Where login tokens come from.
@@ -115,5 +120,6 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         Scenario::Connections(a) => connections::run(a).await,
         Scenario::Reconnect(a) => reconnect::run(a).await,
         Scenario::BaselineServer(a) => baseline::run(a).await,
+        Scenario::Plot(a) => plot::run(a),
     }
 }

@@ -7,6 +7,7 @@
 
 use super::ConnArgs;
 use super::connect::{Targets, Tokens, connect_all, msgid_base};
+use super::record::{Latency, Recorder, RunRecord, unix_now};
 use super::report::{Results, latency_histogram, record};
 use anyhow::{Context, bail};
 use bytes::Bytes;
@@ -48,6 +49,10 @@ pub struct PeerArgs {
     /// How far (in messages) a sender may run ahead of its receiver.
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
     pub window: u64,
+    /// Also write the run (config, per-second throughput, ACK latency
+    /// distribution) to this JSON file, for `ferry bench plot`.
+    #[arg(long)]
+    pub json: Option<std::path::PathBuf>,
     #[command(flatten)]
     pub conn: ConnArgs,
 }
@@ -231,6 +236,8 @@ pub async fn run(a: PeerArgs) -> anyhow::Result<()> {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.tick().await;
     let mut last_received = 0u64;
+    let mut recorder = Recorder::new();
+    let started = unix_now();
     let outcome: Result<(), String> = loop {
         tokio::select! {
             _ = progress.done.notified() => {}
@@ -245,6 +252,7 @@ pub async fn run(a: PeerArgs) -> anyhow::Result<()> {
                     progress.errors.load(Ordering::Relaxed),
                 );
                 last_received = r;
+                recorder.tick(r);
             }
             _ = tokio::time::sleep_until(deadline) => {
                 break Err(format!("time limit of {} s reached", a.conn.timeout));
@@ -279,6 +287,41 @@ pub async fn run(a: PeerArgs) -> anyhow::Result<()> {
         send_tasks.abort_all();
     }
     tasks.abort_all();
+    recorder.finish(progress.received.load(Ordering::Relaxed));
+
+    if let Some(path) = &a.json {
+        let received = progress.received.load(Ordering::Relaxed);
+        RunRecord {
+            scenario: "peer".into(),
+            label: format!("peer -c {} -n {} ({} B)", a.c, a.n, a.payload),
+            started,
+            config: serde_json::json!({
+                "connections": a.c,
+                "messages": a.n,
+                "payload": a.payload,
+                "rate": a.rate,
+                "window": a.window,
+                "target": a.conn.target,
+                "proto_version": a.conn.proto_version,
+            }),
+            unit: "msgs/s".into(),
+            series: recorder.series,
+            latency_name: "ack".into(),
+            latency: Latency::from_histogram(&latency),
+            summary: serde_json::json!({
+                "messages": received,
+                "expected": total,
+                "elapsed_s": elapsed.as_secs_f64(),
+                "throughput": super::report::rate(received, elapsed),
+                "pushed": progress.pushed.load(Ordering::Relaxed),
+                "synced": progress.synced.load(Ordering::Relaxed),
+                "duplicates": progress.duplicates.load(Ordering::Relaxed),
+                "errors": progress.errors.load(Ordering::Relaxed),
+                "complete": outcome.is_ok(),
+            }),
+        }
+        .write(path)?;
+    }
 
     Results {
         messages: progress.received.load(Ordering::Relaxed),

@@ -12,6 +12,7 @@
 use super::ConnArgs;
 use super::connect::{Targets, Tokens};
 use super::raw::{RawConn, login_all};
+use super::record::{Recorder, RunRecord, unix_now};
 use super::report::{FanOut, Stall, Table, latency_histogram, now_nanos, record};
 use anyhow::bail;
 use clap::Args;
@@ -47,6 +48,10 @@ pub struct RoomArgs {
     /// Room id.
     #[arg(long, default_value_t = 10)]
     pub room: i64,
+    /// Also write the run (config, deliveries per second, delivery latency
+    /// distribution) to this JSON file, for `ferry bench plot`.
+    #[arg(long)]
+    pub json: Option<std::path::PathBuf>,
     #[command(flatten)]
     pub conn: ConnArgs,
 }
@@ -139,6 +144,8 @@ pub async fn run(a: RoomArgs) -> anyhow::Result<()> {
     let mut senders_done = false;
     let mut ack_latency = latency_histogram()?;
     let mut stall = Stall::new(Duration::from_secs(5));
+    let mut recorder = Recorder::new();
+    let started = unix_now();
     let outcome: Result<(), String> = loop {
         tokio::select! {
             j = send_tasks.join_next(), if !senders_done => match j {
@@ -156,6 +163,7 @@ pub async fn run(a: RoomArgs) -> anyhow::Result<()> {
                     stall.delta(d),
                     shared.lost.load(Ordering::Relaxed),
                 );
+                recorder.tick(d);
                 if let Err(e) = stall.tick(senders_done, d) {
                     break Err(e);
                 }
@@ -208,6 +216,28 @@ pub async fn run(a: RoomArgs) -> anyhow::Result<()> {
         )
         .row("deliveries", format!("{delivered} of {}", acked * r as u64));
     fan.rows(&mut table).print();
+    if let Some(path) = &a.json {
+        recorder.finish(delivered);
+        let config = serde_json::json!({
+            "senders": s,
+            "listeners": r,
+            "messages": a.n,
+            "payload": a.payload,
+            "duration": a.duration,
+            "target": a.conn.target,
+        });
+        let label = format!("room -s {s} -r {r} -n {} ({} B)", a.n, a.payload);
+        RunRecord::fan_out(
+            "room",
+            label,
+            config,
+            started,
+            recorder.series,
+            &fan,
+            outcome.is_ok(),
+        )
+        .write(path)?;
+    }
     fan.finish("room", outcome)
 }
 

@@ -56,11 +56,16 @@ struct WsState {
     kind: Kind,
 }
 
-/// The router of a WebSocket listener: only `/ws`.
+/// The router of a WebSocket listener: `/ws`, and the browser pages
+/// (`/demo`, `/admin`), which browsers cannot load from the HTTP port.
 pub fn router(node: Arc<Node>, kind: Kind) -> Router {
     Router::new()
         .route("/ws", any(upgrade))
-        .with_state(WsState { node, kind })
+        .with_state(WsState {
+            node: node.clone(),
+            kind,
+        })
+        .merge(crate::http::pages(node))
 }
 
 /// Serves WebSocket clients on `listener` until `stop` resolves.

@@ -1,7 +1,10 @@
 //! The web demo (`/demo`): one self-contained page that speaks the binary
-//! protocol over this node's WebSocket listener. With `--dev-tokens`,
+//! protocol over this node's WebSocket listener. It is served on that
+//! listener (the address to open in a browser) and, for scripts, on the HTTP
+//! port too. With `--dev-tokens`,
 //! `/dev/token?uid=N[&appid=A]` mints login tokens for it — a development
-//! aid only: anyone who reaches the HTTP port can then log in as anyone.
+//! aid only: anyone who reaches the HTTP or WebSocket port can then log in
+//! as anyone.
 
 use crate::config::AuthMethod;
 use crate::node::Node;
@@ -14,8 +17,20 @@ use std::sync::Arc;
 
 const PAGE: &str = include_str!("demo.html");
 
+/// The page as served on the HTTP port: it connects to `--ws-listen`.
 pub async fn page(State(node): State<Arc<Node>>) -> Response {
-    let html = PAGE.replace("{{WS_PORT}}", &node.cfg.ws_listen.port().to_string());
+    html(&node.cfg.ws_listen.port().to_string())
+}
+
+/// The page as served on a WebSocket listener: it connects back to the host
+/// and port it was loaded from (an empty port tells it so), which also picks
+/// `wss://` when loaded over `https://`.
+pub async fn page_here() -> Response {
+    html("")
+}
+
+fn html(ws_port: &str) -> Response {
+    let html = PAGE.replace("{{WS_PORT}}", ws_port);
     (
         [
             (header::CONTENT_TYPE, "text/html; charset=utf-8"),

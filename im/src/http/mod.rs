@@ -3,8 +3,12 @@
 //!
 //! Differences from gobelieve, all deliberate:
 //! * with `--api-token`, every path except `/health`, `/ready`, `/metrics`,
-//!   `/demo` and `/dev/token` (which exists only with `--dev-tokens`) needs
+//!   `/demo`, `/admin` (whose JSON checks the token itself) and
+//!   `/dev/token` (which exists only with `--dev-tokens`) needs
 //!   `Authorization: Bearer <token>` (401 otherwise);
+//! * the browser pages (`/demo`, `/admin`) are also served on the WebSocket
+//!   listeners ([`pages`]): browsers refuse to open port 6666 at all
+//!   (ERR_UNSAFE_PORT: 6665–6669 are on their blocked-port lists);
 //! * a storage failure is a 500 on every endpoint (gobelieve answers 200 on
 //!   `post_peer_message` and fails the request on `load_history_message`);
 //! * request bodies are limited to [`BODY_LIMIT`] (413), and message content
@@ -13,6 +17,7 @@
 //! * `post_peer_message` also pushes the message (exact METADATA) before the
 //!   SYNC_NOTIFY, like a client send.
 
+mod admin;
 mod demo;
 mod error;
 #[cfg(test)]
@@ -79,14 +84,39 @@ pub fn router(node: Arc<Node>) -> Router {
         let token: Arc<[u8]> = token.as_bytes().into();
         api = api.layer(middleware::from_fn_with_state(token, require_token));
     }
-    // Added after the token layer: liveness probes need no credentials.
-    api.route("/health", any(health))
+    // Added after the token layer: liveness probes need no credentials
+    // (and the console checks the token itself).
+    api.merge(admin_routes(&node))
+        .route("/health", any(health))
         .route("/ready", any(ops::ready))
         .route("/metrics", any(ops::metrics))
         .route("/demo", any(demo::page))
         .route("/dev/token", any(demo::dev_token))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(node)
+}
+
+/// The browser pages for a WebSocket listener (`--ws-listen`,
+/// `--wss-listen`): `/demo` (which then connects back to the listener it was
+/// loaded from), `/dev/token` for it, and the admin console `/admin`. The HTTP API stays on its own port
+/// for gobelieve's servers; browsers can only reach pages here, because
+/// they refuse the HTTP port 6666 outright.
+pub fn pages(node: Arc<Node>) -> Router {
+    admin_routes(&node)
+        .route("/demo", any(demo::page_here))
+        .route("/dev/token", any(demo::dev_token))
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .with_state(node)
+}
+
+/// The admin console's page and JSON (see `admin.rs` for who may read it).
+fn admin_routes(node: &Arc<Node>) -> Router<Arc<Node>> {
+    use axum::routing::get;
+    Router::new()
+        .route("/admin/api/stats", get(admin::stats))
+        .route("/admin/api/user", get(admin::user))
+        .layer(middleware::from_fn_with_state(node.clone(), admin::guard))
+        .route("/admin", get(admin::page))
 }
 
 async fn health() -> Json<Value> {

@@ -121,6 +121,10 @@ impl Api {
         self.call("POST", target, "", body).await
     }
 
+    async fn post_with(&self, target: &str, headers: &str, body: &[u8]) -> Reply {
+        self.call("POST", target, headers, body).await
+    }
+
     async fn get(&self, target: &str) -> Reply {
         self.call("GET", target, "", b"").await
     }
@@ -136,6 +140,8 @@ impl Api {
                 conn,
                 device_id,
                 online: true,
+                transport: crate::metrics::Transport::Tcp,
+                platform: 3,
                 outbox: outbox.clone(),
                 info: crate::presence::DeviceInfo::test(),
             },
@@ -664,3 +670,77 @@ fn constant_time_eq_basics() {
 
 #[path = "groups_tests.rs"]
 mod groups;
+
+/// The admin console's JSON: token-guarded like the API, the page public;
+/// the user lookup reports connections, queue head and stored sync key.
+#[tokio::test]
+async fn admin_console_json_and_user_lookup() {
+    let api = start(Some("s3cret")).await;
+    let auth = "Authorization: Bearer s3cret\r\n";
+    let page = api.get("/admin").await;
+    assert_eq!(page.status, 200);
+    assert!(page.text().contains("<title>Ferry admin</title>"));
+    assert_eq!(api.get("/admin/api/stats").await.status, 401);
+    assert_eq!(api.get("/admin/api/user?uid=20&appid=1").await.status, 401);
+
+    let _receiver = api.connect_user(1, 20, 5);
+    for _ in 0..3 {
+        let r = api
+            .post_with(
+                "/post_peer_message?appid=1&sender=10&receiver=20",
+                auth,
+                b"hi",
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    api.node
+        .store
+        .set_sync_key(QueueId { appid: 1, uid: 20 }, 2)
+        .await
+        .expect("sync key");
+    let v = api
+        .call("GET", "/admin/api/user?uid=20&appid=1", auth, b"")
+        .await
+        .json();
+    assert_eq!(v["online"], true, "{v}");
+    assert_eq!(
+        (v["queue_head"].as_i64(), v["sync_key"].as_i64()),
+        (Some(3), Some(2))
+    );
+    assert_eq!(v["unsynced"], 1);
+    let conns = v["nodes"][0]["connections"]
+        .as_array()
+        .expect("connections");
+    assert_eq!(conns.len(), 1, "{v}");
+    assert_eq!(
+        (
+            conns[0]["transport"].as_str(),
+            conns[0]["device_id"].as_i64()
+        ),
+        (Some("tcp"), Some(5))
+    );
+    let v = api
+        .call("GET", "/admin/api/user?uid=21&appid=1", auth, b"")
+        .await
+        .json();
+    assert_eq!(
+        (v["online"].as_bool(), v["queue_head"].as_i64()),
+        (Some(false), Some(0))
+    );
+    let r = api.call("GET", "/admin/api/user?uid=x", auth, b"").await;
+    assert_eq!(r.status, 400);
+
+    // Two samples a second apart make one history point; the sampler task
+    // does not run in this harness, so sample by hand.
+    api.node.history.sample(&api.node, 1000);
+    api.node.history.sample(&api.node, 1001);
+    let v = api.call("GET", "/admin/api/stats", auth, b"").await.json();
+    assert_eq!(v["history"]["t"], json!([1001]), "{v}");
+    assert_eq!(v["now"]["authenticated_connections"], 1);
+    let v = api
+        .call("GET", "/admin/api/stats?since=1001", auth, b"")
+        .await
+        .json();
+    assert_eq!(v["history"]["t"], json!([]));
+}

@@ -70,8 +70,6 @@ impl Session {
         w.set_version(version);
         w.frame(AUTH_STATUS, 0, &encode_status(0));
         let info = DeviceInfo {
-            platform: t.platform_id,
-            transport: self.transport,
             since: now_secs() as i64,
             device_id: Arc::from(t.device_id.as_str()),
         };
@@ -82,10 +80,13 @@ impl Session {
                 conn: self.conn,
                 device_id,
                 online: a.online,
+                transport: self.transport,
+                platform: t.platform_id,
                 outbox: self.outbox.clone(),
                 info: info.clone(),
             },
         );
+        crate::node::Stats::add(&node.stats.logins, 1);
         if let Some(c) = &node.cluster {
             c.subscribe(a.appid, a.uid, a.online);
             c.device_online(
@@ -93,8 +94,8 @@ impl Session {
                 a.uid,
                 Device {
                     conn: self.conn,
-                    platform: info.platform,
-                    transport: transport_code(info.transport),
+                    platform: t.platform_id,
+                    transport: transport_code(self.transport),
                     since: info.since,
                     device_id: Bytes::from(t.device_id.into_bytes()),
                 },
