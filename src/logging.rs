@@ -14,14 +14,16 @@ pub enum LogFormat {
     Json,
 }
 
-/// Without RUST_LOG: our own INFO lines, but only warnings from the
-/// embedded store's crates, whose INFO lines (journal recovery, segment
-/// rotation) say nothing an operator acts on.
-const DEFAULT_FILTER: &str = "info,fjall=warn,lsm_tree=warn,value_log=warn";
+/// Without RUST_LOG: our own INFO lines (or the level of a gobelieve
+/// `[log] level`), but only warnings from the embedded store's crates, whose
+/// INFO lines (journal recovery, segment rotation) say nothing an operator
+/// acts on.
+const QUIET_STORE: &str = "fjall=warn,lsm_tree=warn,value_log=warn";
 
-pub fn init(format: LogFormat) {
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
+pub fn init(format: LogFormat, default_level: Option<&str>) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        EnvFilter::new(format!("{},{QUIET_STORE}", default_level.unwrap_or("info")))
+    });
     let ansi = colour(
         std::io::stderr().is_terminal(),
         std::env::var_os("NO_COLOR").as_deref(),

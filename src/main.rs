@@ -1,9 +1,11 @@
 //! The `ferry` command: `im` (gateway node), `imr` (router), `token` (mint a
-//! login token), `bench` (load tool), `chat` (terminal client).
+//! login token), `bench` (load tool), `chat` (terminal client), `migrate`
+//! (move an embedded store to the current format).
 
 mod bench;
 mod chat;
 mod logging;
+mod migrate;
 mod token;
 
 use anyhow::Context;
@@ -35,52 +37,94 @@ enum Command {
     Chat(chat::ChatArgs),
     /// Print a login token accepted by `ferry im --auth jwt` with the same secret/data dir.
     Token(token::TokenArgs),
+    /// Move a stopped node's embedded store to the current store format.
+    Migrate(migrate::MigrateArgs),
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    logging::init(cli.log_format);
+    // The servers' configuration is resolved before logging starts, as a
+    // gobelieve file may set the default log level.
+    let cmd = match cli.cmd {
+        Command::Im(opts) => {
+            let cfg = opts.resolve()?;
+            logging::init(cli.log_format, cfg.log_filter);
+            for w in &cfg.warnings {
+                tracing::warn!("{w}");
+            }
+            tracing::debug!(config = ?cfg, "effective configuration");
+            Resolved::Im(Box::new(cfg))
+        }
+        Command::Imr(opts) => {
+            let cfg = opts.resolve()?;
+            logging::init(cli.log_format, cfg.log_filter);
+            for w in &cfg.warnings {
+                tracing::warn!("{w}");
+            }
+            tracing::debug!(config = ?cfg, "effective configuration");
+            Resolved::Imr(Box::new(cfg))
+        }
+        Command::Token(args) => {
+            logging::init(cli.log_format, None);
+            Resolved::Token(args)
+        }
+        Command::Bench(args) => {
+            logging::init(cli.log_format, None);
+            Resolved::Bench(args)
+        }
+        Command::Chat(args) => {
+            logging::init(cli.log_format, None);
+            Resolved::Chat(args)
+        }
+        Command::Migrate(args) => {
+            logging::init(cli.log_format, None);
+            Resolved::Migrate(args)
+        }
+    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the tokio runtime")?;
     rt.block_on(async move {
-        match cli.cmd {
-            Command::Im(opts) => {
-                let cfg = opts.resolve()?;
-                ferry_im::server::run(cfg, shutdown_signal()).await?;
+        match cmd {
+            Resolved::Im(cfg) => {
+                ferry_im::server::run(*cfg, shutdown_signal()?).await?;
                 Ok(())
             }
-            Command::Imr(opts) => {
-                let cfg = opts.resolve()?;
-                ferry_imr::server::run(cfg, shutdown_signal()).await?;
+            Resolved::Imr(cfg) => {
+                ferry_imr::server::run(*cfg, shutdown_signal()?).await?;
                 Ok(())
             }
-            Command::Token(args) => token::run(args),
-            Command::Bench(args) => bench::run(args).await,
-            Command::Chat(args) => chat::run(args).await,
+            Resolved::Token(args) => token::run(args),
+            Resolved::Migrate(args) => migrate::run(args),
+            Resolved::Bench(args) => bench::run(args).await,
+            Resolved::Chat(args) => chat::run(args).await,
         }
     })
 }
 
-/// Resolves on SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
+/// A command after its configuration was read.
+enum Resolved {
+    Im(Box<ferry_im::config::ImConfig>),
+    Imr(Box<ferry_imr::config::ImrConfig>),
+    Token(token::TokenArgs),
+    Bench(bench::BenchArgs),
+    Chat(chat::ChatArgs),
+    Migrate(migrate::MigrateArgs),
+}
+
+/// Resolves on SIGINT or SIGTERM. The handlers are installed here, before
+/// the server binds its listeners: a signal that arrives as soon as a port
+/// accepts must stop the server gracefully, not kill it with the default
+/// action (a lazily installed handler left that window open).
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    Ok(async move {
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
         }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = term => {}
-    }
+    })
 }

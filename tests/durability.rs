@@ -66,11 +66,6 @@ async fn every_acked_message_survives_sigkill_exactly_once() {
     survives_sigkill(&[]).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_acked_message_survives_sigkill_exactly_once_on_sqlite() {
-    survives_sigkill(&["--store", "sqlite"]).await;
-}
-
 /// The scenario of the module docs on the store `store_args` selects.
 async fn survives_sigkill(store_args: &[&str]) {
     let mut im = Im::start(store_args);

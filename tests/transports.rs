@@ -387,3 +387,116 @@ async fn idle_memory_per_connection() {
         drop(conns);
     }
 }
+
+/// A TLS client in the manner of gobelieve's Python client (OpenSSL without
+/// read-ahead): before each frame it waits for the *socket* to turn
+/// readable, then reads exactly one TLS record. A frame that shares a
+/// record with the one before it is already decrypted in the TLS layer
+/// while the socket stays quiet, so such a client would sit until some
+/// later packet arrives; here that fails the test at once.
+struct RecordClient {
+    tcp: TcpStream,
+    tls: tokio_rustls::rustls::ClientConnection,
+}
+
+impl RecordClient {
+    async fn connect(addr: SocketAddr, root: &CertificateDer<'static>) -> RecordClient {
+        let mut roots = RootCertStore::empty();
+        roots.add(root.clone()).expect("root");
+        let cfg = ClientConfig::builder()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let tcp = TcpStream::connect(addr).await.expect("connect");
+        let s = TlsConnector::from(Arc::new(cfg))
+            .connect(ServerName::try_from("localhost").expect("name"), tcp)
+            .await
+            .expect("tls handshake");
+        let (tcp, tls) = s.into_inner();
+        RecordClient { tcp, tls }
+    }
+
+    async fn send(&mut self, frames: &[Frame]) {
+        use std::io::Write;
+        let mut plain = BytesMut::new();
+        for f in frames {
+            f.write_to(&mut plain);
+        }
+        self.tls.writer().write_all(&plain).expect("seal");
+        let mut wire = Vec::new();
+        while self.tls.wants_write() {
+            self.tls.write_tls(&mut wire).expect("tls out");
+        }
+        self.tcp.write_all(&wire).await.expect("write");
+    }
+
+    /// One readiness wait, one TLS record, exactly one whole frame.
+    async fn next_frame(&mut self, what: &str) -> Frame {
+        use std::io::Read;
+        loop {
+            // A handshake leftover (session tickets) may already be buffered.
+            let mut plain = Vec::new();
+            let _ = self.tls.reader().read_to_end(&mut plain);
+            if plain.is_empty() {
+                tokio::time::timeout(std::time::Duration::from_secs(3), self.tcp.readable())
+                    .await
+                    .unwrap_or_else(|_| {
+                        panic!(
+                            "{what}: the socket never turned readable (frame stuck in a TLS record)"
+                        )
+                    })
+                    .expect("readable");
+                let mut rec = vec![0u8; 5];
+                self.tcp.read_exact(&mut rec).await.expect("record header");
+                let len = u16::from_be_bytes([rec[3], rec[4]]) as usize;
+                rec.resize(5 + len, 0);
+                self.tcp
+                    .read_exact(&mut rec[5..])
+                    .await
+                    .expect("record body");
+                self.tls.read_tls(&mut &rec[..]).expect("tls in");
+                self.tls.process_new_packets().expect("tls record");
+                let _ = self.tls.reader().read_to_end(&mut plain);
+            }
+            if plain.is_empty() {
+                continue; // a record without application data
+            }
+            let mut buf = BytesMut::from(&plain[..]);
+            let f = split_frame(&mut buf, 1 << 20)
+                .expect("frame")
+                .unwrap_or_else(|| panic!("{what}: a record with part of a frame"));
+            assert!(
+                buf.is_empty(),
+                "{what}: {} ({}) shares its TLS record with {} more bytes",
+                f.cmd,
+                f.seq,
+                buf.len()
+            );
+            return f;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_gives_every_frame_its_own_record() {
+    let n = start_tls_node();
+    let mut c = RecordClient::connect(n.tls, &n.cert.der).await;
+    c.send(&[auth_frame(1)]).await;
+    assert_eq!(c.next_frame("login").await.cmd, AUTH_STATUS);
+    // A push: METADATA + IM + SYNC_NOTIFY, three frames written together.
+    let mut b = Raw::login(n.im.tcp, 2, "tcp-peer", 2).await;
+    b.im(2, 1, 1, "to the tls user").await;
+    for cmd in [METADATA, IM, SYNC_NOTIFY] {
+        assert_eq!(c.next_frame("push").await.cmd, cmd);
+    }
+    // Five pipelined IMs: five METADATA + ACK pairs written together.
+    let frames: Vec<Frame> = (2..=6)
+        .map(|seq| im_frame(seq, 1, 2, &format!("m{seq}")))
+        .collect();
+    c.send(&frames).await;
+    for seq in 2..=6i32 {
+        assert_eq!(c.next_frame("ack").await.cmd, METADATA);
+        let ack = c.next_frame("ack").await;
+        assert_eq!(ack.cmd, ACK);
+        assert_eq!(&ack.body[..4], &seq.to_be_bytes());
+    }
+}

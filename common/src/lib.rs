@@ -2,6 +2,7 @@
 //! JWT tokens and the Rust client library.
 
 pub mod client;
+pub mod gobelieve;
 pub mod link;
 pub mod protocol;
 mod redact;

@@ -1,5 +1,5 @@
-//! Group-commit throughput of the embedded stores (fjall, the default, and
-//! SQLite) on the peer-message path.
+//! Group-commit throughput of the embedded store (the queue engine on fjall)
+//! on the peer-message path.
 //!
 //! Shape: 100 concurrent tokio tasks, each a distinct sender doing sequential
 //! appends of a peer message (receiver copy + sender copy + dedup key, 100-byte
@@ -16,8 +16,8 @@
 use bytes::Bytes;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use ferry_im::store::{
-    AppendRequest, DedupKey, FjallOptions, FjallStore, NewEntry, QueueId, SqliteOptions,
-    SqliteStore, Store, StoreStats,
+    AppendRequest, Dedup, DedupKey, FjallOptions, FjallStore, NewEntry, Origin, QueueId, Store,
+    StoreStats, record,
 };
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -38,12 +38,20 @@ fn peer(sender: i64, receiver: i64, client_msgid: i64, body: &Bytes) -> AppendRe
     };
     AppendRequest {
         entries: vec![entry(receiver), entry(sender)],
-        dedup: Some(DedupKey {
-            appid: APP,
-            sender,
-            device_id: 1,
-            client_msgid,
-            receiver,
+        dedup: Some(Dedup {
+            key: DedupKey {
+                appid: APP,
+                sender,
+                device_id: 1,
+                client_msgid,
+                receiver,
+            },
+            digest: record::digest(body),
+            origin: Origin {
+                incarnation: 1,
+                connection: sender as u64,
+            },
+            replace: false,
         }),
     }
 }
@@ -54,31 +62,19 @@ fn receiver_for(writer: i64, seq: i64) -> i64 {
 
 /// The backend under test, with its group-commit counters.
 #[derive(Clone)]
-enum Backend {
-    Sqlite(Arc<SqliteStore>),
-    Fjall(Arc<FjallStore>),
-}
+struct Backend(Arc<FjallStore>);
 
 impl Backend {
     fn name(&self) -> &'static str {
-        match self {
-            Backend::Sqlite(_) => "sqlite",
-            Backend::Fjall(_) => "fjall",
-        }
+        "fjall"
     }
 
     fn store(&self) -> Arc<dyn Store> {
-        match self {
-            Backend::Sqlite(s) => Arc::clone(s) as Arc<dyn Store>,
-            Backend::Fjall(s) => Arc::clone(s) as Arc<dyn Store>,
-        }
+        Arc::clone(&self.0) as Arc<dyn Store>
     }
 
     fn stats(&self) -> StoreStats {
-        match self {
-            Backend::Sqlite(s) => s.stats(),
-            Backend::Fjall(s) => s.stats(),
-        }
+        self.0.stats()
     }
 }
 
@@ -94,22 +90,16 @@ struct Fixture {
 }
 
 impl Fixture {
-    fn new(fjall: bool, ack_sync_key: bool) -> Fixture {
+    fn new(ack_sync_key: bool) -> Fixture {
         let dir = tempfile::tempdir().expect("tempdir");
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()
             .expect("runtime");
-        let backend = if fjall {
-            Backend::Fjall(Arc::new(
-                FjallStore::open(dir.path(), FjallOptions::default()).expect("open"),
-            ))
-        } else {
-            Backend::Sqlite(Arc::new(
-                SqliteStore::open(dir.path(), SqliteOptions::default()).expect("open"),
-            ))
-        };
+        let backend = Backend(Arc::new(
+            FjallStore::open(dir.path(), FjallOptions::default()).expect("open"),
+        ));
         Fixture {
             rt,
             backend,
@@ -200,12 +190,11 @@ fn report(fx: &Fixture) {
 }
 
 fn bench_store(c: &mut Criterion) {
-    for (fjall, ack, name) in [
-        (true, false, "peer_append_100_writers"),
-        (true, true, "peer_append_and_sync_key_100_writers"),
-        (false, false, "peer_append_100_writers"),
+    for (ack, name) in [
+        (false, "peer_append_100_writers"),
+        (true, "peer_append_and_sync_key_100_writers"),
     ] {
-        let fx = Fixture::new(fjall, ack);
+        let fx = Fixture::new(ack);
         report(&fx);
         let mut group = c.benchmark_group(format!("{}_store", fx.backend.name()));
         group.throughput(Throughput::Elements(1));

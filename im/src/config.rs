@@ -1,5 +1,8 @@
 //! `ferry im` configuration: one struct, filled from flags > env (`FERRY_…`) >
-//! TOML file (`--config`) > defaults. Unknown TOML keys are rejected.
+//! TOML file (`--config`) > gobelieve's `im.cfg` (`--gobelieve-config`) >
+//! defaults. Unknown TOML keys are rejected.
+
+mod gobelieve;
 
 pub use ferry_common::redact_url;
 use serde::Deserialize;
@@ -16,6 +19,10 @@ pub struct ImOptions {
     #[arg(long, env = "FERRY_CONFIG")]
     #[serde(skip)]
     pub config: Option<PathBuf>,
+    /// gobelieve `im.cfg` to start from (below flags, env and --config).
+    #[arg(long, env = "FERRY_GOBELIEVE_CONFIG")]
+    #[serde(skip)]
+    pub gobelieve_config: Option<PathBuf>,
     /// Client TCP listener [default: 0.0.0.0:23000].
     #[arg(long, env = "FERRY_LISTEN")]
     pub listen: Option<SocketAddr>,
@@ -40,7 +47,7 @@ pub struct ImOptions {
     /// Directory of the embedded store and the generated JWT secret [default: ./data].
     #[arg(long, env = "FERRY_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
-    /// Message store: `fjall` (embedded, default), `sqlite` (embedded), or a
+    /// Message store: `fjall` (embedded, default) or a
     /// shared Redis `redis://host:port/db` / `redis+cluster://h1:p1,h2:p2`.
     #[arg(long, env = "FERRY_STORE")]
     pub store: Option<String>,
@@ -108,6 +115,24 @@ pub struct ImOptions {
     /// Resident memory (MiB) above which new connections are refused, 0 = off [default: 0].
     #[arg(long, env = "FERRY_MAX_RSS")]
     pub max_rss: Option<u64>,
+    /// Dirty-word dictionary (one word per line, UTF-8): words in the JSON
+    /// `"text"` of TEXT messages are replaced by `*`.
+    #[arg(long, env = "FERRY_WORD_FILE")]
+    pub word_file: Option<PathBuf>,
+    /// gobelieve's MySQL database as the group source (read-only):
+    /// `mysql://user:pass@host:port/db` or the Go DSN
+    /// `user:pass@tcp(host:port)/db`. Changes are followed on the Redis
+    /// stream `group_manager_stream` (on --redis).
+    #[arg(long, env = "FERRY_MYSQL", hide_env_values = true)]
+    pub mysql: Option<String>,
+    /// Peer messages need friends both ways (ACK status 1/2 otherwise): the
+    /// MySQL `friend` table with --mysql, else Ferry's own lists (HTTP API).
+    #[arg(long, env = "FERRY_ENABLE_FRIENDSHIP", num_args = 0..=1, default_missing_value = "true")]
+    pub enable_friendship: Option<bool>,
+    /// Peer messages to a user who blacklisted the sender are refused (ACK
+    /// status 3): MySQL `blacklist` with --mysql, else Ferry's own lists.
+    #[arg(long, env = "FERRY_ENABLE_BLACKLIST", num_args = 0..=1, default_missing_value = "true")]
+    pub enable_blacklist: Option<bool>,
     /// This node's name in presence answers and hook events [default: <hostname>:<listen port>].
     #[arg(long, env = "FERRY_NODE_NAME")]
     pub node_name: Option<String>,
@@ -192,8 +217,6 @@ pub enum ConfigError {
 pub enum StoreSpec {
     /// fjall LSM tree under `<data-dir>/fjall` (the default).
     Fjall,
-    /// SQLite (WAL) at `<data-dir>/ferry.db`.
-    Sqlite,
     /// Shared Redis store, standalone (`redis://`, `rediss://`) or cluster
     /// (`redis+cluster://`).
     Redis(String),
@@ -204,7 +227,10 @@ impl StoreSpec {
     pub fn parse(s: &str) -> Result<StoreSpec, ConfigError> {
         match s.trim() {
             "" | "fjall" | "embedded" => Ok(StoreSpec::Fjall),
-            "sqlite" => Ok(StoreSpec::Sqlite),
+            "sqlite" => Err(ConfigError::Invalid(
+                "--store sqlite was retired: the embedded store is fjall (see \"Stores\" in the README)"
+                    .into(),
+            )),
             u if u.starts_with("redis://")
                 || u.starts_with("rediss://")
                 || u.starts_with("redis+cluster://") =>
@@ -212,7 +238,7 @@ impl StoreSpec {
                 Ok(StoreSpec::Redis(u.to_string()))
             }
             other => Err(ConfigError::Invalid(format!(
-                "--store {other:?}: expected fjall, sqlite, redis://… or redis+cluster://…"
+                "--store {other:?}: expected fjall, redis://… or redis+cluster://…"
             ))),
         }
     }
@@ -252,6 +278,9 @@ pub struct ImConfig {
     pub auth: AuthMethod,
     pub jwt_secret: Option<String>,
     pub redis: String,
+    /// Follow `speak_forbidden` on `redis` (set when Redis was configured:
+    /// `--redis`, `[redis]`, or `--auth redis`).
+    pub follow_mutes: bool,
     pub kefu_appid: i64,
     pub idle_timeout: Duration,
     pub dedup_window: Duration,
@@ -265,6 +294,17 @@ pub struct ImConfig {
     pub presence_grace: Duration,
     /// `None` unless `--hook-url` or `--hook-stream redis` is given.
     pub hooks: Option<crate::hooks::HookConfig>,
+    /// Dirty-word dictionary, see [`crate::wordfilter`].
+    pub word_file: Option<PathBuf>,
+    /// MySQL group source as a `mysql://` URL (see [`crate::store::mysql_groups`]).
+    pub mysql: Option<String>,
+    pub enable_friendship: bool,
+    pub enable_blacklist: bool,
+    /// Default log filter from gobelieve's `[log] level` (RUST_LOG wins).
+    pub log_filter: Option<&'static str>,
+    /// Lines to log at warn level once logging is up (ignored gobelieve keys,
+    /// adjusted values).
+    pub warnings: Vec<String>,
 }
 
 impl ImOptions {
@@ -274,7 +314,24 @@ impl ImOptions {
             Some(path) => read_file(path)?,
             None => ImOptions::default(),
         };
-        let o = self.or(file);
+        let gob = match &self.gobelieve_config {
+            Some(path) => gobelieve::read(path)?,
+            None => gobelieve::GobelieveLayer::default(),
+        };
+        let mut warnings = gob.warnings;
+        let http_from_gobelieve = self.http_listen.is_none() && file.http_listen.is_none();
+        let mut o = self.or(file).or(gob.options);
+        if http_from_gobelieve && gob.http_any_host && o.api_token.is_none() {
+            // Go's ":6666" is every interface; Ferry exposes its unauthenticated
+            // API on loopback only (the API server usually runs on the same host).
+            if let Some(a) = o.http_listen.as_mut() {
+                a.set_ip([127, 0, 0, 1].into());
+                warnings.push(format!(
+                    "http_listen_address has no host: the HTTP API listens on {a} only; \
+                     set --api-token (or api_token) to listen on every interface"
+                ));
+            }
+        }
         let cfg = ImConfig {
             listen: o.listen.unwrap_or_else(|| ([0, 0, 0, 0], 23000).into()),
             ws_listen: o.ws_listen.unwrap_or_else(|| ([0, 0, 0, 0], 13891).into()),
@@ -310,6 +367,7 @@ impl ImOptions {
             link_buffer: o.link_buffer.unwrap_or(64 * 1024 * 1024),
             auth: o.auth.unwrap_or(AuthMethod::Jwt),
             jwt_secret: o.jwt_secret.filter(|s| !s.is_empty()),
+            follow_mutes: o.redis.is_some() || o.auth == Some(AuthMethod::Redis),
             redis: o
                 .redis
                 .clone()
@@ -346,6 +404,17 @@ impl ImOptions {
                 o.hook_queue,
             )
             .map_err(ConfigError::Invalid)?,
+            word_file: o.word_file,
+            mysql: o
+                .mysql
+                .filter(|m| !m.trim().is_empty())
+                .map(|m| crate::store::mysql_groups::mysql_url(&m))
+                .transpose()
+                .map_err(ConfigError::Invalid)?,
+            enable_friendship: o.enable_friendship.unwrap_or(false),
+            enable_blacklist: o.enable_blacklist.unwrap_or(false),
+            log_filter: gob.log_filter,
+            warnings,
         };
         cfg.validate()?;
         Ok(cfg)
@@ -354,6 +423,7 @@ impl ImOptions {
     fn or(self, f: ImOptions) -> ImOptions {
         ImOptions {
             config: self.config,
+            gobelieve_config: self.gobelieve_config,
             listen: self.listen.or(f.listen),
             ws_listen: self.ws_listen.or(f.ws_listen),
             tls_listen: self.tls_listen.or(f.tls_listen),
@@ -395,6 +465,10 @@ impl ImOptions {
             hook_redis: self.hook_redis.or(f.hook_redis),
             hook_stream_key: self.hook_stream_key.or(f.hook_stream_key),
             hook_queue: self.hook_queue.or(f.hook_queue),
+            word_file: self.word_file.or(f.word_file),
+            mysql: self.mysql.or(f.mysql),
+            enable_friendship: self.enable_friendship.or(f.enable_friendship),
+            enable_blacklist: self.enable_blacklist.or(f.enable_blacklist),
         }
     }
 }
@@ -428,6 +502,8 @@ impl std::fmt::Debug for ImConfig {
         f.debug_struct("ImConfig")
             .field("listen", &self.listen)
             .field("ws_listen", &self.ws_listen)
+            .field("tls_listen", &self.tls_listen)
+            .field("wss_listen", &self.wss_listen)
             .field("tls", &self.tls)
             .field("http_listen", &self.http_listen)
             .field("data_dir", &self.data_dir)
@@ -437,6 +513,7 @@ impl std::fmt::Debug for ImConfig {
             .field("auth", &self.auth)
             .field("jwt_secret", &set(&self.jwt_secret))
             .field("redis", &redact_url(&self.redis))
+            .field("follow_mutes", &self.follow_mutes)
             .field("kefu_appid", &self.kefu_appid)
             .field("idle_timeout", &self.idle_timeout)
             .field("api_token", &set(&self.api_token))
@@ -445,6 +522,18 @@ impl std::fmt::Debug for ImConfig {
             .field("node_name", &self.node_name)
             .field("presence_grace", &self.presence_grace)
             .field("hooks", &self.hooks)
+            .field("word_file", &self.word_file)
+            .field("mysql", &self.mysql.as_deref().map(redact_url))
+            .field("enable_friendship", &self.enable_friendship)
+            .field("enable_blacklist", &self.enable_blacklist)
+            .field(
+                "store_retention",
+                &(self.retention_count, self.retention_age),
+            )
+            .field("link_buffer", &self.link_buffer)
+            .field("dedup_window", &self.dedup_window)
+            .field("sync_limit", &self.sync_limit)
+            .field("outbox_bytes", &self.outbox_bytes)
             .finish_non_exhaustive()
     }
 }
@@ -567,6 +656,70 @@ mod tests {
     }
 
     #[test]
+    fn gobelieve_file_is_the_lowest_layer() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let gob = dir.path().join("im.cfg");
+        std::fs::write(
+            &gob,
+            "port = 1\nhttp_listen_address = \":2\"\nkefu_appid = 3\nword_file = \"w.txt\"\n\
+             mysqldb_datasource = \"root:x@tcp(127.0.0.1:3306)/gobelieve\"\n",
+        )
+        .expect("write");
+        let file = dir.path().join("ferry.toml");
+        std::fs::write(&file, "kefu_appid = 4\n").expect("write");
+        let cfg = ImOptions {
+            gobelieve_config: Some(gob.clone()),
+            config: Some(file),
+            listen: Some("127.0.0.1:5".parse().expect("addr")),
+            ..Default::default()
+        }
+        .resolve()
+        .expect("valid");
+        assert_eq!(
+            cfg.listen,
+            "127.0.0.1:5".parse().expect("addr"),
+            "flag wins"
+        );
+        assert_eq!(cfg.kefu_appid, 4, "--config wins over the gobelieve file");
+        assert_eq!(cfg.word_file.as_deref(), Some(Path::new("w.txt")));
+        assert_eq!(cfg.auth, AuthMethod::Redis, "gobelieve's default");
+        assert!(cfg.follow_mutes);
+        // ":2" without an API token: loopback only, said in a warning.
+        assert_eq!(cfg.http_listen, "127.0.0.1:2".parse().expect("addr"));
+        let w = cfg.warnings.join("\n");
+        assert!(w.contains("127.0.0.1:2"), "{w}");
+        assert_eq!(
+            cfg.mysql.as_deref(),
+            Some("mysql://root:x@127.0.0.1:3306/gobelieve")
+        );
+        // With a token the API listens where the file says.
+        let cfg = ImOptions {
+            gobelieve_config: Some(gob),
+            api_token: Some("t".into()),
+            ..Default::default()
+        }
+        .resolve()
+        .expect("valid");
+        assert_eq!(cfg.http_listen, "0.0.0.0:2".parse().expect("addr"));
+    }
+
+    #[test]
+    fn debug_output_redacts_secrets() {
+        let cfg = ImOptions {
+            jwt_secret: Some("jwt-hunter2".into()),
+            redis: Some("redis://:redis-hunter2@127.0.0.1:6379/0".into()),
+            api_token: Some("api-hunter2".into()),
+            link_secret: Some("link-hunter2".into()),
+            mysql: Some("root:mysql-hunter2@tcp(127.0.0.1:3306)/gobelieve".into()),
+            ..Default::default()
+        }
+        .resolve()
+        .expect("valid");
+        let s = format!("{cfg:?}");
+        assert!(!s.contains("hunter2"), "{s}");
+    }
+
+    #[test]
     fn public_http_needs_api_token() {
         let o = ImOptions {
             http_listen: Some("0.0.0.0:6666".parse().expect("addr")),
@@ -578,5 +731,14 @@ mod tests {
             ..o
         };
         assert!(o.resolve().is_ok());
+    }
+
+    #[test]
+    fn retired_sqlite_store_is_refused_with_a_pointer() {
+        match StoreSpec::parse("sqlite") {
+            Err(ConfigError::Invalid(why)) => assert!(why.contains("retired"), "{why}"),
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+        assert_eq!(StoreSpec::parse("fjall").expect("fjall"), StoreSpec::Fjall);
     }
 }

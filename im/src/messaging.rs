@@ -8,7 +8,7 @@
 
 use crate::node::Node;
 use crate::outbox::OutFrame;
-use crate::store::{AppendRequest, DedupKey, NewEntry, Placed, QueueId, StoreError};
+use crate::store::{AppendRequest, Dedup, NewEntry, Placed, QueueId, StoreError};
 use bytes::Bytes;
 use ferry_common::link::RouteMessage;
 use ferry_common::protocol::Frame;
@@ -28,7 +28,11 @@ pub struct PeerSend {
     pub receiver: QueueId,
     /// Sending device (0 for HTTP); its connections get no push copy.
     pub device_id: i64,
-    pub dedup: Option<DedupKey>,
+    /// Client sends with a msgid: the dedup record (see [`crate::resend`]).
+    pub dedup: Option<Dedup>,
+    /// The session's number for this send in its ACK ledger: a verdict
+    /// never takes the send's own entry for the earlier one.
+    pub ticket: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -116,8 +120,8 @@ impl Node {
 
     /// Stores a peer message in the receiver's and the sender's queues as one
     /// durable step, then pushes it to the receiver's connections and to the
-    /// sender's other devices. A duplicate send (same dedup key inside the
-    /// window) writes nothing and only re-notifies the receiver.
+    /// sender's other devices. A resend (see [`crate::resend`]) writes
+    /// nothing and only re-notifies the receiver.
     pub async fn send_peer(&self, p: PeerSend) -> Result<PeerOutcome, StoreError> {
         let same_queue = p.sender == p.receiver;
         let entry = |queue| NewEntry {
@@ -127,17 +131,31 @@ impl Node {
             device_id: p.device_id,
             body: p.body.clone(),
         };
-        let mut entries = vec![entry(p.receiver)];
-        if !same_queue {
-            entries.push(entry(p.sender));
-        }
-        let out = self
+        let entries = || {
+            let mut entries = vec![entry(p.receiver)];
+            if !same_queue {
+                entries.push(entry(p.sender));
+            }
+            entries
+        };
+        let mut out = self
             .store
             .append(AppendRequest {
-                entries,
+                entries: entries(),
                 dedup: p.dedup,
             })
             .await?;
+        if let (Some(d), Some(e)) = (p.dedup, out.earlier)
+            && !self.is_resend(&d.key, e, p.ticket).await
+        {
+            out = self
+                .store
+                .append(AppendRequest {
+                    entries: entries(),
+                    dedup: Some(Dedup { replace: true, ..d }),
+                })
+                .await?;
+        }
         let receiver = *out
             .placed
             .first()

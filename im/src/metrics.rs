@@ -509,6 +509,22 @@ impl Store for TimedStore {
         self.0.orders_appends()
     }
 
+    fn mark_unconfirmed(&self, marks: Vec<crate::store::Unconfirmed>) -> StoreFuture<'_, ()> {
+        self.0.mark_unconfirmed(marks)
+    }
+
+    fn set_node_state(&self, incarnation: u64, clean: bool) -> StoreFuture<'_, ()> {
+        self.0.set_node_state(incarnation, clean)
+    }
+
+    fn node_state(&self, incarnation: u64) -> StoreFuture<'_, Option<crate::store::NodeState>> {
+        self.0.node_state(incarnation)
+    }
+
+    fn shared(&self) -> bool {
+        self.0.shared()
+    }
+
     fn append_ordered(
         &self,
         req: AppendRequest,
@@ -557,7 +573,7 @@ mod tests {
     #[test]
     fn timed_store_keeps_the_stores_ordering_promise() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = crate::store::SqliteStore::open(dir.path(), Default::default()).expect("store");
+        let store = crate::store::FjallStore::open(dir.path(), Default::default()).expect("store");
         assert!(store.orders_appends());
         assert!(TimedStore(Arc::new(store)).orders_appends());
     }

@@ -68,6 +68,17 @@ pub struct Node {
     pub hooks: Option<crate::hooks::Hooks>,
     /// Users waiting out `--presence-grace` before an offline event.
     pub presence_tracker: crate::hooks::presence::Tracker,
+    /// `--word-file` dictionary, applied to TEXT messages from clients.
+    pub word_filter: Option<Arc<crate::wordfilter::WordFilter>>,
+    /// Mutes announced on Redis `speak_forbidden`.
+    pub forbidden: crate::forbidden::SpeakForbidden,
+    /// Friendship/blacklist checks (`--enable-friendship`, `--enable-blacklist`).
+    pub relations: Option<Arc<crate::relations::Relations>>,
+    /// This process's random id in dedup records' origins (see
+    /// [`crate::resend`]).
+    pub incarnation: u64,
+    /// ACK ledgers of open connections that sent msgid-carrying messages.
+    pub ledgers: crate::resend::ledger::Ledgers,
     /// The last ten minutes of headline figures, for `/admin`.
     pub history: crate::history::History,
     /// When the node started, for the console's uptime.
@@ -104,6 +115,11 @@ impl Node {
             live: Default::default(),
             hooks,
             presence_tracker: Default::default(),
+            word_filter: None,
+            forbidden: Default::default(),
+            relations: None,
+            incarnation: crate::resend::new_incarnation(),
+            ledgers: Default::default(),
             history: Default::default(),
             started: std::time::Instant::now(),
         }

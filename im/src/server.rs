@@ -10,7 +10,7 @@ use crate::node::Node;
 use crate::store::group::GroupStore;
 use crate::store::{
     FjallGroupStore, FjallOptions, FjallStore, RedisGroupStore, RedisStore, RedisStoreOptions,
-    SqliteGroupStore, SqliteOptions, SqliteStore, Store,
+    Store,
 };
 use bytes::Bytes;
 use std::future::Future;
@@ -31,15 +31,39 @@ pub enum StartError {
     SharedStore { url: String, message: String },
     #[error("cannot load the JWT secret from {dir}: {source}")]
     Secret { dir: String, source: std::io::Error },
+    #[error("cannot use the MySQL group source {url}: {message}")]
+    Mysql { url: String, message: String },
+    #[error("cannot record this node's start in the store: {0}")]
+    Announce(String),
     #[error("cannot connect to Redis for token auth: {0}")]
     Redis(String),
     #[error(transparent)]
     Tls(#[from] connection::tls::TlsError),
+    #[error(transparent)]
+    WordFile(#[from] crate::wordfilter::WordFileError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
         source: std::io::Error,
     },
+}
+
+/// Compiles `--word-file`, if given (a bad file stops the start).
+fn load_word_filter(
+    cfg: &ImConfig,
+) -> Result<Option<Arc<crate::wordfilter::WordFilter>>, StartError> {
+    let Some(path) = &cfg.word_file else {
+        return Ok(None);
+    };
+    let started = std::time::Instant::now();
+    let filter = crate::wordfilter::WordFilter::load(path)?;
+    tracing::info!(
+        file = %path.display(),
+        words = filter.len(),
+        ms = started.elapsed().as_millis() as u64,
+        "dirty-word filter loaded"
+    );
+    Ok(Some(Arc::new(filter)))
 }
 
 /// Binds with a deep accept backlog so connection storms don't hit SYN retries.
@@ -61,7 +85,21 @@ pub fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
 pub async fn run(cfg: ImConfig, shutdown: impl Future<Output = ()>) -> Result<(), StartError> {
     let dir = cfg.data_dir.display().to_string();
     let store = open_store(&cfg).await?;
-    let groups = open_group_store(&cfg).await?;
+    let mysql = match &cfg.mysql {
+        Some(url) => Some(Arc::new(
+            crate::store::mysql_groups::MysqlGroupStore::connect(url)
+                .await
+                .map_err(|e| StartError::Mysql {
+                    url: redact_url(url),
+                    message: e.to_string(),
+                })?,
+        )),
+        None => None,
+    };
+    let groups: Arc<dyn GroupStore> = match &mysql {
+        Some(m) => m.clone(),
+        None => open_group_store(&cfg).await?,
+    };
     let auth = match cfg.auth {
         AuthMethod::Jwt => {
             let key = load_or_create_secret(cfg.jwt_secret.as_deref(), &cfg.data_dir).map_err(
@@ -110,7 +148,27 @@ pub async fn run(cfg: ImConfig, shutdown: impl Future<Output = ()>) -> Result<()
         )
     });
     let store: Arc<dyn Store> = Arc::new(crate::metrics::TimedStore(store));
-    let node = Arc::new(Node::new(cfg, store.clone(), groups, auth, cluster));
+    let word_filter = load_word_filter(&cfg)?;
+    let relations = match &cfg.mysql {
+        Some(url) if cfg.enable_friendship || cfg.enable_blacklist => Some(Arc::new(
+            crate::relations::Relations::connect(url, cfg.enable_friendship, cfg.enable_blacklist)
+                .await
+                .map_err(|e| StartError::Mysql {
+                    url: redact_url(url),
+                    message: e.to_string(),
+                })?,
+        )),
+        _ => None,
+    };
+    let mut node = Node::new(cfg, store.clone(), groups, auth, cluster);
+    node.word_filter = word_filter;
+    node.relations = relations.clone();
+    let node = Arc::new(node);
+    // Before any client: dedup records of this incarnation must be judged
+    // against a recorded state (see `resend`).
+    crate::resend::announce(store.clone(), node.incarnation)
+        .await
+        .map_err(|e| StartError::Announce(e.to_string()))?;
     let links = match &node.cluster {
         Some(c) => c.start(Arc::new(NodeInbound(Arc::downgrade(&node)))),
         None => Vec::new(),
@@ -131,6 +189,32 @@ pub async fn run(cfg: ImConfig, shutdown: impl Future<Output = ()>) -> Result<()
     let hook_stop = tokio_util::sync::CancellationToken::new();
     let hook_worker = node.hooks.as_ref().and_then(|h| h.start(hook_stop.clone()));
     tokio::spawn(crate::hooks::presence::run_timer(node.clone()));
+    if let Some(m) = mysql {
+        let sink = crate::groups::feed::GroupSink {
+            node: Arc::downgrade(&node),
+            store: m,
+        };
+        tokio::spawn(crate::feed::follow(
+            node.shutdown.clone(),
+            node.cfg.redis.clone(),
+            crate::groups::feed::FEED,
+            Arc::new(sink),
+        ));
+    }
+    if let Some(r) = relations {
+        tokio::spawn(crate::feed::follow(
+            node.shutdown.clone(),
+            node.cfg.redis.clone(),
+            crate::relations::FEED,
+            Arc::new(crate::relations::RelationSink(r)),
+        ));
+    }
+    if node.cfg.follow_mutes {
+        tokio::spawn(crate::forbidden::follow(
+            Arc::downgrade(&node),
+            node.cfg.redis.clone(),
+        ));
+    }
     let mut accepts = vec![tokio::spawn(accept_loop(node.clone(), tcp, None))];
     let mut servers = vec![tokio::spawn(connection::ws::serve_plain(node.clone(), ws))];
     if let Some((acceptor, raw, wss)) = tls_listeners {
@@ -139,10 +223,17 @@ pub async fn run(cfg: ImConfig, shutdown: impl Future<Output = ()>) -> Result<()
     }
     servers.push(tokio::spawn(http::serve(node.clone(), http_listener)));
     shutdown.await;
-    stop(&node, accepts, servers, links).await;
+    let clean = stop(&node, accepts, servers, links).await;
     hook_stop.cancel();
     if let Some(w) = hook_worker {
         let _ = w.await;
+    }
+    if clean {
+        // Every connection ended and wrote its "ACK unconfirmed" marks:
+        // records of this incarnation without a mark had their ACK delivered.
+        if let Err(e) = store.set_node_state(node.incarnation, true).await {
+            tracing::warn!(error = %e, "recording the clean stop failed; resends will be judged as after a crash");
+        }
     }
     if let Err(e) = store.close().await {
         tracing::warn!(error = %e, "closing the store failed");
@@ -178,12 +269,13 @@ fn listening(cfg: &ImConfig, tls: bool) -> String {
 /// it is handling (store writes included), flushes its replies and queued
 /// pushes and closes; in-flight HTTP requests complete; unsubscribes reach
 /// the imrs. Each step is bounded so a stuck peer cannot hold the process.
+/// True when every client connection ended in time.
 async fn stop(
     node: &Node,
     accepts: Vec<tokio::task::JoinHandle<()>>,
     servers: Vec<tokio::task::JoinHandle<()>>,
     links: Vec<tokio::task::JoinHandle<()>>,
-) {
+) -> bool {
     use std::time::Duration;
     tracing::info!("shutting down: closing listeners and connections");
     for a in &accepts {
@@ -194,10 +286,8 @@ async fn stop(
     node.live.wake_all();
     node.conns.close();
     let grace = connection::drive::CLOSE_FLUSH + Duration::from_secs(5);
-    if tokio::time::timeout(grace, node.conns.wait())
-        .await
-        .is_err()
-    {
+    let all_closed = tokio::time::timeout(grace, node.conns.wait()).await.is_ok();
+    if !all_closed {
         tracing::warn!(
             left = node.conns.len(),
             "connections still open after the grace period"
@@ -225,6 +315,7 @@ async fn stop(
     for l in links {
         l.abort();
     }
+    all_closed
 }
 
 /// Opens the store `--store` names. Embedded stores live in the data dir.
@@ -245,13 +336,6 @@ async fn open_store(cfg: &ImConfig) -> Result<Arc<dyn Store>, StartError> {
                 ..FjallOptions::default()
             };
             Arc::new(FjallStore::open(&cfg.data_dir, opts).map_err(embedded("fjall"))?)
-        }
-        StoreSpec::Sqlite => {
-            let opts = SqliteOptions {
-                dedup_window: cfg.dedup_window,
-                ..SqliteOptions::default()
-            };
-            Arc::new(SqliteStore::open(&cfg.data_dir, opts).map_err(embedded("sqlite"))?)
         }
         StoreSpec::Redis(url) => {
             let opts = RedisStoreOptions {
@@ -288,9 +372,6 @@ async fn open_group_store(cfg: &ImConfig) -> Result<Arc<dyn GroupStore>, StartEr
     Ok(match &cfg.store {
         StoreSpec::Fjall => {
             Arc::new(FjallGroupStore::open(&cfg.data_dir).map_err(embedded("fjall group"))?)
-        }
-        StoreSpec::Sqlite => {
-            Arc::new(SqliteGroupStore::open(&cfg.data_dir).map_err(embedded("sqlite group"))?)
         }
         StoreSpec::Redis(url) => {
             let store = RedisStore::connect(url, RedisStoreOptions::default())

@@ -1,11 +1,14 @@
 //! `ferry imr` configuration: one struct, filled from flags > env
 //! (`FERRY_IMR_…`, plus the shared `FERRY_LINK_SECRET`) > TOML file
-//! (`--config`) > defaults. Unknown TOML keys are rejected.
+//! (`--config`) > gobelieve's `imr.cfg` (`--gobelieve-config`) > defaults.
+//! Unknown TOML keys are rejected.
 //!
 //! The environment variables are prefixed `FERRY_IMR_` (not `FERRY_` as for
 //! `ferry im`) so an im and an imr started from the same environment do not
 //! pick up each other's listen addresses or config file. The link secret is
 //! the exception: both sides must agree on it, so both read `FERRY_LINK_SECRET`.
+
+mod gobelieve;
 
 use ferry_common::redact_url;
 use serde::Deserialize;
@@ -21,6 +24,10 @@ pub struct ImrOptions {
     #[arg(long, env = "FERRY_IMR_CONFIG")]
     #[serde(skip)]
     pub config: Option<PathBuf>,
+    /// gobelieve `imr.cfg` to start from (below flags, env and --config).
+    #[arg(long, env = "FERRY_IMR_GOBELIEVE_CONFIG")]
+    #[serde(skip)]
+    pub gobelieve_config: Option<PathBuf>,
     /// Link listener the im nodes connect to [default: 127.0.0.1:4444].
     #[arg(long, env = "FERRY_IMR_LISTEN")]
     pub listen: Option<SocketAddr>,
@@ -75,6 +82,10 @@ pub struct ImrConfig {
     pub link_secret: String,
     pub push_buffer: usize,
     pub link_queue: usize,
+    /// Default log filter from gobelieve's `[log] level` (RUST_LOG wins).
+    pub log_filter: Option<&'static str>,
+    /// Lines to log at warn level once logging is up.
+    pub warnings: Vec<String>,
 }
 
 /// Smallest accepted `--link-queue`: one large routed frame must fit.
@@ -90,6 +101,8 @@ impl Default for ImrConfig {
             link_secret: String::new(),
             push_buffer: 100_000,
             link_queue: 64 * 1024 * 1024,
+            log_filter: None,
+            warnings: Vec::new(),
         }
     }
 }
@@ -123,7 +136,11 @@ impl ImrOptions {
             Some(path) => read_file(path)?,
             None => ImrOptions::default(),
         };
-        let o = self.or(file);
+        let gob = match &self.gobelieve_config {
+            Some(path) => gobelieve::read(path)?,
+            None => gobelieve::GobelieveLayer::default(),
+        };
+        let o = self.or(file).or(gob.options);
         let d = ImrConfig::default();
         let cfg = ImrConfig {
             listen: o.listen.unwrap_or(d.listen),
@@ -133,6 +150,8 @@ impl ImrOptions {
             link_secret: o.link_secret.unwrap_or(d.link_secret),
             push_buffer: o.push_buffer.unwrap_or(d.push_buffer),
             link_queue: o.link_queue.unwrap_or(d.link_queue),
+            log_filter: gob.log_filter,
+            warnings: gob.warnings,
         };
         cfg.validate()?;
         Ok(cfg)
@@ -141,6 +160,7 @@ impl ImrOptions {
     fn or(self, f: ImrOptions) -> ImrOptions {
         ImrOptions {
             config: self.config,
+            gobelieve_config: self.gobelieve_config,
             listen: self.listen.or(f.listen),
             http_listen: self.http_listen.or(f.http_listen),
             redis: self.redis.or(f.redis),

@@ -58,6 +58,8 @@ pub struct GroupArgs {
     pub json: Option<std::path::PathBuf>,
     #[command(flatten)]
     pub conn: ConnArgs,
+    #[command(flatten)]
+    pub host: super::host::HostArgs,
 }
 
 #[derive(Default)]
@@ -126,6 +128,7 @@ pub async fn run(a: GroupArgs) -> anyhow::Result<()> {
         a.n,
         targets.describe()
     );
+    eprintln!("{}", super::host::fsync_line(&a.host, &a.conn.data_dir));
 
     // Receivers first, with their old messages drained.
     let receivers = connect_all(
@@ -180,6 +183,7 @@ pub async fn run(a: GroupArgs) -> anyhow::Result<()> {
 
     let run_start = Instant::now();
     let start_nanos = now_nanos();
+    let cpu = super::host::ServerCpu::start(&a.host)?;
     let mut send_tasks = JoinSet::new();
     for (i, c) in senders.into_iter().enumerate() {
         send_tasks.spawn(send(c, i, gid, a.n, a.payload, shared.clone()));
@@ -272,7 +276,11 @@ pub async fn run(a: GroupArgs) -> anyhow::Result<()> {
                 shared.duplicates.load(Ordering::Relaxed)
             ),
         );
-    fan.rows(&mut table).print();
+    fan.rows(&mut table);
+    if let Some(cpu) = &cpu {
+        table.row("server CPU", cpu.row(acked, delivered)?);
+    }
+    table.print();
     if let Some(path) = &a.json {
         recorder.finish(delivered);
         let config = serde_json::json!({

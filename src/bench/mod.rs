@@ -7,6 +7,7 @@ mod baseline;
 mod connect;
 mod connections;
 mod group;
+mod host;
 mod http;
 mod peer;
 mod plot;

@@ -55,6 +55,8 @@ pub struct PeerArgs {
     pub json: Option<std::path::PathBuf>,
     #[command(flatten)]
     pub conn: ConnArgs,
+    #[command(flatten)]
+    pub host: super::host::HostArgs,
 }
 
 /// Counters shared by all tasks.
@@ -123,6 +125,7 @@ pub async fn run(a: PeerArgs) -> anyhow::Result<()> {
         a.payload,
         targets.describe()
     );
+    eprintln!("{}", super::host::fsync_line(&a.host, &a.conn.data_dir));
 
     // Receivers: sync loop on, resuming from the key the server stored.
     let sync_opts = ClientOptions {
@@ -215,6 +218,7 @@ pub async fn run(a: PeerArgs) -> anyhow::Result<()> {
     let payload = Bytes::from(vec![b'x'; a.payload]);
     let mut latency = latency_histogram()?;
     let run_start = Instant::now();
+    let cpu = super::host::ServerCpu::start(&a.host)?;
     let mut send_tasks = JoinSet::new();
     for (i, sc) in senders.into_iter().enumerate() {
         send_tasks.spawn(send(
@@ -323,8 +327,14 @@ pub async fn run(a: PeerArgs) -> anyhow::Result<()> {
         .write(path)?;
     }
 
+    let received = progress.received.load(Ordering::Relaxed);
+    let server_cpu = match &cpu {
+        Some(c) => Some(c.row(received, 0)?),
+        None => None,
+    };
     Results {
-        messages: progress.received.load(Ordering::Relaxed),
+        messages: received,
+        server_cpu,
         expected: total,
         elapsed,
         latency: &latency,

@@ -133,6 +133,8 @@ impl FanOut<'_> {
 /// Final numbers of a peer run.
 pub struct Results<'a> {
     pub messages: u64,
+    /// Server CPU row, with `--server-pid`.
+    pub server_cpu: Option<String>,
     pub expected: u64,
     pub elapsed: Duration,
     pub latency: &'a Histogram<u64>,
@@ -163,6 +165,12 @@ impl Results<'_> {
                 ),
             )
             .row("errors", self.errors.to_string())
+            .row(
+                "server CPU",
+                self.server_cpu
+                    .as_deref()
+                    .unwrap_or("- (pass --server-pid)"),
+            )
             .print();
     }
 }

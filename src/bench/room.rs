@@ -54,6 +54,8 @@ pub struct RoomArgs {
     pub json: Option<std::path::PathBuf>,
     #[command(flatten)]
     pub conn: ConnArgs,
+    #[command(flatten)]
+    pub host: super::host::HostArgs,
 }
 
 #[derive(Default)]
@@ -131,6 +133,7 @@ pub async fn run(a: RoomArgs) -> anyhow::Result<()> {
     // Measured phase.
     let run_start = Instant::now();
     let start_nanos = now_nanos();
+    let cpu = super::host::ServerCpu::start(&a.host)?;
     let send_until = a
         .duration
         .map(|d| run_start + Duration::from_secs(d))
@@ -215,7 +218,11 @@ pub async fn run(a: RoomArgs) -> anyhow::Result<()> {
             ),
         )
         .row("deliveries", format!("{delivered} of {}", acked * r as u64));
-    fan.rows(&mut table).print();
+    fan.rows(&mut table);
+    if let Some(cpu) = &cpu {
+        table.row("server CPU", cpu.row(acked, delivered)?);
+    }
+    table.print();
     if let Some(path) = &a.json {
         recorder.finish(delivered);
         let config = serde_json::json!({

@@ -4,8 +4,11 @@
 
 pub mod hook;
 mod imr;
+mod mariadb;
 #[allow(unused_imports)]
 pub use imr::{Imr, LINK_SECRET, cluster_im, http_get, http_post, wait_until};
+#[allow(unused_imports)]
+pub use mariadb::MariaDb;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};

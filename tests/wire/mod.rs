@@ -110,6 +110,15 @@ impl Raw {
         r
     }
 
+    /// Closes with a reset (`SO_LINGER` 0), as a crashing app or a lost
+    /// network path does: data queued to us is thrown away unread.
+    pub fn reset(self) {
+        socket2::SockRef::from(&self.stream)
+            .set_linger(Some(Duration::ZERO))
+            .expect("linger 0");
+        drop(self.stream);
+    }
+
     pub fn named(mut self, name: &str) -> Raw {
         self.name = name.to_string();
         self

@@ -48,8 +48,32 @@ pub enum Io {
     Failed(&'static str),
 }
 
+/// How far the bytes taken from the [`Writer`] got, for the ACK ledger
+/// ([`crate::resend::ledger`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wire {
+    /// Some are still buffered above the TCP socket (in the TLS layer).
+    Unflushed,
+    /// The transport cannot tell (WebSocket): taken as delivered.
+    Untracked,
+    /// All reached the TCP socket, which has carried this many bytes.
+    At(u64),
+}
+
 /// A client connection's byte (or message) stream.
 pub trait Transport: Send {
+    /// The TCP socket under the transport, for `TCP_INFO` (`None` when the
+    /// transport cannot reach it).
+    fn raw_fd(&self) -> Option<std::os::fd::RawFd> {
+        None
+    }
+
+    /// Where the bytes taken from `w` are (see [`Wire`]).
+    fn wire(&self, w: &Writer) -> Wire {
+        let _ = w;
+        Wire::Untracked
+    }
+
     /// Writes as much of `w` as the peer takes without blocking and, if
     /// `read` is set, reads what has arrived, appending complete frames to
     /// `out`. Ready when anything happened; Pending (with wakers registered
@@ -83,9 +107,11 @@ pub fn serve<T: Transport>(
 ) -> impl Future<Output = ()> + Send {
     let open = OpenConnection::new(kind);
     let outbox = Arc::new(Outbox::new(node.cfg.outbox_bytes));
-    let mut session = Session::new(node.clone(), outbox.clone(), peer, kind);
+    let mut session = Session::new(node.clone(), outbox.clone(), peer, kind, t.raw_fd());
     async move {
         let reason = drive(&node, &mut t, &mut session, &outbox).await;
+        // Before the socket goes: which ACKs the client may not have got.
+        session.settle().await;
         if reason == CloseReason::SlowConsumer.as_str() {
             Stats::add(&node.stats.slow_consumer_drops, 1);
         }
@@ -158,6 +184,7 @@ async fn drive<T: Transport>(
             })
             .await
         };
+        session.on_wire(t.wire(&w), w.written());
         if w.pending() == 0 {
             write_deadline = None;
         } else {
@@ -232,7 +259,7 @@ mod tests {
     use super::*;
     use crate::auth::{Authenticator, JwtAuth};
     use crate::config::ImOptions;
-    use crate::store::{SqliteGroupStore, SqliteOptions, SqliteStore};
+    use crate::store::{FjallGroupStore, FjallOptions, FjallStore};
 
     /// An idle connection's memory is mostly its task: tokio rounds the task
     /// (about 110 bytes of its own plus this future) up to a multiple of 128
@@ -248,8 +275,8 @@ mod tests {
         }
         .resolve()
         .expect("config");
-        let store = SqliteStore::open(dir.path(), SqliteOptions::default()).expect("store");
-        let groups = SqliteGroupStore::open(dir.path()).expect("groups");
+        let store = FjallStore::open(dir.path(), FjallOptions::default()).expect("store");
+        let groups = FjallGroupStore::open(dir.path()).expect("groups");
         let node = Arc::new(Node::new(
             cfg,
             Arc::new(store),

@@ -2,7 +2,7 @@
 //! reads go through the per-thread scratch buffer (see [`super::read`]) and
 //! writes straight from the session's [`Writer`].
 
-use super::drive::{Io, Transport};
+use super::drive::{Io, Transport, Wire};
 use super::read::{ReadError, ReadOutcome, read_frames};
 use crate::limits::ConnPermit;
 use crate::metrics::Transport as Kind;
@@ -40,6 +40,16 @@ pub fn serve(
 }
 
 impl Transport for Tcp {
+    fn raw_fd(&self) -> Option<std::os::fd::RawFd> {
+        use std::os::fd::AsRawFd;
+        Some(self.stream.as_raw_fd())
+    }
+
+    /// Bytes leave the writer only by `try_write` into the socket.
+    fn wire(&self, w: &Writer) -> Wire {
+        Wire::At(w.written())
+    }
+
     fn poll_io(
         &mut self,
         cx: &mut Context<'_>,

@@ -8,6 +8,7 @@
 //! send, so a mute or a removal is effective on every node the moment the
 //! store write returns, without waiting for the invalidation to arrive.
 
+pub mod feed;
 pub mod manage;
 pub mod send;
 pub mod turns;

@@ -6,7 +6,9 @@
 //! A message is written into every member's personal queue by ONE
 //! [`AppendRequest`] (one entry per member, batched by the backend) whose
 //! dedup key is `(appid, sender, device, client msgid, !gid)` — the per-group
-//! fan-out record. fjall and SQLite apply a request atomically (all queues or
+//! fan-out record (client sends with a msgid only; whether a matching
+//! record makes a send a resend is decided as for peer messages, see
+//! [`crate::resend`]). The embedded store applies a request atomically (all queues or
 //! none, one fsync). Redis writes each queue with a script that first checks
 //! the record *in that queue*, so a fan-out interrupted by a crash of this
 //! node or of Redis is completed by the client's resend (it gets no ACK and
@@ -36,8 +38,8 @@
 use crate::messaging::UserFrame;
 use crate::node::Node;
 use crate::outbox::OutFrame;
-use crate::store::group::{Standing, group_dedup_receiver, group_queue};
-use crate::store::{AppendRequest, DedupKey, NewEntry, Placed, QueueId, StoreError};
+use crate::store::group::{Standing, group_queue};
+use crate::store::{AppendRequest, Dedup, NewEntry, Placed, QueueId, StoreError};
 use bytes::Bytes;
 use ferry_common::link::RouteMessage;
 use ferry_common::protocol::Frame;
@@ -58,8 +60,13 @@ pub struct GroupSend {
     pub flag: u8,
     /// GROUP_IM body at version 2, timestamp set by the server.
     pub body: Bytes,
-    /// The client's msgid (None for HTTP): identity of the fan-out.
-    pub client_msgid: Option<i64>,
+    /// Client sends with a msgid (None for HTTP and msgid 0): the dedup
+    /// record of the fan-out, receiver `!gid`
+    /// ([`crate::store::group::group_dedup_receiver`]).
+    pub dedup: Option<Dedup>,
+    /// The session's ledger number for this send (see
+    /// [`crate::messaging::PeerSend::ticket`]).
+    pub ticket: Option<u64>,
     /// Client sends must come from an unmuted member; HTTP sends are not
     /// checked (as gobelieve).
     pub check_sender: bool,
@@ -84,6 +91,9 @@ pub struct GroupSent {
     /// The sender's copy (normal group, sender a member) or the group
     /// queue entry (super group).
     pub placed: Option<Placed>,
+    /// Queue of the request's first entry (for
+    /// [`crate::store::Unconfirmed::queue`]).
+    pub first_queue: Option<QueueId>,
     pub duplicate: bool,
 }
 
@@ -141,31 +151,52 @@ impl Node {
             return Ok(GroupSent {
                 is_super: false,
                 placed: None,
+                first_queue: None,
                 duplicate: false,
             });
         }
-        let entries = NewEntry::fan_out(
-            appid,
-            members,
-            GROUP_IM,
-            s.flag & TEXT,
-            s.device_id,
-            &s.body,
-        );
-        let dedup = s.client_msgid.map(|m| DedupKey {
-            appid,
-            sender: s.sender,
-            device_id: s.device_id,
-            client_msgid: m,
-            receiver: group_dedup_receiver(gid),
-        });
+        let entries = || {
+            NewEntry::fan_out(
+                appid,
+                members,
+                GROUP_IM,
+                s.flag & TEXT,
+                s.device_id,
+                &s.body,
+            )
+        };
         // Held until every member was handed its copy: one order per group
         // (not needed when the store itself applies requests in order).
         let _order = self.group_order(appid, gid).await;
-        let (out, position) = self
+        let (mut out, mut position) = self
             .store
-            .append_ordered(AppendRequest { entries, dedup }, (appid, gid))
+            .append_ordered(
+                AppendRequest {
+                    entries: entries(),
+                    dedup: s.dedup,
+                },
+                (appid, gid),
+            )
             .await?;
+        if let (Some(d), Some(e)) = (s.dedup, out.earlier)
+            && !self.is_resend(&d.key, e, s.ticket).await
+        {
+            // A new message after all: give up this turn (nothing to
+            // deliver) and take the next one with the real write.
+            if let Some(p) = position {
+                drop(self.groups.turns.wait((appid, gid), p).await);
+            }
+            (out, position) = self
+                .store
+                .append_ordered(
+                    AppendRequest {
+                        entries: entries(),
+                        dedup: Some(Dedup { replace: true, ..d }),
+                    },
+                    (appid, gid),
+                )
+                .await?;
+        }
         // Pushed in storage order (see `turns`), so members' METADATA chain
         // and they need not sync.
         let _turn = match position {
@@ -198,6 +229,7 @@ impl Node {
         Ok(GroupSent {
             is_super: false,
             placed: sender_placed,
+            first_queue: members.first().map(|&uid| QueueId { appid, uid }),
             duplicate: out.duplicate,
         })
     }
@@ -208,26 +240,33 @@ impl Node {
         members: &[i64],
     ) -> Result<GroupSent, GroupSendError> {
         let (appid, gid) = (s.appid, s.gid);
-        let dedup = s.client_msgid.map(|m| DedupKey {
-            appid,
-            sender: s.sender,
-            device_id: s.device_id,
-            client_msgid: m,
-            receiver: group_dedup_receiver(gid),
-        });
-        let out = self
+        let entries = || {
+            vec![NewEntry {
+                queue: group_queue(appid, gid),
+                cmd: GROUP_IM,
+                flag: s.flag & TEXT,
+                device_id: s.device_id,
+                body: s.body.clone(),
+            }]
+        };
+        let mut out = self
             .store
             .append(AppendRequest {
-                entries: vec![NewEntry {
-                    queue: group_queue(appid, gid),
-                    cmd: GROUP_IM,
-                    flag: s.flag & TEXT,
-                    device_id: s.device_id,
-                    body: s.body.clone(),
-                }],
-                dedup,
+                entries: entries(),
+                dedup: s.dedup,
             })
             .await?;
+        if let (Some(d), Some(e)) = (s.dedup, out.earlier)
+            && !self.is_resend(&d.key, e, s.ticket).await
+        {
+            out = self
+                .store
+                .append(AppendRequest {
+                    entries: entries(),
+                    dedup: Some(Dedup { replace: true, ..d }),
+                })
+                .await?;
+        }
         let p = *out
             .placed
             .first()
@@ -262,6 +301,7 @@ impl Node {
         Ok(GroupSent {
             is_super: true,
             placed: Some(p),
+            first_queue: Some(group_queue(appid, gid)),
             duplicate: out.duplicate,
         })
     }

@@ -37,6 +37,9 @@ impl From<StoreError> for ApiError {
     /// Storage failures are 500: the request was valid, nothing is reported
     /// as delivered.
     fn from(e: StoreError) -> ApiError {
+        if let StoreError::ReadOnly(why) = e {
+            return ApiError::new(StatusCode::CONFLICT, why);
+        }
         tracing::warn!(error = %e, "http api: storage error");
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,

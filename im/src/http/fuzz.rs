@@ -13,7 +13,7 @@ use super::post::{CustomerMessage, SystemMessage};
 use super::*;
 use crate::auth::{Authenticator, JwtAuth};
 use crate::config::ImOptions;
-use crate::store::{SqliteOptions, SqliteStore};
+use crate::store::{FjallOptions, FjallStore};
 use axum::http::Uri;
 use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -179,9 +179,8 @@ fn fuzz_raw_requests_against_live_api() {
         }
         .resolve()
         .expect("config");
-        let store =
-            Arc::new(SqliteStore::open(dir.path(), SqliteOptions::default()).expect("store"));
-        let groups = Arc::new(crate::store::SqliteGroupStore::open(dir.path()).expect("groups"));
+        let store = Arc::new(FjallStore::open(dir.path(), FjallOptions::default()).expect("store"));
+        let groups = Arc::new(crate::store::FjallGroupStore::open(dir.path()).expect("groups"));
         let node = Arc::new(Node::new(
             cfg,
             store,

@@ -214,7 +214,8 @@ pub async fn post_group_message(
         device_id: 0,
         flag: 0,
         body,
-        client_msgid: None,
+        dedup: None,
+        ticket: None,
         check_sender: false,
     };
     match node.send_group(s).await {

@@ -28,6 +28,7 @@ mod ops;
 mod params;
 mod post;
 mod presence;
+mod relations;
 mod summary;
 
 pub use error::ApiError;
@@ -158,6 +159,26 @@ fn group_routes() -> Router<Arc<Node>> {
         .route(
             "/groups/{gid}/upgrade",
             post(groups::upgrade).fallback(method_not_allowed),
+        )
+        .route(
+            "/users/{uid}/friends",
+            get(relations::friends).fallback(method_not_allowed),
+        )
+        .route(
+            "/users/{uid}/friends/{fid}",
+            axum::routing::put(relations::put_friend)
+                .delete(relations::delete_friend)
+                .fallback(method_not_allowed),
+        )
+        .route(
+            "/users/{uid}/blacklist",
+            get(relations::blacklist).fallback(method_not_allowed),
+        )
+        .route(
+            "/users/{uid}/blacklist/{bid}",
+            axum::routing::put(relations::put_blocked)
+                .delete(relations::delete_blocked)
+                .fallback(method_not_allowed),
         )
         .layer(DefaultBodyLimit::max(groups::GROUP_BODY_LIMIT))
 }

@@ -53,6 +53,7 @@ pub async fn peer_message(
         },
         device_id: 0,
         dedup: None,
+        ticket: None,
     })
     .await?;
     Ok(StatusCode::OK)
@@ -200,6 +201,7 @@ pub async fn customer_message(
         },
         device_id: 0,
         dedup: None,
+        ticket: None,
     })
     .await?;
     Ok(Json(json!({ "data": {} })))

@@ -7,7 +7,7 @@ use crate::config::ImOptions;
 use crate::outbox::{OutFrame, Outbox};
 use crate::registry::ClientHandle;
 use crate::store::{
-    AppendOutcome, AppendRequest, QueueId, SqliteOptions, SqliteStore, Store, StoreError,
+    AppendOutcome, AppendRequest, FjallOptions, FjallStore, QueueId, Store, StoreError,
     StoreFuture, StoredMessage, Window,
 };
 use ferry_common::protocol::command::{IM, NOTIFICATION, ROOM_IM, RT, SYNC_NOTIFY};
@@ -37,9 +37,9 @@ async fn start_with(api_token: Option<&str>, store: Option<Arc<dyn Store>>) -> A
     .resolve()
     .expect("config");
     let store = store.unwrap_or_else(|| {
-        Arc::new(SqliteStore::open(dir.path(), SqliteOptions::default()).expect("store"))
+        Arc::new(FjallStore::open(dir.path(), FjallOptions::default()).expect("store"))
     });
-    let groups = Arc::new(crate::store::SqliteGroupStore::open(dir.path()).expect("groups"));
+    let groups = Arc::new(crate::store::FjallGroupStore::open(dir.path()).expect("groups"));
     let node = Arc::new(Node::new(
         cfg,
         store,
@@ -619,6 +619,9 @@ impl Store for BrokenStore {
         broken()
     }
     fn device_number(&self, _: &str, _: u8) -> StoreFuture<'_, i64> {
+        broken()
+    }
+    fn mark_unconfirmed(&self, _: Vec<crate::store::Unconfirmed>) -> StoreFuture<'_, ()> {
         broken()
     }
     fn close(&self) -> StoreFuture<'_, ()> {

@@ -6,8 +6,8 @@ use crate::groups::send::{GroupSend, GroupSendError, group_notify_body};
 use crate::hooks::Kind;
 use crate::node::now_secs;
 use crate::outbox::OutFrame;
-use crate::store::group::{Standing, group_queue};
-use crate::store::{StoreError, StoredMessage};
+use crate::store::group::{Standing, group_dedup_receiver, group_queue};
+use crate::store::{DedupKey, StoreError, StoredMessage};
 use ferry_common::protocol::ack::{
     Ack, STATUS_GROUP_NOT_EXIST, STATUS_INVALID_SENDER, STATUS_MUTED, STATUS_NOT_GROUP_MEMBER,
 };
@@ -43,6 +43,18 @@ impl Session {
         }
         m.timestamp = now_secs();
         let gid = m.receiver;
+        let key = DedupKey {
+            appid: a.appid,
+            sender: a.uid,
+            device_id: a.device_id,
+            client_msgid: m.msgid as i64,
+            receiver: group_dedup_receiver(m.receiver),
+        };
+        // The first queue is the group's (super) or a member's (normal):
+        // corrected from the outcome once known.
+        let (dedup, ticket) = self
+            .dedup(key, &m.content, group_queue(a.appid, m.receiver))
+            .unzip();
         let s = GroupSend {
             appid: a.appid,
             sender: a.uid,
@@ -50,7 +62,8 @@ impl Session {
             device_id: a.device_id,
             flag,
             body: m.encode(2),
-            client_msgid: Some(m.msgid as i64),
+            dedup,
+            ticket,
             check_sender: true,
         };
         match self.node.send_group(s).await {
@@ -84,11 +97,21 @@ impl Session {
                     )),
                     None => w.push(&OutFrame::new(ACK, ack_flag, ack)),
                 }
+                self.acked(ticket, sent.first_queue, w);
                 Control::Continue
             }
-            Err(GroupSendError::NoGroup) => self.ack(seq, STATUS_GROUP_NOT_EXIST, 0, w),
-            Err(GroupSendError::NotMember) => self.ack(seq, STATUS_NOT_GROUP_MEMBER, 0, w),
-            Err(GroupSendError::Muted) => self.ack(seq, STATUS_MUTED, 0, w),
+            Err(GroupSendError::NoGroup) => {
+                self.refused(ticket);
+                self.ack(seq, STATUS_GROUP_NOT_EXIST, 0, w)
+            }
+            Err(GroupSendError::NotMember) => {
+                self.refused(ticket);
+                self.ack(seq, STATUS_NOT_GROUP_MEMBER, 0, w)
+            }
+            Err(GroupSendError::Muted) => {
+                self.refused(ticket);
+                self.ack(seq, STATUS_MUTED, 0, w)
+            }
             Err(GroupSendError::Store(e)) => {
                 tracing::warn!(peer = %self.peer, error = %e, "group store failed; message not acknowledged");
                 Control::Continue

@@ -7,14 +7,18 @@ mod hooks;
 mod login;
 mod peer;
 mod realtime;
+mod relations;
 mod room;
 mod sync;
+mod words;
 pub mod writer;
 
+use crate::connection::drive::Wire;
 use crate::node::{Node, Stats};
 use crate::outbox::Outbox;
 use crate::registry::ConnId;
-use crate::store::QueueId;
+use crate::resend::ledger::Ledger;
+use crate::store::{Dedup, DedupKey, Origin, QueueId, Unconfirmed, record};
 use ferry_common::protocol::ack::Ack;
 use ferry_common::protocol::command::{ACK, PONG};
 use ferry_common::protocol::{Frame, Message};
@@ -64,6 +68,10 @@ pub struct Session {
     room: Option<i64>,
     /// This login's slot under `--max-connections-per-user`.
     user_permit: Option<crate::limits::UserPermit>,
+    /// The TCP socket under the transport (for the ACK ledger).
+    wire_fd: Option<std::os::fd::RawFd>,
+    /// ACK ledger, from the first send with a msgid on.
+    ledger: Option<Arc<Ledger>>,
 }
 
 impl Session {
@@ -72,6 +80,7 @@ impl Session {
         outbox: Arc<Outbox>,
         peer: SocketAddr,
         transport: crate::metrics::Transport,
+        wire_fd: Option<std::os::fd::RawFd>,
     ) -> Session {
         let conn = node.registry.next_conn_id();
         Stats::add(&node.stats.connections, 1);
@@ -85,7 +94,93 @@ impl Session {
             authed: None,
             room: None,
             user_permit: None,
+            wire_fd,
+            ledger: None,
         }
+    }
+
+    /// The dedup record of a client send, registered in the ACK ledger
+    /// before its append starts; `None` for msgid 0 (no identity: every
+    /// such send is a new message). `first_queue`: the request's first
+    /// entry's queue, if known now.
+    fn dedup(
+        &mut self,
+        key: DedupKey,
+        content: &[u8],
+        first_queue: QueueId,
+    ) -> Option<(Dedup, u64)> {
+        if key.client_msgid == 0 {
+            return None;
+        }
+        let ticket = self.node.ledgers.ticket();
+        let conn = self.conn;
+        let node = &self.node;
+        let fd = self.wire_fd;
+        let ledger = self.ledger.get_or_insert_with(|| {
+            let l = Arc::new(Ledger::new(fd));
+            node.ledgers.insert(conn, l.clone());
+            l
+        });
+        ledger.sending(
+            ticket,
+            Unconfirmed {
+                key,
+                queue: first_queue,
+            },
+        );
+        let d = Dedup {
+            key,
+            digest: record::digest(content),
+            origin: Origin {
+                incarnation: self.node.incarnation,
+                connection: self.conn,
+            },
+            replace: false,
+        };
+        Some((d, ticket))
+    }
+
+    /// The ACK of send `ticket` was just appended to `w`.
+    fn acked(&self, ticket: Option<u64>, first_queue: Option<QueueId>, w: &Writer) {
+        if let (Some(t), Some(l)) = (ticket, &self.ledger) {
+            l.acked(t, first_queue, w.appended());
+        }
+    }
+
+    /// Send `ticket` was refused (nothing stored): drop its ledger entry.
+    fn refused(&self, ticket: Option<u64>) {
+        if let (Some(t), Some(l)) = (ticket, &self.ledger) {
+            l.forget(t);
+        }
+    }
+
+    /// Output progress from the transport, for the ACK ledger.
+    pub fn on_wire(&self, wire: Wire, written: u64) {
+        if let Some(l) = &self.ledger {
+            match wire {
+                Wire::Unflushed => {}
+                Wire::Untracked => l.on_wire(written, None),
+                Wire::At(n) => l.on_wire(written, Some(n)),
+            }
+        }
+    }
+
+    /// At connection end, while the socket is still open: marks the sends
+    /// whose ACK the client may not have got, then retires the ledger (in
+    /// this order, so a resend racing the close sees one or the other).
+    pub async fn settle(&mut self) {
+        let Some(l) = self.ledger.take() else {
+            return;
+        };
+        let marks = l.unconfirmed();
+        if !marks.is_empty() {
+            tracing::debug!(peer = %self.peer, sends = marks.len(), "ACKs not confirmed at close");
+            if let Err(e) = self.node.store.mark_unconfirmed(marks).await {
+                tracing::warn!(peer = %self.peer, error = %e, "could not mark unconfirmed ACKs; their resends will be stored again");
+            }
+        }
+        self.node.ledgers.remove(self.conn);
+        l.detach();
     }
 
     /// Whether AUTH_TOKEN succeeded on this connection.
@@ -123,6 +218,7 @@ impl Session {
                 _ => Control::Continue,
             };
         };
+        let msg = self.filter_words(msg, frame.flag);
         match msg {
             Message::Ping => {
                 w.frame(PONG, 0, &bytes::Bytes::new());
@@ -187,6 +283,10 @@ impl Session {
 impl Drop for Session {
     fn drop(&mut self) {
         self.node.live.remove(self.conn);
+        if let Some(l) = self.ledger.take() {
+            self.node.ledgers.remove(self.conn);
+            l.detach();
+        }
         if self.authed.is_some() {
             self.close();
         }

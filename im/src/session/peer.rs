@@ -25,6 +25,9 @@ impl Session {
         if m.sender != a.uid || m.receiver == 0 {
             return self.ack(seq, STATUS_INVALID_SENDER, 0, w);
         }
+        if let Some(c) = self.relationship_refusal(a, m.receiver, seq, w).await {
+            return c;
+        }
         if let Err(status) = self
             .before_send(Kind::Im, a, m.receiver, None, &mut m.content)
             .await
@@ -32,23 +35,27 @@ impl Session {
             return self.ack(seq, status, 0, w);
         }
         m.timestamp = now_secs();
+        let receiver = QueueId {
+            appid: a.appid,
+            uid: m.receiver,
+        };
+        let key = DedupKey {
+            appid: a.appid,
+            sender: a.uid,
+            device_id: a.device_id,
+            client_msgid: m.msgid as i64,
+            receiver: m.receiver,
+        };
+        let (dedup, ticket) = self.dedup(key, &m.content, receiver).unzip();
         let p = PeerSend {
             cmd: IM,
             flag,
             body: m.encode(2),
             sender: a.queue(),
-            receiver: QueueId {
-                appid: a.appid,
-                uid: m.receiver,
-            },
+            receiver,
             device_id: a.device_id,
-            dedup: Some(DedupKey {
-                appid: a.appid,
-                sender: a.uid,
-                device_id: a.device_id,
-                client_msgid: m.msgid as i64,
-                receiver: m.receiver,
-            }),
+            dedup,
+            ticket,
         };
         self.store_and_ack(p, seq, w).await
     }
@@ -96,13 +103,14 @@ impl Session {
             // CUSTOMER_V2 carries no client message id, so a resend cannot be
             // told from a second identical message: no dedup key.
             dedup: None,
+            ticket: None,
         };
         self.store_and_ack(p, seq, w).await
     }
 
     /// Stores, then ACKs with the sender-queue METADATA in front. On a store
-    /// error nothing is ACKed: the client resends and the dedup key makes
-    /// the resend safe.
+    /// error nothing is ACKed: the client resends, and the ledger (ACK never
+    /// written) makes the resend find what was stored, if anything.
     async fn store_and_ack(&mut self, p: PeerSend, seq: i32, w: &mut Writer) -> Control {
         let kind = if p.cmd == CUSTOMER_V2 {
             Kind::Customer
@@ -110,6 +118,7 @@ impl Session {
             Kind::Im
         };
         let receiver = p.receiver;
+        let ticket = p.ticket;
         match self.node.send_peer(p).await {
             Ok(out) => {
                 if !out.duplicate {
@@ -127,6 +136,7 @@ impl Session {
                 };
                 let ack = ferry_common::protocol::ack::Ack { seq, status: 0 }.encode(2);
                 w.push(&OutFrame::with_meta(ACK, 0, ack, meta));
+                self.acked(ticket, None, w);
                 Control::Continue
             }
             Err(e) => {

@@ -62,7 +62,11 @@ impl Session {
         if self.room != Some(m.receiver) {
             return self.ack(seq, STATUS_NOT_IN_ROOM, 0, w);
         }
-        if a.forbidden {
+        if self
+            .node
+            .forbidden
+            .is_forbidden(a.appid, a.uid, a.forbidden)
+        {
             return self.ack(seq, STATUS_MUTED, 0, w);
         }
         if let Err(status) = self

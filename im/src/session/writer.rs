@@ -17,6 +17,10 @@ pub struct Writer {
     version: u8,
     buf: Option<BytesMut>,
     frames: u64,
+    /// Bytes handed to the transport so far ([`advance`](Self::advance)d or
+    /// [`take_frame`](Self::take_frame)n): the output offset an ACK ledger
+    /// counts in.
+    written: u64,
 }
 
 impl Writer {
@@ -96,10 +100,30 @@ impl Writer {
         self.buf.as_deref().unwrap_or(&[])
     }
 
+    /// Bytes handed to the transport so far.
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+
+    /// Output offset just past the last frame appended.
+    pub fn appended(&self) -> u64 {
+        self.written + self.pending() as u64
+    }
+
+    /// Length of the whole frame at the front of the pending bytes (valid
+    /// only at a frame boundary: nothing of it advanced yet).
+    pub fn front_frame_len(&self) -> Option<usize> {
+        let b = self.buf.as_ref()?;
+        let len = u32::from_be_bytes(b.get(..4)?.try_into().ok()?) as usize;
+        Some(12 + len)
+    }
+
     /// Marks `n` bytes as written; drops the buffer once everything is out.
     pub fn advance(&mut self, n: usize) {
         if let Some(buf) = self.buf.as_mut() {
-            let _ = buf.split_to(n.min(buf.len()));
+            let n = n.min(buf.len());
+            self.written += n as u64;
+            let _ = buf.split_to(n);
             if buf.is_empty() {
                 self.buf = None;
             }
@@ -116,6 +140,7 @@ impl Writer {
         }
         let len = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
         let frame = buf.split_to((12 + len).min(buf.len())).freeze();
+        self.written += frame.len() as u64;
         if buf.is_empty() {
             self.buf = None;
         }

@@ -1,7 +1,7 @@
 //! Backend-agnostic behaviour tests of [`Store`]: every function here takes
 //! any store and checks one part of the contract in `store/mod.rs`. The
-//! modules at the bottom run every function against each backend (SQLite,
-//! fjall, standalone Redis, Redis Cluster).
+//! modules at the bottom run every function against each backend (the
+//! engine on fjall, standalone Redis, Redis Cluster).
 //!
 //! The functions only assume a store that is fresh for the queues they use:
 //! a shared Redis is fine as long as each gets its own key prefix (device
@@ -9,8 +9,8 @@
 
 use super::test_support::*;
 use super::{
-    AppendOutcome, AppendRequest, DedupKey, NewEntry, Placed, QueueId, Store, StoreError,
-    StoredMessage, Window,
+    AppendOutcome, AppendRequest, DedupKey, Earlier, NewEntry, Origin, Placed, QueueId, Store,
+    StoreError, StoredMessage, Unconfirmed, Window,
 };
 use bytes::Bytes;
 use std::collections::HashSet;
@@ -208,10 +208,13 @@ pub(crate) async fn duplicate_returns_original_ids_and_writes_nothing(s: SharedS
     assert!(!other_receiver.duplicate);
     assert_eq!(ids(&other_receiver), vec![1, 3]);
     let mut other_device = peer(1, 2, Some(42), "hi");
-    other_device.dedup = Some(DedupKey {
-        device_id: 4,
-        ..key(1, 2, 42)
-    });
+    other_device.dedup = Some(dedup(
+        DedupKey {
+            device_id: 4,
+            ..key(1, 2, 42)
+        },
+        "hi",
+    ));
     let out = append(&*s, other_device).await;
     assert!(!out.duplicate);
     assert_eq!(ids(&out), vec![2, 4]);
@@ -220,13 +223,110 @@ pub(crate) async fn duplicate_returns_original_ids_and_writes_nothing(s: SharedS
     // A message to oneself (one entry) deduplicates too.
     let own = AppendRequest {
         entries: vec![entry(5, "me")],
-        dedup: Some(key(5, 5, 1)),
+        dedup: Some(dedup(key(5, 5, 1), "me")),
     };
     let a = append(&*s, own.clone()).await;
     let b = append(&*s, own).await;
     assert!(!a.duplicate && b.duplicate);
     assert_eq!(a.placed, b.placed);
     assert_eq!(all_ids(&*s, 5).await, vec![1]);
+}
+
+/// A reused msgid with other content is a new message, and its record
+/// replaces the earlier one.
+pub(crate) async fn other_content_is_new_and_replaces_the_record(s: SharedStore) {
+    let a = append(&*s, peer(1, 2, Some(42), "a")).await;
+    let b = append(&*s, peer(1, 2, Some(42), "b")).await;
+    assert!(!b.duplicate && b.earlier.is_none());
+    assert_eq!((ids(&a), ids(&b)), (vec![1, 1], vec![2, 2]));
+    let b_again = append(&*s, peer(1, 2, Some(42), "b")).await;
+    assert!(b_again.duplicate);
+    assert_eq!(b_again.placed, b.placed);
+    // "a"'s record was replaced: "a" is new again.
+    let a_again = append(&*s, peer(1, 2, Some(42), "a")).await;
+    assert!(!a_again.duplicate);
+    assert_eq!(ids(&a_again), vec![3, 3]);
+    assert_eq!(all_ids(&*s, 2).await, vec![1, 2, 3]);
+}
+
+/// A candidate carries the record's origin and mark; a marked record stays
+/// a candidate with the same ids; `replace` writes and takes the record
+/// over (new ids, new origin, no mark).
+pub(crate) async fn candidates_carry_origin_and_mark_and_replace_writes(s: SharedStore) {
+    let first = append(&*s, peer(1, 2, Some(9), "m")).await;
+    let again = append(&*s, peer(1, 2, Some(9), "m")).await;
+    assert_eq!(
+        again.earlier,
+        Some(Earlier {
+            origin: ORIGIN,
+            unconfirmed: false
+        })
+    );
+    assert_eq!(again.placed, first.placed);
+    let mark = Unconfirmed {
+        key: key(1, 2, 9),
+        queue: q(2),
+    };
+    // Marking an unknown key is not an error.
+    let unknown = Unconfirmed {
+        key: key(1, 2, 10),
+        queue: q(2),
+    };
+    s.mark_unconfirmed(vec![mark, unknown]).await.expect("mark");
+    let marked = append(&*s, peer(1, 2, Some(9), "m")).await;
+    assert!(marked.duplicate);
+    assert_eq!(marked.placed, first.placed);
+    assert!(marked.earlier.is_some_and(|e| e.unconfirmed), "{marked:?}");
+    let other = Origin {
+        incarnation: 77,
+        connection: 5,
+    };
+    let mut req = peer(1, 2, Some(9), "m");
+    if let Some(d) = req.dedup.as_mut() {
+        d.replace = true;
+        d.origin = other;
+    }
+    let replaced = append(&*s, req).await;
+    assert!(!replaced.duplicate && replaced.earlier.is_none());
+    assert_eq!(ids(&replaced), vec![2, 2]);
+    let after = append(&*s, peer(1, 2, Some(9), "m")).await;
+    assert_eq!(after.placed, replaced.placed);
+    assert_eq!(
+        after.earlier,
+        Some(Earlier {
+            origin: other,
+            unconfirmed: false
+        })
+    );
+    assert_eq!(all_ids(&*s, 2).await, vec![1, 2]);
+    // No record at all for requests without a key, however alike.
+    let x = append(&*s, peer(1, 2, None, "m")).await;
+    let y = append(&*s, peer(1, 2, None, "m")).await;
+    assert!(!x.duplicate && !y.duplicate);
+    assert_eq!(all_ids(&*s, 2).await, vec![1, 2, 3, 4]);
+}
+
+/// Node incarnation records: absent, running (with its time), clean.
+pub(crate) async fn node_states_round_trip(s: SharedStore) {
+    let inc = 1 + u64::from(rand_u16());
+    assert_eq!(s.node_state(inc).await.expect("read"), None);
+    s.set_node_state(inc, false).await.expect("running");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs() as i64;
+    let running = s.node_state(inc).await.expect("read").expect("state");
+    assert!(!running.clean);
+    assert!((now - running.seen_secs).abs() <= 2, "{running:?}");
+    s.set_node_state(inc, true).await.expect("clean");
+    assert!(s.node_state(inc).await.expect("read").expect("state").clean);
+    assert_eq!(s.node_state(inc + 1).await.expect("read"), None);
+}
+
+fn rand_u16() -> u16 {
+    let mut b = [0u8; 2];
+    getrandom::fill(&mut b).expect("random");
+    u16::from_le_bytes(b)
 }
 
 pub(crate) async fn concurrent_duplicates_agree(s: SharedStore) {
@@ -443,6 +543,9 @@ macro_rules! with_cases {
             message_fields_roundtrip,
             concurrent_appenders_get_contiguous_ids,
             duplicate_returns_original_ids_and_writes_nothing,
+            other_content_is_new_and_replaces_the_record,
+            candidates_carry_origin_and_mark_and_replace_writes,
+            node_states_round_trip,
             concurrent_duplicates_agree,
             empty_append_is_refused,
             window_pages_with_has_more,
@@ -479,20 +582,6 @@ macro_rules! backend_tests {
             }
         )*
     };
-}
-
-mod sqlite {
-    use super::SharedStore;
-    use crate::store::{SqliteOptions, SqliteStore};
-    use std::sync::Arc;
-
-    async fn fixture() -> (SharedStore, tempfile::TempDir) {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = SqliteStore::open(dir.path(), SqliteOptions::default()).expect("open");
-        (Arc::new(store), dir)
-    }
-
-    with_cases!(backend_tests, fixture);
 }
 
 mod fjall {

@@ -1,6 +1,6 @@
 //! Group membership storage: groups `(appid, gid, super)` and their members
 //! (join time, mute), plus group id allocation. Every backend of [`Store`]
-//! has a matching [`GroupStore`] (fjall and SQLite keep groups in their own
+//! has a matching [`GroupStore`] (the embedded store keeps groups in its own
 //! small database next to the message store; Redis keeps them beside the
 //! queues), and the conformance suite runs on all of them.
 //!

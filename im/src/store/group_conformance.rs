@@ -1,5 +1,5 @@
-//! Behaviour tests of [`GroupStore`], run against every backend (SQLite,
-//! fjall, standalone Redis, Redis Cluster).
+//! Behaviour tests of [`GroupStore`], run against every backend
+//! (fjall, standalone Redis, Redis Cluster).
 
 use super::group::{GroupStore, Member, NewGroup, Standing, Update};
 use std::sync::Arc;
@@ -199,34 +199,6 @@ macro_rules! cases {
     };
 }
 
-mod sqlite {
-    use super::Shared;
-    use crate::store::SqliteGroupStore;
-    use std::sync::Arc;
-
-    async fn fixture() -> (Shared, tempfile::TempDir) {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let s = SqliteGroupStore::open(dir.path()).expect("open");
-        (Arc::new(s), dir)
-    }
-    cases!(fixture);
-
-    #[tokio::test]
-    async fn groups_survive_reopen() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let s = SqliteGroupStore::open(dir.path()).expect("open");
-        super::super::group::GroupStore::create(&s, super::new_group(7, Some(1), &[5]))
-            .await
-            .unwrap();
-        drop(s);
-        let s = SqliteGroupStore::open(dir.path()).expect("reopen");
-        let g = super::super::group::GroupStore::group(&s, 7, 1)
-            .await
-            .unwrap();
-        assert_eq!(g.expect("group").members.len(), 1);
-    }
-}
-
 mod fjall {
     use super::Shared;
     use crate::store::FjallGroupStore;
@@ -294,7 +266,7 @@ mod redis_standalone {
                     body: bytes::Bytes::from_static(b"g"),
                 })
                 .collect(),
-            dedup: Some(key),
+            dedup: Some(crate::store::test_support::dedup(key, "g")),
         };
         // The crash: only the first two members' queues were written.
         let partial = store.append(fan_out(&[1, 2])).await.expect("partial");

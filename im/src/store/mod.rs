@@ -2,8 +2,9 @@
 //! idempotency records that make a resend after a lost ACK harmless.
 //!
 //! Every backend implements [`Store`]. The session and HTTP code only ever talk
-//! to `Arc<dyn Store>`, so the embedded SQLite store (single node) and the Redis
-//! store (cluster) are interchangeable and share one test suite.
+//! to `Arc<dyn Store>`, so the embedded store (the queue engine on fjall,
+//! single node) and the Redis store (cluster) are interchangeable and share
+//! one test suite.
 //!
 //! Invariants every backend keeps:
 //! * message ids are contiguous per queue (1, 2, 3, …), so the previous id of a
@@ -11,24 +12,32 @@
 //! * one [`AppendRequest`] is atomic: all of its entries are written, or none;
 //! * the future returned by [`Store::append`] resolves only once the write is
 //!   durable (fsync'd), which is when the caller may ACK;
-//! * a request whose [`DedupKey`] was seen within the dedup window is not
-//!   written again: the original ids are returned with `duplicate = true`.
+//! * a request whose [`Dedup`] record (same [`DedupKey`], same content
+//!   digest) was written within the dedup window is not written again unless
+//!   it asks to [`Dedup::replace`] the record: the original ids are returned
+//!   with `duplicate = true` and the record's [`Earlier`] (who wrote it and
+//!   whether its ACK was marked unconfirmed), and the caller decides whether
+//!   this is a resend (see `crate::resend`) or a new message, which it then
+//!   appends again with `replace`. A record with another digest is replaced
+//!   by the new message at once.
 
 #[cfg(test)]
 mod conformance;
+mod engine;
 mod fjall;
 pub mod group;
 #[cfg(test)]
 mod group_conformance;
+pub mod mysql_groups;
+pub mod record;
 mod redis;
-mod sqlite;
 mod streams;
 #[cfg(test)]
 mod test_support;
 
 pub use self::fjall::{FjallGroupStore, FjallOptions, FjallStore};
 pub use self::redis::{RedisGroupStore, RedisStore, RedisStoreOptions};
-pub use sqlite::{SqliteGroupStore, SqliteOptions, SqliteStore, StoreStats};
+pub use engine::{EngineOptions, Migrated, StoreStats};
 
 use bytes::Bytes;
 use std::future::Future;
@@ -46,6 +55,9 @@ pub enum StoreError {
     Closed,
     #[error("invalid request: {0}")]
     Invalid(String),
+    /// The data is owned by another system (groups in MySQL).
+    #[error("{0}")]
+    ReadOnly(String),
 }
 
 /// Identifies a queue: one per user per app.
@@ -103,11 +115,53 @@ pub struct DedupKey {
     pub receiver: i64,
 }
 
+/// Who wrote a dedup record: a node process (its incarnation, a random id
+/// drawn at start) and a connection serial within it. The node uses it to
+/// tell whether the earlier send's ACK may not have reached the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Origin {
+    pub incarnation: u64,
+    pub connection: u64,
+}
+
+/// The dedup record a client send asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dedup {
+    pub key: DedupKey,
+    /// Stable digest of the client's content ([`record::digest`]): a reused
+    /// msgid with other content is a new message.
+    pub digest: u64,
+    pub origin: Origin,
+    /// Write the entries and replace any record of `key` (the node decided
+    /// an earlier record with the same digest is not a resend).
+    pub replace: bool,
+}
+
+/// What an existing record with the same key and digest says about the
+/// earlier send (returned with `duplicate = true`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Earlier {
+    pub origin: Origin,
+    /// [`Store::mark_unconfirmed`] was called for the key: the earlier ACK
+    /// was not confirmed received when its connection ended.
+    pub unconfirmed: bool,
+}
+
+/// A record whose ACK was not confirmed received, for
+/// [`Store::mark_unconfirmed`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Unconfirmed {
+    pub key: DedupKey,
+    /// Queue of the request's first entry: the Redis store keeps a record
+    /// per queue and judges a send by the first one.
+    pub queue: QueueId,
+}
+
 /// A batch of entries written atomically (e.g. receiver copy + sender copy).
 #[derive(Debug, Clone)]
 pub struct AppendRequest {
     pub entries: Vec<NewEntry>,
-    pub dedup: Option<DedupKey>,
+    pub dedup: Option<Dedup>,
 }
 
 /// Where one entry landed.
@@ -122,9 +176,12 @@ pub struct Placed {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AppendOutcome {
     pub placed: Vec<Placed>,
-    /// True when the dedup key was already known: nothing was written and
-    /// `placed` holds the original ids.
+    /// True when a record with the same key and digest was found and the
+    /// request did not ask to replace it: nothing was written and `placed`
+    /// holds the original ids.
     pub duplicate: bool,
+    /// The found record's origin and mark (`Some` exactly when `duplicate`).
+    pub earlier: Option<Earlier>,
 }
 
 /// A message read back from a queue.
@@ -166,6 +223,33 @@ pub trait Store: Send + Sync + 'static {
     fn group_sync_key(&self, queue: QueueId, gid: i64) -> StoreFuture<'_, i64>;
     /// Store a super-group sync key only if larger than the stored one.
     fn set_group_sync_key(&self, queue: QueueId, gid: i64, key: i64) -> StoreFuture<'_, ()>;
+    /// Marks the records of `keys` (those that exist within the window) as
+    /// "ACK not confirmed": a later send with the same key and digest is a
+    /// resend. Durable when the future resolves.
+    fn mark_unconfirmed(&self, marks: Vec<Unconfirmed>) -> StoreFuture<'_, ()>;
+    /// Records node incarnation `incarnation` as alive now (`clean = false`:
+    /// start and heartbeats) or as ended cleanly (`clean`: every connection
+    /// wrote its marks first). Kept as a sync key of a reserved queue, so
+    /// every backend stores it durably with no schema of its own.
+    fn set_node_state(&self, incarnation: u64, clean: bool) -> StoreFuture<'_, ()> {
+        let (queue, value) = node_state_record(incarnation, clean);
+        self.set_sync_key(queue, value)
+    }
+    /// What [`Store::set_node_state`] last recorded for `incarnation`.
+    fn node_state(&self, incarnation: u64) -> StoreFuture<'_, Option<NodeState>> {
+        Box::pin(async move {
+            let v = self.sync_key(node_queue(incarnation)).await?;
+            Ok((v > 0).then_some(NodeState {
+                seen_secs: v >> 1,
+                clean: v & 1 == 1,
+            }))
+        })
+    }
+    /// True when other nodes share this store (Redis): an incarnation that
+    /// is neither this one nor ended cleanly may still be running elsewhere.
+    fn shared(&self) -> bool {
+        false
+    }
     /// Device number for `(device_id, platform)`, allocated on first use and
     /// stable afterwards (spec §3.1 step 5); never two numbers for one device.
     fn device_number(&self, device_id: &str, platform: u8) -> StoreFuture<'_, i64>;
@@ -198,6 +282,43 @@ pub trait Store: Send + Sync + 'static {
     }
     /// Flush and stop; later calls fail with [`StoreError::Closed`].
     fn close(&self) -> StoreFuture<'_, ()>;
+}
+
+/// Reserved appid of the node-incarnation records: below every group queue
+/// (`!appid` of a positive appid) and every user queue.
+const NODE_APPID: i64 = i64::MIN;
+
+/// Incarnation ids are drawn below 2^62, so they fit a queue's uid.
+pub const INCARNATION_MASK: u64 = (1 << 62) - 1;
+
+fn node_queue(incarnation: u64) -> QueueId {
+    QueueId {
+        appid: NODE_APPID,
+        uid: (incarnation & INCARNATION_MASK) as i64,
+    }
+}
+
+/// Where and as what [`Store::set_node_state`] records a state: the reserved
+/// queue's sync key and its value (seconds now, shifted, plus the clean bit).
+pub(crate) fn node_state_record(incarnation: u64, clean: bool) -> (QueueId, i64) {
+    (
+        node_queue(incarnation),
+        (now_secs() << 1) | i64::from(clean),
+    )
+}
+
+fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// Last recorded state of a node incarnation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NodeState {
+    /// Unix seconds of its last heartbeat (or of its clean end).
+    pub seen_secs: i64,
+    pub clean: bool,
 }
 
 /// How often a node runs [`Store::recover_interrupted`].

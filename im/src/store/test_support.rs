@@ -1,7 +1,10 @@
 //! Builders shared by the store tests (conformance suite and the
 //! backend-specific tests): queues, entries and requests of app 7.
 
-use super::{AppendOutcome, AppendRequest, DedupKey, NewEntry, QueueId, Store, StoredMessage};
+use super::{
+    AppendOutcome, AppendRequest, Dedup, DedupKey, NewEntry, Origin, QueueId, Store, StoredMessage,
+    record,
+};
 use bytes::Bytes;
 
 pub(crate) const APP: i64 = 7;
@@ -31,6 +34,22 @@ pub(crate) fn key(sender: i64, receiver: i64, client_msgid: i64) -> DedupKey {
     }
 }
 
+/// The origin test requests are written from.
+pub(crate) const ORIGIN: Origin = Origin {
+    incarnation: 1,
+    connection: 1,
+};
+
+/// The dedup record of a send of `body` under `key`, from [`ORIGIN`].
+pub(crate) fn dedup(key: DedupKey, body: &str) -> Dedup {
+    Dedup {
+        key,
+        digest: record::digest(body.as_bytes()),
+        origin: ORIGIN,
+        replace: false,
+    }
+}
+
 /// A peer message: receiver copy + sender copy, with an optional dedup key.
 pub(crate) fn peer(
     sender: i64,
@@ -40,7 +59,7 @@ pub(crate) fn peer(
 ) -> AppendRequest {
     AppendRequest {
         entries: vec![entry(receiver, body), entry(sender, body)],
-        dedup: client_msgid.map(|m| key(sender, receiver, m)),
+        dedup: client_msgid.map(|m| dedup(key(sender, receiver, m), body)),
     }
 }
 

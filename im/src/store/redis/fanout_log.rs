@@ -38,13 +38,16 @@ pub(super) const SHARDS: u64 = 16;
 /// append (bounded by `op_timeout`, 5 s by default).
 pub const LEASE: Duration = Duration::from_secs(30);
 
-/// Layout version, first byte of every record.
-const VERSION: u8 = 1;
+/// Layout version, first byte of every record (1: before the tag).
+const VERSION: u8 = 2;
 
 /// A decoded record: everything needed to redo the request's writes.
 #[derive(Debug, Clone, PartialEq)]
 pub(super) struct Record {
     pub dedup: DedupId,
+    /// The request's record tag (digest and origin, see the append script);
+    /// empty for records of version 1.
+    pub tag: String,
     /// Timestamp (unix ms) the original call gave its entries.
     pub ts: i64,
     pub entries: Vec<NewEntry>,
@@ -78,7 +81,7 @@ pub(super) fn field(dedup: &DedupId) -> String {
 
 /// Encodes a record. A body shared by many entries (a group message) is
 /// stored once.
-pub(super) fn encode(dedup: &DedupId, ts: i64, entries: &[NewEntry]) -> Vec<u8> {
+pub(super) fn encode(dedup: &DedupId, tag: &str, ts: i64, entries: &[NewEntry]) -> Vec<u8> {
     let mut bodies: Vec<&Bytes> = Vec::new();
     let mut index: HashMap<(usize, usize), u32> = HashMap::new();
     let mut refs = Vec::with_capacity(entries.len());
@@ -106,6 +109,8 @@ pub(super) fn encode(dedup: &DedupId, ts: i64, entries: &[NewEntry]) -> Vec<u8> 
             out.put_slice(hex.as_bytes());
         }
     }
+    out.put_u32(tag.len() as u32);
+    out.put_slice(tag.as_bytes());
     out.put_u32(bodies.len() as u32);
     for b in bodies {
         out.put_u32(b.len() as u32);
@@ -134,7 +139,11 @@ pub(super) fn decode(bytes: &[u8]) -> Option<Record> {
         b.advance(n);
         Some(v)
     };
-    if b.remaining() < 1 + 8 + 1 || b.get_u8() != VERSION {
+    if b.remaining() < 1 + 8 + 1 {
+        return None;
+    }
+    let version = b.get_u8();
+    if version != 1 && version != VERSION {
         return None;
     }
     let ts = b.get_i64();
@@ -161,6 +170,14 @@ pub(super) fn decode(bytes: &[u8]) -> Option<Record> {
         }
         _ => return None,
     };
+    let mut tag = String::new();
+    if version == VERSION {
+        if b.remaining() < 4 {
+            return None;
+        }
+        let n = b.get_u32() as usize;
+        tag = String::from_utf8(take(&mut b, n)?.to_vec()).ok()?;
+    }
     if b.remaining() < 4 {
         return None;
     }
@@ -203,7 +220,12 @@ pub(super) fn decode(bytes: &[u8]) -> Option<Record> {
             body,
         });
     }
-    Some(Record { dedup, ts, entries })
+    Some(Record {
+        dedup,
+        tag,
+        ts,
+        entries,
+    })
 }
 
 #[cfg(test)]
@@ -231,17 +253,17 @@ mod tests {
             client_msgid: 9,
             receiver: -5,
         });
-        let bytes = encode(&dedup, 1234, &entries);
+        let bytes = encode(&dedup, "2a|9|3", 1234, &entries);
         assert!(bytes.len() < 1000 + 100 * 40, "{} bytes", bytes.len());
         let r = decode(&bytes).expect("decodes");
-        assert_eq!(r.ts, 1234);
+        assert_eq!((r.ts, r.tag.as_str()), (1234, "2a|9|3"));
         assert_eq!(field(&r.dedup), field(&dedup));
         assert_eq!(r.entries, entries);
 
         let other = Bytes::from_static(b"sender copy");
         let mixed = vec![entry(1, &body), entry(2, &other)];
         let dedup = DedupId::Request("ab12".into());
-        let r = decode(&encode(&dedup, -1, &mixed)).expect("decodes");
+        let r = decode(&encode(&dedup, "", -1, &mixed)).expect("decodes");
         assert_eq!(r.entries, mixed);
         assert_eq!(field(&r.dedup), "r:ab12");
     }
@@ -249,7 +271,12 @@ mod tests {
     #[test]
     fn malformed_records_are_refused_without_panicking() {
         let body = Bytes::from_static(b"x");
-        let good = encode(&DedupId::Request("ff".into()), 1, &[entry(1, &body)]);
+        let good = encode(
+            &DedupId::Request("ff".into()),
+            "1|2|3",
+            1,
+            &[entry(1, &body)],
+        );
         for n in 0..good.len() {
             assert!(decode(&good[..n]).is_none(), "prefix of {n} bytes");
         }

@@ -12,8 +12,10 @@
 //! * `ferry:{7:100}:meta`: HASH with `head` (newest id, never decreases even
 //!   when retention trims the ZSET), `sync_key`, `gsk:<gid>`;
 //! * `ferry:{7:100}:d:<appid>:<sender>:<device>:<client msgid>:<receiver>`:
-//!   STRING with the first id a deduplicated request placed in this queue,
-//!   expiring after the dedup window (`d:r:<hex>` for requests without a
+//!   STRING `<first id>|<digest>|<incarnation>|<connection>|<mark>` for the
+//!   first id a deduplicated request placed in this queue, the digest of its
+//!   content, its origin and the "ACK unconfirmed" mark, expiring after the
+//!   dedup window (`d:r:<hex>` for requests without a
 //!   client key, kept twice `op_timeout`: only the call's own retries, all
 //!   within `op_timeout`, ever look at it);
 //! * `devices_<device_id>_<platform>` and the counter `devices_id`: gobelieve's
@@ -60,8 +62,8 @@ pub(crate) mod test_server;
 mod tests;
 
 use crate::store::{
-    AppendOutcome, AppendRequest, NewEntry, Placed, QueueId, Store, StoreError, StoreFuture,
-    StoredMessage, Window,
+    AppendOutcome, AppendRequest, Earlier, NewEntry, Origin, Placed, QueueId, Store, StoreError,
+    StoreFuture, StoredMessage, Unconfirmed, Window,
 };
 use ::redis::{AsyncCommands, RedisError, RetryMethod, Script};
 use conn::Conn;
@@ -127,6 +129,7 @@ pub struct RedisStore {
     opts: RedisStoreOptions,
     append: Script,
     set_if_larger: Script,
+    mark: Script,
     closed: AtomicBool,
     /// Appends that needed more than one try (for logs and tests).
     retried: AtomicU64,
@@ -156,6 +159,7 @@ impl RedisStore {
             opts,
             append: Script::new(scripts::APPEND),
             set_if_larger: Script::new(scripts::SET_IF_LARGER),
+            mark: Script::new(scripts::MARK),
             closed: AtomicBool::new(false),
             retried: AtomicU64::new(0),
         };
@@ -205,8 +209,13 @@ impl RedisStore {
         }
         let groups = group_by_queue(&req.entries);
         let logged = groups.len() >= fanout_log::MIN_QUEUES;
+        let (mode, tag) = match &req.dedup {
+            Some(d) if d.replace => (Mode::Replace, tag(d.digest, d.origin)),
+            Some(d) => (Mode::Check, tag(d.digest, d.origin)),
+            None => (Mode::Check, String::new()),
+        };
         let (dedup_id, dedup_ttl) = match req.dedup {
-            Some(k) => (DedupId::Client(k), self.opts.dedup_window),
+            Some(d) => (DedupId::Client(d.key), self.opts.dedup_window),
             // A logged request may be redone by recovery, which relies on
             // the records as long as a client key's.
             None if logged => (DedupId::Request(request_id()), self.opts.dedup_window),
@@ -218,39 +227,53 @@ impl RedisStore {
         };
         let ts = now_ms();
         let log = if logged {
-            Some(self.log_fanout(&dedup_id, ts, &req.entries).await?)
+            Some(self.log_fanout(&dedup_id, &tag, ts, &req.entries).await?)
         } else {
             None
         };
         let done = self
-            .write_groups(&groups, &req.entries, &dedup_id, dedup_ttl, ts)
+            .write_groups(&groups, &req.entries, &dedup_id, dedup_ttl, ts, &tag, mode)
             .await?;
         if let Some((key, field)) = log {
             self.forget_fanout(key, field);
         }
         let mut placed = vec![Placed { msgid: 0, prev: 0 }; req.entries.len()];
         for ((_, idx), result) in groups.iter().zip(&done) {
-            let (_, first) =
-                result.ok_or_else(|| StoreError::Backend("append left unfinished".into()))?;
+            let (_, first, _) = result
+                .as_ref()
+                .ok_or_else(|| StoreError::Backend("append left unfinished".into()))?;
             for (k, &i) in idx.iter().enumerate() {
-                let msgid = first + k as i64;
+                let msgid = *first + k as i64;
                 placed[i] = Placed {
                     msgid,
                     prev: msgid - 1,
                 };
             }
         }
-        // Duplicate = the first entry's record already existed when Redis
-        // first answered for it. Only a client key can have been recorded
-        // by an earlier call. If a failed try of this call was nevertheless
-        // executed, the retry reports a duplicate: the caller then only
-        // notifies the receiver, who still gets the message by syncing.
-        let duplicate = req.dedup.is_some() && done.first().is_some_and(|d| d.is_some_and(|d| d.0));
-        Ok(AppendOutcome { placed, duplicate })
+        // Duplicate = the first entry's queue had a winning record when
+        // Redis first answered for it. Only a client key can have been
+        // recorded by an earlier call. If a failed try of this call was
+        // nevertheless executed, the retry reports a duplicate of this very
+        // origin, which the node takes for a resend (its ACK is not written
+        // yet): it only notifies the receiver, who still gets the message by
+        // syncing.
+        let earlier = match done.first() {
+            Some(Some((true, _, earlier))) if req.dedup.is_some() => *earlier,
+            _ => None,
+        };
+        Ok(AppendOutcome {
+            placed,
+            duplicate: earlier.is_some(),
+            earlier,
+        })
     }
 
     /// Writes every queue group of a request (idempotently, retrying
-    /// transient errors); per group: (record existed, first id).
+    /// transient errors); per group: (a record won, first id, that record's
+    /// origin and mark). The first try runs in `mode`, retries in
+    /// [`Mode::Own`], so a try that was executed although its reply was lost
+    /// is found, never repeated.
+    #[allow(clippy::too_many_arguments)]
     async fn write_groups(
         &self,
         groups: &[(QueueId, Vec<usize>)],
@@ -258,31 +281,52 @@ impl RedisStore {
         dedup_id: &DedupId,
         dedup_ttl: Duration,
         ts: i64,
-    ) -> Result<Vec<Option<(bool, i64)>>, StoreError> {
-        let invocations: Vec<_> = groups
-            .iter()
-            .map(|(queue, idx)| {
-                let tails = idx.iter().map(|&i| keys::encode_tail(&entries[i], ts));
-                self.invocation(*queue, dedup_id, dedup_ttl, ts, tails)
-            })
-            .collect();
-        let mut done: Vec<Option<(bool, i64)>> = vec![None; groups.len()];
+        tag: &str,
+        mode: Mode,
+    ) -> Result<Vec<GroupResult>, StoreError> {
+        let invocations = |mode: Mode| -> Vec<_> {
+            groups
+                .iter()
+                .map(|(queue, idx)| {
+                    let tails = idx.iter().map(|&i| keys::encode_tail(&entries[i], ts));
+                    self.invocation(*queue, dedup_id, dedup_ttl, ts, tag, mode, tails)
+                })
+                .collect()
+        };
+        let first_try = invocations(mode);
+        let mut retry = None;
+        let mut done: Vec<GroupResult> = vec![None; groups.len()];
         for attempt in 1..=ATTEMPTS {
+            let invs = if attempt == 1 {
+                &first_try
+            } else {
+                retry.get_or_insert_with(|| invocations(Mode::Own))
+            };
             let replies = join_all(
-                invocations
-                    .iter()
+                invs.iter()
                     .enumerate()
                     .filter(|(g, _)| done[*g].is_none())
                     .map(|(g, inv)| {
                         let mut c = self.conn.clone();
-                        async move { (g, inv.invoke_async::<(i64, i64)>(&mut c).await) }
+                        async move {
+                            (
+                                g,
+                                inv.invoke_async::<(i64, i64, String, i64)>(&mut c).await,
+                            )
+                        }
                     }),
             )
             .await;
             let mut failure = None;
             for (g, reply) in replies {
                 match reply {
-                    Ok((existed, first)) => done[g] = Some((existed != 0, first)),
+                    Ok((existed, first, tag, mark)) => {
+                        let earlier = (existed != 0).then(|| Earlier {
+                            origin: parse_origin(&tag),
+                            unconfirmed: mark != 0,
+                        });
+                        done[g] = Some((existed != 0, first, earlier));
+                    }
                     Err(e) if retryable(&e) && attempt < ATTEMPTS => failure = Some(e),
                     Err(e) => return Err(rerr(e)),
                 }
@@ -302,13 +346,14 @@ impl RedisStore {
     async fn log_fanout(
         &self,
         dedup: &DedupId,
+        tag: &str,
         ts: i64,
         entries: &[NewEntry],
     ) -> Result<(String, String), StoreError> {
         let field = fanout_log::field(dedup);
         let key = fanout_log::shard_key(&self.opts.key_prefix, &field);
         let mut c = self.conn.clone();
-        c.hset::<_, _, _, ()>(&key, &field, fanout_log::encode(dedup, ts, entries))
+        c.hset::<_, _, _, ()>(&key, &field, fanout_log::encode(dedup, tag, ts, entries))
             .await
             .map_err(rerr)?;
         Ok((key, field))
@@ -357,8 +402,20 @@ impl RedisStore {
                     continue;
                 }
                 let groups = group_by_queue(&r.entries);
-                self.write_groups(&groups, &r.entries, &r.dedup, self.opts.dedup_window, r.ts)
-                    .await?;
+                // Own mode: a queue that already holds this request's record
+                // (same digest and origin) is skipped, any other is written
+                // — also one holding an older record of the same key that a
+                // replacing request had not reached yet.
+                self.write_groups(
+                    &groups,
+                    &r.entries,
+                    &r.dedup,
+                    self.opts.dedup_window,
+                    r.ts,
+                    &r.tag,
+                    Mode::Own,
+                )
+                .await?;
                 c.hdel::<_, _, ()>(&key, &field).await.map_err(rerr)?;
                 info!(%field, queues = groups.len(), age_ms = age, "completed an interrupted fan-out");
                 redone += 1;
@@ -368,12 +425,15 @@ impl RedisStore {
     }
 
     /// The append script call for one queue's entries of a request.
+    #[allow(clippy::too_many_arguments)]
     fn invocation<'s>(
         &'s self,
         queue: QueueId,
         dedup: &DedupId,
         dedup_ttl: Duration,
         now: i64,
+        tag: &str,
+        mode: Mode,
         tails: impl Iterator<Item = Vec<u8>>,
     ) -> ::redis::ScriptInvocation<'s> {
         let keys = self.keys(queue);
@@ -391,7 +451,9 @@ impl RedisStore {
             .arg(self.opts.retention_count)
             .arg(cutoff)
             .arg(AGE_SCAN)
-            .arg(age);
+            .arg(age)
+            .arg(mode.arg())
+            .arg(tag);
         for tail in tails {
             inv.arg(tail);
         }
@@ -553,6 +615,26 @@ impl Store for RedisStore {
         Box::pin(self.call(async move { self.do_device_number(&device_id, platform).await }))
     }
 
+    /// One script per record, in the queue the verdict reads (the first).
+    fn mark_unconfirmed(&self, marks: Vec<Unconfirmed>) -> StoreFuture<'_, ()> {
+        Box::pin(self.call(async move {
+            let calls = marks.iter().map(|m| {
+                let key = self.keys(m.queue).dedup(&DedupId::Client(m.key));
+                let mut c = self.conn.clone();
+                let script = &self.mark;
+                async move { script.key(key).invoke_async::<i64>(&mut c).await }
+            });
+            for r in join_all(calls).await {
+                r.map_err(rerr)?;
+            }
+            Ok(())
+        }))
+    }
+
+    fn shared(&self) -> bool {
+        true
+    }
+
     fn recover_interrupted(&self) -> StoreFuture<'_, usize> {
         Box::pin(async move {
             if self.closed.load(Ordering::Acquire) {
@@ -571,6 +653,50 @@ impl Store for RedisStore {
             }
             Ok(())
         })
+    }
+}
+
+/// Per queue group of a request: (a record won, first id, its earlier send).
+type GroupResult = Option<(bool, i64, Option<Earlier>)>;
+
+/// How the append script treats an existing record (see [`scripts::APPEND`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Check,
+    Replace,
+    Own,
+}
+
+impl Mode {
+    fn arg(self) -> &'static str {
+        match self {
+            Mode::Check => "c",
+            Mode::Replace => "r",
+            Mode::Own => "o",
+        }
+    }
+}
+
+/// A request's record tag: `<digest>|<incarnation>|<connection>` in hex.
+fn tag(digest: u64, origin: Origin) -> String {
+    format!(
+        "{digest:x}|{:x}|{:x}",
+        origin.incarnation, origin.connection
+    )
+}
+
+/// The origin in a tag (zero for a tag without one).
+fn parse_origin(tag: &str) -> Origin {
+    let mut parts = tag.split('|').skip(1);
+    let mut next = || {
+        parts
+            .next()
+            .and_then(|h| u64::from_str_radix(h, 16).ok())
+            .unwrap_or(0)
+    };
+    Origin {
+        incarnation: next(),
+        connection: next(),
     }
 }
 

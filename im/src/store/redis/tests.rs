@@ -49,7 +49,9 @@ async fn keys_follow_the_documented_layout() {
     assert_eq!(cli(&["hget", "ferry:{7:100}:meta", "gsk:5"]), "4");
     for queue in ["100", "200"] {
         let d = format!("ferry:{{7:{queue}}}:d:7:100:3:42:200");
-        assert_eq!(cli(&["get", &d]), "1");
+        // First id, digest of "hi" (FNV-1a), origin (incarnation 1,
+        // connection 1), no mark.
+        assert_eq!(cli(&["get", &d]), "1|8ba5f07b55ec3da|1|1|0");
         let ttl: i64 = cli(&["pttl", &d]).parse().expect("pttl");
         assert!(ttl > 590_000 && ttl <= 600_000, "{ttl}");
     }
@@ -61,7 +63,7 @@ async fn keys_follow_the_documented_layout() {
     store.append(single(300, "x")).await.expect("append");
     let rec = cli(&["--scan", "--pattern", "ferry:{7:300}:d:r:*"]);
     assert_eq!(rec.lines().count(), 1, "{rec}");
-    assert_eq!(cli(&["get", &rec]), "1");
+    assert_eq!(cli(&["get", &rec]), "1||0", "first id, empty tag, no mark");
     let ttl: i64 = cli(&["pttl", &rec]).parse().expect("pttl");
     assert!(ttl > 0 && ttl <= 10_000, "{ttl}");
     // gobelieve's device keys, shared with `--auth redis`.
@@ -97,10 +99,13 @@ async fn resend_completes_a_half_written_request() {
         &DedupId::Client(key(1, 2, 9)),
         Duration::from_secs(600),
         now_ms(),
+        &tag(req.dedup.expect("key").digest, ORIGIN),
+        Mode::Check,
         std::iter::once(keys::encode_tail(&req.entries[0], now_ms())),
     );
     let mut c = store.conn.clone();
-    let (existed, first): (i64, i64) = inv.invoke_async(&mut c).await.expect("half");
+    let (existed, first, _, _): (i64, i64, String, i64) =
+        inv.invoke_async(&mut c).await.expect("half");
     assert_eq!((existed, first), (0, 1));
     let out = store.append(req.clone()).await.expect("resend");
     assert_eq!(ids(&out), vec![1, 2]);
@@ -193,10 +198,12 @@ async fn retention_by_age_drops_old_messages_in_bounded_steps() {
         &DedupId::Request("seed".into()),
         Duration::from_secs(60),
         old_ts, // "now" of that append: nothing is old yet
+        "",
+        Mode::Check,
         stale.into_iter(),
     );
     let mut c = store.conn.clone();
-    let (_, first): (i64, i64) = inv.invoke_async(&mut c).await.expect("seed");
+    let (_, first, _, _): (i64, i64, String, i64) = inv.invoke_async(&mut c).await.expect("seed");
     assert_eq!(first, 1);
     assert_eq!(all_ids(&store, 1).await.len(), 150);
     // Each append drops at most AGE_SCAN old entries.
@@ -460,17 +467,19 @@ fn fanout(uids: &[i64], msgid: i64) -> AppendRequest {
                 body: body.clone(),
             })
             .collect(),
-        dedup: Some(key(1, -77, msgid)),
+        dedup: Some(dedup(key(1, -77, msgid), "to everyone")),
     }
 }
 
 /// Simulates a node that logged `req` `age` ago and died after writing
 /// only the queues in `written`.
 async fn crash_mid_fanout(store: &RedisStore, req: &AppendRequest, age: Duration, written: &[i64]) {
-    let dedup = DedupId::Client(req.dedup.expect("client key"));
+    let d = req.dedup.expect("client key");
+    let dedup = DedupId::Client(d.key);
+    let tag = tag(d.digest, d.origin);
     let ts = now_ms() - age.as_millis() as i64;
     store
-        .log_fanout(&dedup, ts, &req.entries)
+        .log_fanout(&dedup, &tag, ts, &req.entries)
         .await
         .expect("log");
     let groups: Vec<(QueueId, Vec<usize>)> = group_by_queue(&req.entries)
@@ -478,7 +487,15 @@ async fn crash_mid_fanout(store: &RedisStore, req: &AppendRequest, age: Duration
         .filter(|(queue, _)| written.contains(&queue.uid))
         .collect();
     store
-        .write_groups(&groups, &req.entries, &dedup, Duration::from_secs(600), ts)
+        .write_groups(
+            &groups,
+            &req.entries,
+            &dedup,
+            Duration::from_secs(600),
+            ts,
+            &tag,
+            Mode::Check,
+        )
         .await
         .expect("first queues");
 }

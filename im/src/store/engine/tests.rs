@@ -1,9 +1,11 @@
-//! Behaviour tests of [`FjallStore`] through the [`Store`] trait (the same
-//! cases as the SQLite store's), plus the test-only writer hooks (injected
-//! commit and fsync failures, a stalled writer) and a crash image test.
+//! Behaviour tests of the engine (on fjall) through the [`Store`] trait,
+//! plus the test-only hooks (injected commit and fsync failures, a stalled
+//! writer, a slow sync) and a crash image test.
 
+use super::kv::Order;
 use super::*;
-use crate::store::{NewEntry, Placed};
+use crate::store::fjall::{DATA_DIR, FjallKv};
+use crate::store::{FjallOptions, FjallStore, NewEntry, Placed};
 use std::time::Instant;
 
 use crate::store::test_support::*;
@@ -12,14 +14,21 @@ fn open(dir: &Path) -> FjallStore {
     FjallStore::open(dir, FjallOptions::default()).expect("open store")
 }
 
+/// Dedup batch records on disk.
 async fn dedup_records(store: &FjallStore) -> usize {
     store
         .read(|db| {
             let mut n = 0;
-            for guard in db.dedup.iter() {
-                guard.key().map_err(layout::backend)?;
-                n += 1;
-            }
+            db.scan(
+                Space::Dedup,
+                &[],
+                &layout::KEY_MAX,
+                Order::Forward,
+                &mut |_, _| {
+                    n += 1;
+                    Ok(true)
+                },
+            )?;
             Ok(n)
         })
         .await
@@ -101,9 +110,9 @@ async fn failed_commit_writes_neither_entry_and_ids_stay_contiguous() {
 async fn failed_batch_fails_every_request_in_it() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Arc::new(open(dir.path()));
-    // Fails the stall's batch and the one after it.
+    // Fails the stall's batch, which the next requests join.
     store
-        .test_op(Op::FailCommits(2))
+        .test_op(Op::FailCommits(1))
         .await
         .expect("arm failure");
     // Stall the writer so the next requests queue up and share one batch.
@@ -125,16 +134,20 @@ async fn failed_batch_fails_every_request_in_it() {
     );
     assert!(matches!(a, Err(StoreError::Backend(_))), "{a:?}");
     assert!(matches!(b, Err(StoreError::Backend(_))), "{b:?}");
-    assert!(matches!(c, Err(StoreError::Backend(_))), "{c:?}");
     assert!(matches!(d, Err(StoreError::Backend(_))), "{d:?}");
     assert_eq!(all_ids(&*store, 1).await, Vec::<i64>::new());
-    assert_eq!(store.sync_key(q(1)).await.expect("key"), 0);
+    // A sync key never waits for a batch: it stays pending until one
+    // commits it, and reads back meanwhile.
+    c.expect("sync key");
+    assert_eq!(store.sync_key(q(1)).await.expect("key"), 9);
     // Recovered.
     assert_eq!(
         ids(&store.append(single(1, "c")).await.expect("append")),
         vec![1]
     );
     assert_eq!(store.device_number("dev", 1).await.expect("number"), 1);
+    drop(store);
+    assert_eq!(open(dir.path()).sync_key(q(1)).await.expect("key"), 9);
 }
 
 #[tokio::test]
@@ -246,9 +259,9 @@ async fn same_key_twice_in_one_batch_is_a_duplicate_of_the_first() {
     assert_eq!(a.placed, b.placed);
     assert!(a.duplicate ^ b.duplicate, "exactly one duplicate");
     assert_eq!(all_ids(&*store, 1).await, vec![1]);
-    // Both rode in the batch after the stall.
+    // Both joined the stall's batch (built while the writer was busy).
     let after = store.stats();
-    assert_eq!(after.batches - before.batches, 2);
+    assert_eq!(after.batches - before.batches, 1);
     assert_eq!(after.requests - before.requests, 3);
 }
 
@@ -412,7 +425,7 @@ async fn sync_keys_only_increase_and_persist() {
 }
 
 #[tokio::test]
-async fn a_sync_key_of_a_failed_batch_is_forgotten_by_the_writer_cache() {
+async fn a_sync_key_of_a_failed_batch_is_written_by_a_later_one() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = open(dir.path());
     store.set_sync_key(q(1), 4).await.expect("set");
@@ -421,31 +434,97 @@ async fn a_sync_key_of_a_failed_batch_is_forgotten_by_the_writer_cache() {
         .await
         .expect("set group key");
     store
-        .test_op(Op::FailCommits(2))
+        .test_op(Op::FailCommits(1))
         .await
-        .expect("arm failures");
-    let err = store.set_sync_key(q(1), 9).await;
-    assert!(matches!(err, Err(StoreError::Backend(_))), "{err:?}");
-    let err = store.set_group_sync_key(q(1), 100, 9).await;
-    assert!(matches!(err, Err(StoreError::Backend(_))), "{err:?}");
-    // 9 was never committed: 6 is an increase over what is stored (4), so
-    // it must be written, not compared with the 9 the writer saw.
-    store.set_sync_key(q(1), 6).await.expect("set");
+        .expect("arm failure");
+    store.set_sync_key(q(1), 9).await.expect("set");
     store
-        .set_group_sync_key(q(1), 100, 6)
+        .set_group_sync_key(q(1), 100, 9)
         .await
         .expect("set group key");
-    assert_eq!(store.sync_key(q(1)).await.expect("key"), 6);
-    assert_eq!(store.group_sync_key(q(1), 100).await.expect("key"), 6);
-    // The cached value still refuses decreases, also across a reopen.
+    // This batch carries the keys and fails.
+    let err = store.append(single(2, "lost")).await;
+    assert!(matches!(err, Err(StoreError::Backend(_))), "{err:?}");
+    assert_eq!(store.sync_key(q(1)).await.expect("key"), 9);
+    assert_eq!(store.group_sync_key(q(1), 100).await.expect("key"), 9);
+    // The next batch writes them; decreases are still refused.
+    store.append(single(2, "kept")).await.expect("append");
     store.set_sync_key(q(1), 5).await.expect("set");
-    assert_eq!(store.sync_key(q(1)).await.expect("key"), 6);
+    assert_eq!(store.sync_key(q(1)).await.expect("key"), 9);
     drop(store);
     let store = open(dir.path());
+    assert_eq!(store.sync_key(q(1)).await.expect("key"), 9);
+    assert_eq!(store.group_sync_key(q(1), 100).await.expect("key"), 9);
     store.set_sync_key(q(1), 5).await.expect("set");
-    assert_eq!(store.sync_key(q(1)).await.expect("key"), 6);
-    store.set_sync_key(q(1), 7).await.expect("set");
-    assert_eq!(store.sync_key(q(1)).await.expect("key"), 7);
+    store.close().await.expect("close");
+    let store = open(dir.path());
+    assert_eq!(store.sync_key(q(1)).await.expect("key"), 9);
+}
+
+#[tokio::test]
+async fn sync_keys_are_written_without_any_other_request() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    let before = store.stats();
+    store.set_sync_key(q(1), 3).await.expect("set");
+    // The writer wakes for the key alone; wait until its batch committed.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while store.stats().batches == before.batches {
+        assert!(Instant::now() < deadline, "no batch carried the sync key");
+        tokio::task::yield_now().await;
+    }
+    let stored = store
+        .read(|db| reader::int(db, &layout::sync_key_key(q(1)), "sync key"))
+        .await
+        .expect("read");
+    assert_eq!(stored, Some(3));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_next_batch_is_built_on_the_one_in_flight() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Arc::new(open(dir.path()));
+    // Batch 1 (built while the writer stalls): an append, a new device and
+    // a slow sync.
+    let stall = {
+        let s = Arc::clone(&store);
+        tokio::spawn(async move { s.test_op(Op::Stall(Duration::from_millis(100))).await })
+    };
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let first = {
+        let s = Arc::clone(&store);
+        tokio::spawn(async move {
+            tokio::join!(
+                s.test_op(Op::StallCommit(Duration::from_millis(300))),
+                s.append(peer(1, 2, Some(7), "a")),
+                s.device_number("d", 1),
+            )
+        })
+    };
+    // The stall ends at about 100 ms; batch 1 then syncs until about 400 ms.
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    // Batch 2, placed while batch 1 syncs: it must see batch 1's ids, dedup
+    // record and device number although the database does not have them yet.
+    assert_eq!(
+        all_ids(&*store, 2).await,
+        Vec::<i64>::new(),
+        "not visible before its sync"
+    );
+    let (dup, device, next) = tokio::join!(
+        store.append(peer(1, 2, Some(7), "a")),
+        store.device_number("d", 1),
+        store.append(single(2, "b")),
+    );
+    let (stalled, a, d) = first.await.expect("join");
+    stalled.expect("stall commit");
+    stall.await.expect("join").expect("stall");
+    let a = a.expect("append");
+    let dup = dup.expect("resend");
+    assert!(dup.duplicate);
+    assert_eq!(dup.placed, a.placed);
+    assert_eq!(device.expect("number"), d.expect("number"));
+    assert_eq!(ids(&next.expect("append")), vec![2]);
+    assert_eq!(all_ids(&*store, 2).await, vec![1, 2]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -512,21 +591,184 @@ fn open_creates_missing_directories_and_refuses_a_newer_format() {
     let dir = tempfile::tempdir().expect("tempdir");
     let nested = dir.path().join("a/b");
     let store = open(&nested);
-    assert!(nested.join(layout::DATA_DIR).is_dir());
+    assert!(nested.join(DATA_DIR).is_dir());
     drop(store);
-    {
-        let db = layout::open(&nested, &FjallOptions::default()).expect("open");
-        db.meta
-            .insert(
-                [layout::META_FORMAT],
-                (layout::FORMAT_VERSION + 1).to_be_bytes(),
-            )
-            .expect("bump");
+    let set_format = |v: u32| {
+        let db = FjallKv::open(&nested, &(1 << 20)).expect("open");
+        let mut batch = db.batch(1);
+        db.stage(
+            &mut batch,
+            Write::Put(Space::Meta, &layout::META_FORMAT, &v.to_be_bytes()),
+        );
+        db.commit(batch).expect("commit");
+    };
+    set_format(layout::FORMAT_VERSION + 1);
+    match FjallStore::open(&nested, FjallOptions::default()) {
+        Err(StoreError::Backend(why)) => assert!(why.contains("newer Ferry"), "{why}"),
+        other => panic!("opened a newer format: {:?}", other.err()),
     }
+    set_format(1);
+    match FjallStore::open(&nested, FjallOptions::default()) {
+        Err(StoreError::Backend(why)) => {
+            assert!(
+                why.contains("older Ferry") && why.contains("migrate"),
+                "{why}"
+            )
+        }
+        other => panic!("opened an older format: {:?}", other.err()),
+    }
+}
+
+#[tokio::test]
+async fn a_mark_survives_reopen_and_keeps_the_send_time() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let opts = FjallOptions {
+        dedup_window: Duration::from_millis(400),
+        ..FjallOptions::default()
+    };
+    let first = {
+        let store = FjallStore::open(dir.path(), opts.clone()).expect("open");
+        let first = store
+            .append(peer(1, 2, Some(5), "m"))
+            .await
+            .expect("append");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let mark = crate::store::Unconfirmed {
+            key: key(1, 2, 5),
+            queue: q(2),
+        };
+        store.mark_unconfirmed(vec![mark]).await.expect("mark");
+        first
+    };
+    let store = FjallStore::open(dir.path(), opts).expect("reopen");
+    let again = store
+        .append(peer(1, 2, Some(5), "m"))
+        .await
+        .expect("resend");
+    assert!(again.duplicate);
+    assert_eq!(again.placed, first.placed);
+    assert!(
+        again.earlier.expect("earlier").unconfirmed,
+        "the mark was kept"
+    );
+    // The window counts from the send, not from the mark.
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    let late = store
+        .append(peer(1, 2, Some(5), "m"))
+        .await
+        .expect("append");
+    assert!(!late.duplicate, "expired 400 ms after the send");
+}
+
+#[tokio::test]
+async fn a_fan_out_stores_its_body_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    let long = bytes::Bytes::from(vec![b'g'; 200]);
+    let uids = [1, 2, 3, 4, 5];
+    let req = AppendRequest {
+        entries: NewEntry::fan_out(APP, &uids, 8, 0, 3, &long),
+        dedup: None,
+    };
+    store.append(req).await.expect("fan-out");
+    // A short body and a peer message's two copies stay inline.
+    let short = bytes::Bytes::from_static(b"short");
+    let req = AppendRequest {
+        entries: NewEntry::fan_out(APP, &uids, 8, 0, 3, &short),
+        dedup: None,
+    };
+    store.append(req).await.expect("fan-out");
+    store
+        .append(peer(1, 2, None, &"p".repeat(200)))
+        .await
+        .expect("peer");
+    let refs = store
+        .read(|db| {
+            let mut n = 0;
+            db.scan(
+                Space::Messages,
+                &[],
+                &layout::KEY_MAX,
+                Order::Forward,
+                &mut |_, v| {
+                    n += usize::from(v.first() == Some(&layout::BODY_REF));
+                    Ok(true)
+                },
+            )?;
+            Ok(n)
+        })
+        .await
+        .expect("scan");
+    assert_eq!(refs, 4, "one body, four references");
+    for uid in uids {
+        let w = store.window(q(uid), 0, 10).await.expect("window");
+        assert_eq!(w.messages[0].body, long, "uid {uid}");
+        assert_eq!(w.messages[1].body, short);
+        assert_eq!(w.messages[0].cmd, 8);
+        let latest = store.latest(q(uid), 10).await.expect("latest");
+        assert_eq!(latest[0].body, long);
+    }
+    let bad = AppendRequest {
+        entries: vec![NewEntry {
+            cmd: layout::BODY_REF,
+            ..entry(1, "x")
+        }],
+        dedup: None,
+    };
     assert!(matches!(
-        FjallStore::open(&nested, FjallOptions::default()),
-        Err(StoreError::Backend(_))
+        store.append(bad).await,
+        Err(StoreError::Invalid(_))
     ));
+}
+
+#[tokio::test]
+async fn migrate_moves_a_format_1_dir_to_the_current_format() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    assert_eq!(
+        FjallStore::migrate(dir.path()).expect("empty"),
+        Migrated::Empty
+    );
+    {
+        let store = open(dir.path());
+        store
+            .append(peer(1, 2, Some(3), "kept"))
+            .await
+            .expect("append");
+        store.set_sync_key(q(2), 1).await.expect("set");
+        store.close().await.expect("close");
+    }
+    {
+        // What format 1 looked like: its format record and a dedup record
+        // keyed by creation time then the dedup key.
+        let db = FjallKv::open(dir.path(), &(1 << 20)).expect("open");
+        let mut batch = db.batch(2);
+        db.stage(
+            &mut batch,
+            Write::Put(Space::Meta, &layout::META_FORMAT, &1u32.to_be_bytes()),
+        );
+        db.stage(
+            &mut batch,
+            Write::Put(Space::Dedup, &[0x85, 1, 2, 3, 4, 5, 0x81, 7], &[1; 16]),
+        );
+        db.commit(batch).expect("commit");
+    }
+    assert!(FjallStore::open(dir.path(), FjallOptions::default()).is_err());
+    assert_eq!(
+        FjallStore::migrate(dir.path()).expect("migrate"),
+        Migrated::Upgraded {
+            from: 1,
+            dedup_records: 2
+        }
+    );
+    assert_eq!(
+        FjallStore::migrate(dir.path()).expect("again"),
+        Migrated::Current
+    );
+    let store = open(dir.path());
+    assert_eq!(dedup_records(&store).await, 0);
+    let w = store.window(q(2), 0, 10).await.expect("window");
+    assert_eq!(&w.messages[0].body[..], b"kept");
+    assert_eq!(store.sync_key(q(2)).await.expect("key"), 1);
 }
 
 /// Copies a live store's files: what a crash at this instant leaves on disk
@@ -582,10 +824,7 @@ fn acknowledged_writes_survive_a_crash_exactly_once() {
         .block_on(store.device_number("crash", 1))
         .expect("number");
     // The process "dies" now: the running store is never closed or dropped.
-    crash_image(
-        &dir.path().join(layout::DATA_DIR),
-        &image.path().join(layout::DATA_DIR),
-    );
+    crash_image(&dir.path().join(DATA_DIR), &image.path().join(DATA_DIR));
     std::mem::forget(store);
 
     let store = open(image.path());
@@ -610,7 +849,7 @@ fn acknowledged_writes_survive_a_crash_exactly_once() {
             assert_eq!(w.messages[0].body, format!("m{i}").as_bytes());
             if i % 2 == 0 {
                 let again = store
-                    .append(peer(1 + i % 3, receiver, Some(*i), "resend"))
+                    .append(peer(1 + i % 3, receiver, Some(*i), &format!("m{i}")))
                     .await
                     .expect("resend");
                 assert!(again.duplicate, "dedup record of {i} survived");
@@ -630,7 +869,7 @@ fn acknowledged_writes_survive_a_crash_exactly_once() {
 }
 
 /// One-off measurement of the group-commit path:
-/// `cargo test -p ferry-im --release --lib store::fjall::tests::throughput -- --ignored --nocapture`
+/// `cargo test -p ferry-im --release --lib store::engine::tests::throughput -- --ignored --nocapture`
 #[test]
 #[ignore = "measurement, run explicitly in release mode"]
 fn throughput_100_concurrent_peer_writers() {

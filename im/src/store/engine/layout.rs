@@ -1,15 +1,13 @@
-//! On-disk layout: keyspaces, key and value encodings, format version.
+//! Key and value encodings of the engine, and the store format version.
 //!
-//! Three keyspaces share one journal (so one write batch is atomic across
-//! them):
-//!
-//! * `messages`: `appid | uid | id` → `cmd | flag | device_id | body`. A
+//! * `Messages`: `appid | uid | id` → `cmd | flag | device_id | body`. A
 //!   queue is one contiguous key range, oldest first, so a window is a range
 //!   scan and the head is the last key of the queue's prefix;
-//! * `dedup`: `created_ms | appid | sender | device_id | client_msgid |
-//!   receiver` → placed ids. Ordered by creation time, so expired records are
-//!   a prefix of the keyspace and pruning is a range scan from a cursor;
-//! * `meta`: small records keyed by a tag byte: format version, the last
+//! * `Dedup`: `created_ms | batch` → every dedup record of one write batch
+//!   (see [`super::dedup`]). Ordered by creation time, so expired batches are
+//!   a prefix of the space and pruning is a range scan from a cursor; one
+//!   write per batch instead of one per message;
+//! * `Meta`: small records keyed by a tag byte: format version, the last
 //!   allocated device number, device numbers, sync keys and group sync keys.
 //!
 //! Integers in keys use a compact order-preserving encoding (a code byte
@@ -20,26 +18,18 @@
 //! memory. The encoding is self-delimiting, so a queue's prefix never matches
 //! another queue's keys.
 
-use super::FjallOptions;
-use crate::store::{DedupKey, QueueId, StoreError};
-use fjall::config::FilterPolicy;
-use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
-use std::path::Path;
+use crate::store::{QueueId, StoreError};
 
-/// Version of this layout, stored under [`META_FORMAT`]. Bump it (and add a
-/// migration) whenever an encoding below changes.
-pub(super) const FORMAT_VERSION: u32 = 1;
-
-/// Name of the data directory inside the store directory.
-pub(super) const DATA_DIR: &str = "fjall";
-
-const MESSAGES: &str = "messages";
-const DEDUP: &str = "dedup";
-const META: &str = "meta";
+/// Version of this layout, stored under [`META_FORMAT`]. Bump it (and say in
+/// the README how to migrate) whenever an encoding changes.
+///
+/// * 1: one dedup record per message (Ferry before the queue engine);
+/// * 2: one dedup record per batch.
+pub(crate) const FORMAT_VERSION: u32 = 2;
 
 /// `meta` tags.
-pub(super) const META_FORMAT: u8 = 0x00;
-pub(super) const META_LAST_DEVICE: [u8; 1] = [0x01];
+pub(crate) const META_FORMAT: [u8; 1] = [0x00];
+pub(crate) const META_LAST_DEVICE: [u8; 1] = [0x01];
 const META_DEVICE: u8 = 0x02;
 const META_SYNC_KEY: u8 = 0x03;
 const META_GROUP_SYNC_KEY: u8 = 0x04;
@@ -47,65 +37,9 @@ const META_GROUP_SYNC_KEY: u8 = 0x04;
 /// Longest encoded integer: code byte + 8 bytes.
 const INT_MAX_LEN: usize = 9;
 
-/// An open database and its keyspaces. Shared (behind an `Arc`) by the writer
-/// thread and the read tasks; dropping the last handle closes the database.
-pub(super) struct Db {
-    pub(super) db: Database,
-    pub(super) messages: Keyspace,
-    pub(super) dedup: Keyspace,
-    pub(super) meta: Keyspace,
-}
-
-/// Turns a fjall error into the store's error type.
-pub(super) fn backend(e: fjall::Error) -> StoreError {
-    StoreError::Backend(e.to_string())
-}
-
-/// Opens (or creates) the database in `dir/fjall`, refusing a layout written
-/// by a newer build.
-pub(super) fn open(dir: &Path, opts: &FjallOptions) -> Result<Db, StoreError> {
-    let path = dir.join(DATA_DIR);
-    let db = Database::builder(&path)
-        .cache_size(opts.cache_bytes)
-        .open()
-        .map_err(|e| StoreError::Backend(format!("cannot open {}: {e}", path.display())))?;
-    // Messages are only ever range-scanned, so point-read filters would be
-    // built and cached for nothing.
-    let messages = db
-        .keyspace(MESSAGES, || {
-            KeyspaceCreateOptions::default().filter_policy(FilterPolicy::disabled())
-        })
-        .map_err(backend)?;
-    let dedup = db
-        .keyspace(DEDUP, KeyspaceCreateOptions::default)
-        .map_err(backend)?;
-    let meta = db
-        .keyspace(META, KeyspaceCreateOptions::default)
-        .map_err(backend)?;
-    match meta.get([META_FORMAT]).map_err(backend)? {
-        None => {
-            meta.insert([META_FORMAT], FORMAT_VERSION.to_be_bytes())
-                .map_err(backend)?;
-            db.persist(PersistMode::SyncAll).map_err(backend)?;
-        }
-        Some(v) if v[..] == FORMAT_VERSION.to_be_bytes() => {}
-        Some(v) => {
-            return Err(StoreError::Backend(format!(
-                "store format {v:?} is not supported (this build knows {FORMAT_VERSION})"
-            )));
-        }
-    }
-    Ok(Db {
-        db,
-        messages,
-        dedup,
-        meta,
-    })
-}
-
 /// A key built on the stack (at most six encoded integers plus a tag).
 #[derive(Clone, Copy)]
-pub(super) struct Key {
+pub(crate) struct Key {
     buf: [u8; 1 + 6 * INT_MAX_LEN],
     len: usize,
 }
@@ -156,12 +90,6 @@ impl std::ops::Deref for Key {
     }
 }
 
-impl From<Key> for fjall::Slice {
-    fn from(k: Key) -> Self {
-        fjall::Slice::from(k.as_ref())
-    }
-}
-
 /// Reads one integer written by [`Key::int`] from the front of `input`.
 fn take_int(input: &mut &[u8]) -> Option<i64> {
     let (&code, rest) = input.split_first()?;
@@ -191,28 +119,28 @@ fn take_int(input: &mut &[u8]) -> Option<i64> {
 }
 
 /// Encodes a signed integer value (fixed 8 bytes; values are never compared).
-pub(super) fn value_int(v: i64) -> [u8; 8] {
+pub(crate) fn value_int(v: i64) -> [u8; 8] {
     v.to_be_bytes()
 }
 
 /// Decodes an integer value, reporting corruption as an error.
-pub(super) fn dec_value(b: &[u8], what: &str) -> Result<i64, StoreError> {
+pub(crate) fn dec_value(b: &[u8], what: &str) -> Result<i64, StoreError> {
     b.try_into()
         .map(i64::from_be_bytes)
         .map_err(|_| StoreError::Backend(format!("corrupt {what} record in store")))
 }
 
 /// Prefix shared by every message of one queue.
-pub(super) fn queue_prefix(queue: QueueId) -> Key {
+pub(crate) fn queue_prefix(queue: QueueId) -> Key {
     Key::new().int(queue.appid).int(queue.uid)
 }
 
-pub(super) fn message_key(queue: QueueId, id: i64) -> Key {
+pub(crate) fn message_key(queue: QueueId, id: i64) -> Key {
     queue_prefix(queue).int(id)
 }
 
 /// Message id of a `messages` key (its last integer).
-pub(super) fn message_id(key: &[u8]) -> Result<i64, StoreError> {
+pub(crate) fn message_id(key: &[u8]) -> Result<i64, StoreError> {
     let mut rest = key;
     let parsed = (|| {
         take_int(&mut rest)?;
@@ -224,65 +152,90 @@ pub(super) fn message_id(key: &[u8]) -> Result<i64, StoreError> {
 }
 
 /// Appends a `messages` value to `out`.
-pub(super) fn message_value(out: &mut Vec<u8>, cmd: u8, flag: u8, device_id: i64, body: &[u8]) {
+pub(crate) fn message_value(out: &mut Vec<u8>, cmd: u8, flag: u8, device_id: i64, body: &[u8]) {
     out.push(cmd);
     out.push(flag);
     out.extend_from_slice(&device_id.to_be_bytes());
     out.extend_from_slice(body);
 }
 
+/// First byte of a `messages` value whose body is stored in another entry
+/// (a group fan-out stores its body once). No stored command is 255, so an
+/// inline value never starts with it (the writer refuses command 255).
+pub(crate) const BODY_REF: u8 = 0xff;
+
+/// Appends a `messages` value whose body is the one of the entry at
+/// `body_key` to `out`.
+pub(crate) fn message_ref_value(
+    out: &mut Vec<u8>,
+    cmd: u8,
+    flag: u8,
+    device_id: i64,
+    body_key: &[u8],
+) {
+    out.push(BODY_REF);
+    message_value(out, cmd, flag, device_id, body_key);
+}
+
+/// A `messages` value: the body inline, or the key of the entry holding it.
+pub(crate) enum Body<'a> {
+    Inline(&'a [u8]),
+    At(&'a [u8]),
+}
+
 /// `(cmd, flag, device_id, body)` of a `messages` value.
-pub(super) fn parse_message(v: &[u8]) -> Result<(u8, u8, i64, &[u8]), StoreError> {
+pub(crate) fn parse_message(v: &[u8]) -> Result<(u8, u8, i64, Body<'_>), StoreError> {
     let corrupt = || StoreError::Backend("corrupt message record in store".into());
+    let (is_ref, v) = match v.split_first() {
+        Some((&BODY_REF, rest)) => (true, rest),
+        _ => (false, v),
+    };
     let (head, body) = v.split_at_checked(10).ok_or_else(corrupt)?;
     let device: [u8; 8] = head[2..].try_into().map_err(|_| corrupt())?;
+    let body = if is_ref {
+        Body::At(body)
+    } else {
+        Body::Inline(body)
+    };
     Ok((head[0], head[1], i64::from_be_bytes(device), body))
 }
 
 /// Exclusive upper bound of the `dedup` keys created before `created_ms`.
-pub(super) fn dedup_time_prefix(created_ms: i64) -> Key {
+pub(crate) fn dedup_time_prefix(created_ms: i64) -> Key {
     Key::new().int(created_ms)
 }
 
-pub(super) fn dedup_key(created_ms: i64, k: &DedupKey) -> Key {
-    Key::new()
-        .int(created_ms)
-        .int(k.appid)
-        .int(k.sender)
-        .int(k.device_id)
-        .int(k.client_msgid)
-        .int(k.receiver)
+/// Key of the dedup record of batch `batch`, created at `created_ms`.
+pub(crate) fn dedup_batch_key(created_ms: i64, batch: i64) -> Key {
+    Key::new().int(created_ms).int(batch)
 }
 
-/// `(created_ms, key)` of a `dedup` key.
-pub(super) fn parse_dedup_key(key: &[u8]) -> Option<(i64, DedupKey)> {
+/// `(created_ms, batch)` of a `dedup` key.
+pub(crate) fn parse_dedup_batch_key(key: &[u8]) -> Option<(i64, i64)> {
     let mut rest = key;
     let created = take_int(&mut rest)?;
-    let k = DedupKey {
-        appid: take_int(&mut rest)?,
-        sender: take_int(&mut rest)?,
-        device_id: take_int(&mut rest)?,
-        client_msgid: take_int(&mut rest)?,
-        receiver: take_int(&mut rest)?,
-    };
-    rest.is_empty().then_some((created, k))
+    let batch = take_int(&mut rest)?;
+    rest.is_empty().then_some((created, batch))
 }
 
-/// Placed ids of a request, as little-endian i64s (prev ids are implied).
-pub(super) fn encode_ids(ids: &[i64]) -> Vec<u8> {
-    ids.iter().flat_map(|id| id.to_le_bytes()).collect()
-}
-
-pub(super) fn decode_ids(blob: &[u8]) -> Option<Vec<i64>> {
-    if blob.is_empty() || !blob.len().is_multiple_of(8) {
-        return None;
+/// The smallest key greater than every key starting with `prefix` (the
+/// exclusive end of a prefix scan); `None` when there is none (all `0xff`).
+pub(crate) fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return Some(end);
+        }
     }
-    blob.chunks_exact(8)
-        .map(|c| c.try_into().ok().map(i64::from_le_bytes))
-        .collect()
+    None
 }
 
-pub(super) fn device_key(device_id: &str, platform: u8) -> Vec<u8> {
+/// Exclusive end of the whole key space (longer than any key we write and
+/// greater than all of them).
+pub(crate) const KEY_MAX: [u8; 64] = [0xff; 64];
+
+pub(crate) fn device_key(device_id: &str, platform: u8) -> Vec<u8> {
     let mut k = Vec::with_capacity(2 + device_id.len());
     k.push(META_DEVICE);
     k.push(platform);
@@ -290,7 +243,7 @@ pub(super) fn device_key(device_id: &str, platform: u8) -> Vec<u8> {
     k
 }
 
-pub(super) fn sync_key_key(queue: QueueId) -> Vec<u8> {
+pub(crate) fn sync_key_key(queue: QueueId) -> Vec<u8> {
     Key::new()
         .tag(META_SYNC_KEY)
         .int(queue.appid)
@@ -298,7 +251,7 @@ pub(super) fn sync_key_key(queue: QueueId) -> Vec<u8> {
         .to_vec()
 }
 
-pub(super) fn group_sync_key_key(queue: QueueId, gid: i64) -> Vec<u8> {
+pub(crate) fn group_sync_key_key(queue: QueueId, gid: i64) -> Vec<u8> {
     Key::new()
         .tag(META_GROUP_SYNC_KEY)
         .int(queue.appid)
@@ -362,28 +315,35 @@ mod tests {
     #[test]
     fn records_roundtrip() {
         let mut v = Vec::new();
+        let inline = |v: &[u8]| match parse_message(v).expect("parse") {
+            (c, f, d, Body::Inline(b)) => (c, f, d, b.to_vec()),
+            _ => panic!("not inline"),
+        };
         message_value(&mut v, 4, 1, -3, b"body");
-        assert_eq!(parse_message(&v).expect("parse"), (4, 1, -3, &b"body"[..]));
+        assert_eq!(inline(&v), (4, 1, -3, b"body".to_vec()));
         v.clear();
         message_value(&mut v, 4, 1, 7, b"");
-        assert_eq!(parse_message(&v).expect("parse"), (4, 1, 7, &b""[..]));
+        assert_eq!(inline(&v), (4, 1, 7, Vec::new()));
+        v.clear();
+        message_ref_value(&mut v, 8, 0, 2, b"key");
+        assert!(matches!(
+            parse_message(&v).expect("parse"),
+            (8, 0, 2, Body::At(b"key"))
+        ));
         assert!(parse_message(&[1, 2]).is_err());
-        let k = DedupKey {
-            appid: 1,
-            sender: -2,
-            device_id: 3,
-            client_msgid: 4,
-            receiver: 5,
-        };
-        assert_eq!(parse_dedup_key(&dedup_key(99, &k)), Some((99, k)));
-        assert!(dedup_key(99, &k).as_ref() < dedup_key(100, &k).as_ref());
-        assert!(dedup_key(99, &k).as_ref() < dedup_time_prefix(100).as_ref());
-        assert!(dedup_key(100, &k).as_ref() > dedup_time_prefix(100).as_ref());
-        assert_eq!(parse_dedup_key(&dedup_time_prefix(100)), None);
-        let ids = [1i64, 42, i64::MAX];
-        assert_eq!(decode_ids(&encode_ids(&ids)), Some(ids.to_vec()));
-        assert_eq!(decode_ids(&[1, 2, 3]), None);
-        assert_eq!(decode_ids(&[]), None);
+        assert!(parse_message(&[BODY_REF, 1]).is_err());
+        assert_eq!(
+            parse_dedup_batch_key(&dedup_batch_key(99, 4)),
+            Some((99, 4))
+        );
+        assert!(dedup_batch_key(99, 5).as_ref() < dedup_batch_key(100, 1).as_ref());
+        assert!(dedup_batch_key(99, 5).as_ref() < dedup_time_prefix(100).as_ref());
+        assert!(dedup_batch_key(100, 0).as_ref() > dedup_time_prefix(100).as_ref());
+        assert_eq!(parse_dedup_batch_key(&dedup_time_prefix(100)), None);
+        assert_eq!(prefix_end(&[1, 2]), Some(vec![1, 3]));
+        assert_eq!(prefix_end(&[1, 0xff]), Some(vec![2]));
+        assert_eq!(prefix_end(&[0xff]), None);
+        assert!(message_key(QueueId { appid: 1, uid: 1 }, i64::MAX)[..] < KEY_MAX[..]);
         assert_eq!(dec_value(&value_int(-9), "x").expect("value"), -9);
         assert!(dec_value(&[1], "x").is_err());
     }
