@@ -543,6 +543,7 @@ async fn resubscribe_100k_users_after_imr_restart() {
     let cluster = ferry_im::cluster::Cluster::new(
         &[imr.link.to_string()],
         bytes::Bytes::from_static(support::LINK_SECRET.as_bytes()),
+        bytes::Bytes::from_static(b"bulk"),
         64 << 20,
     );
     for uid in 1..=USERS as i64 {

@@ -14,6 +14,7 @@ mod http;
 pub mod link;
 mod node_query;
 pub mod outbox;
+pub mod presence;
 pub mod push;
 pub mod registry;
 pub mod relay;
