@@ -2,10 +2,11 @@
 //! JWT tokens and the Rust client library.
 
 pub mod client;
+pub mod clock;
 pub mod gobelieve;
 pub mod link;
 pub mod protocol;
-mod redact;
+pub mod secret;
 pub mod token;
 
-pub use redact::redact_url;
+pub use secret::redact_url;

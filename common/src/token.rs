@@ -4,6 +4,7 @@
 //! accept is tiny (claims `uid`, `appid`, optional `exp`/`nbf`) and this keeps
 //! a C crypto library out of the build. Signature checks are constant-time.
 
+use crate::secret::constant_time_eq;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use hmac::{Hmac, Mac};
@@ -105,13 +106,6 @@ pub fn verify(token: &str, key: &[u8], now: i64) -> Result<Claims, TokenError> {
         return Err(TokenError::NotYetValid);
     }
     Ok(claims)
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 #[cfg(test)]

@@ -18,7 +18,7 @@ use ferry_common::link::{
     BatchPush, DEVICE_OFFLINE, DEVICE_ONLINE, DeviceOffline, DeviceOnline, GroupPublish, HELLO,
     Hello, LINK_VERSION, MARK, MAX_LINK_BODY, NODE_QUERY, NODE_REPLY, PRESENCE_QUERY,
     PRESENCE_REPLY, PUBLISH_GROUP, PUSH, PresenceQuery, RoomSubscription, SUBSCRIBE,
-    SUBSCRIBE_ROOM, Subscribe, UNSUBSCRIBE, UNSUBSCRIBE_ROOM, Unsubscribe,
+    SUBSCRIBE_ROOM, Subscribe, UNSUBSCRIBE, UNSUBSCRIBE_ROOM, Unsubscribe, link_frame,
 };
 use ferry_common::protocol::command::name;
 use ferry_common::protocol::{CodecError, Frame, FrameCodec, ProtocolError};
@@ -43,11 +43,6 @@ const HELLO_MAX_BODY: usize = 10 + 2 * u16::MAX as usize;
 const KEEP_WRITE_BUF: usize = 1 << 20;
 
 type Reader = FramedRead<OwnedReadHalf, FrameCodec>;
-
-/// Encodes one link frame (header version 0, flag 0, seq 0).
-pub fn link_frame(cmd: u8, body: Bytes) -> Bytes {
-    Frame::new(cmd, 0, 0, 0, body).to_bytes()
-}
 
 /// Serves one accepted connection until it ends.
 pub(crate) async fn serve(
@@ -203,14 +198,7 @@ fn secret_matches(given: &[u8], expected: &[u8]) -> bool {
     if expected.is_empty() {
         return true;
     }
-    if given.len() != expected.len() {
-        return false;
-    }
-    given
-        .iter()
-        .zip(expected)
-        .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-        == 0
+    ferry_common::secret::constant_time_eq(given, expected)
 }
 
 enum End {

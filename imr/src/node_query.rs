@@ -3,9 +3,9 @@
 //! imr only routes; it keeps no state per query, so a lost asker costs
 //! nothing but the replies dropped on arrival.
 
-use crate::link::link_frame;
 use crate::registry::{Peer, Registry};
 use bytes::Bytes;
+use ferry_common::link::link_frame;
 use ferry_common::link::{NODE_QUERY, NODE_REPLY, NodeQuery, NodeReply};
 use ferry_common::protocol::ProtocolError;
 

@@ -26,6 +26,15 @@ pub use push::BatchPush;
 pub use route::RouteMessage;
 pub use subscribe::{RoomSubscription, Subscribe, Unsubscribe};
 
+use crate::protocol::Frame;
+use bytes::Bytes;
+
+/// Encodes one link frame: header version 0, flag 0 and seq 0, which the
+/// peer ignores (a link is ordered by TCP, nothing is matched by seq).
+pub fn link_frame(cmd: u8, body: Bytes) -> Bytes {
+    Frame::new(cmd, 0, 0, 0, body).to_bytes()
+}
+
 /// Ferry addition: first frame on a link, both directions.
 pub const HELLO: u8 = 128;
 pub const SUBSCRIBE: u8 = 130;

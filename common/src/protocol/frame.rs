@@ -25,6 +25,18 @@ impl Frame {
         }
     }
 
+    /// The frame a parsed header announces, with its body (whose length the
+    /// caller has matched to `header.len`).
+    pub fn with_header(header: &Header, body: Bytes) -> Frame {
+        Frame {
+            seq: header.seq,
+            cmd: header.cmd,
+            version: header.version,
+            flag: header.flag,
+            body,
+        }
+    }
+
     pub fn header(&self) -> Header {
         Header {
             len: self.body.len(),

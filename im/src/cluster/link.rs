@@ -20,7 +20,7 @@ use ferry_common::link::{
     DEVICE_OFFLINE, DEVICE_ONLINE, Device, DeviceOffline, DeviceOnline, HELLO, Hello, LINK_VERSION,
     MARK, MAX_LINK_BODY, NODE_QUERY, NODE_REPLY, PRESENCE_QUERY, PRESENCE_REPLY, PUBLISH_GROUP,
     PresenceQuery, PresenceReply, RoomSubscription, SUBSCRIBE, SUBSCRIBE_ROOM, Subscribe,
-    UNSUBSCRIBE, UNSUBSCRIBE_ROOM, Unsubscribe,
+    UNSUBSCRIBE, UNSUBSCRIBE_ROOM, Unsubscribe, link_frame,
 };
 use ferry_common::protocol::{Frame, FrameCodec};
 use std::collections::{HashMap, VecDeque};
@@ -30,11 +30,6 @@ use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
-
-/// Encodes one link frame (seq 0: the peer ignores it).
-pub fn link_frame(cmd: u8, body: Bytes) -> Bytes {
-    Frame::new(cmd, 0, 0, 0, body).to_bytes()
-}
 
 fn sub_frame(appid: i64, uid: i64, change: SubChange) -> Bytes {
     match change {

@@ -11,11 +11,11 @@ pub use link::{Inbound, Link, LinkError, QueryError};
 pub use nodes::{Gathered, NodeQueries};
 
 use bytes::Bytes;
+use ferry_common::link::link_frame;
 use ferry_common::link::{
     BatchPush, GROUP_CHANGED, GroupPublish, MAX_LINK_BODY, PUBLISH, PUBLISH_APP, PUBLISH_GROUP,
     PUBLISH_ROOM, PUSH, RouteMessage,
 };
-use link::link_frame;
 use std::sync::Arc;
 
 pub struct Cluster {

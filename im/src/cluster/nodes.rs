@@ -9,8 +9,8 @@
 //! first answer of each node.
 
 use super::Cluster;
-use super::link::link_frame;
 use bytes::Bytes;
+use ferry_common::link::link_frame;
 use ferry_common::link::{NODE_QUERY, NODE_REPLY, NodeAsk, NodeQuery, NodeReply};
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -140,10 +140,10 @@ impl NodeQueries {
                 p.answers.push(r.payload);
             }
         }
-        if p.complete() {
-            if let Some(tx) = p.done.take() {
-                let _ = tx.send(());
-            }
+        if p.complete()
+            && let Some(tx) = p.done.take()
+        {
+            let _ = tx.send(());
         }
     }
 }

@@ -2,7 +2,8 @@
 //! into a per-thread scratch buffer, complete frames are copied out once, and
 //! only a trailing partial frame is kept per connection.
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
+use ferry_common::protocol::codec::{is_complete, peek_header, take_frame};
 use ferry_common::protocol::command::client_may_send;
 use ferry_common::protocol::{Frame, HEADER_LEN, Header, MAX_CLIENT_BODY, ProtocolError};
 use std::cell::RefCell;
@@ -111,60 +112,47 @@ pub fn absorb(
 /// Decodes the one frame a WebSocket message carries (spec §1.3: only the
 /// first frame counts, trailing bytes are ignored). The body shares `msg`.
 pub fn parse_message(msg: Bytes) -> Result<Frame, ProtocolError> {
-    if msg.len() < HEADER_LEN {
+    let Some(header) = client_header(&msg)? else {
         return Err(ProtocolError::Truncated {
             cmd: msg.get(8).copied().unwrap_or(0),
             need: HEADER_LEN,
             got: msg.len(),
         });
-    }
-    let mut h = [0u8; HEADER_LEN];
-    h.copy_from_slice(&msg[..HEADER_LEN]);
-    let header = Header::parse(&h, MAX_CLIENT_BODY)?;
-    if !client_may_send(header.cmd) {
-        return Err(ProtocolError::NotAllowed(header.cmd));
-    }
-    if msg.len() < HEADER_LEN + header.len {
+    };
+    if !is_complete(&msg, &header) {
         return Err(ProtocolError::Truncated {
             cmd: header.cmd,
             need: header.len,
             got: msg.len() - HEADER_LEN,
         });
     }
-    Ok(Frame {
-        seq: header.seq,
-        cmd: header.cmd,
-        version: header.version,
-        flag: header.flag,
-        body: msg.slice(HEADER_LEN..HEADER_LEN + header.len),
-    })
+    Ok(Frame::with_header(
+        &header,
+        msg.slice(HEADER_LEN..HEADER_LEN + header.len),
+    ))
 }
 
 /// Splits complete frames off `buf`. A bad header (length out of range, or a
 /// command clients may not send) is an error as soon as the header is in,
 /// before any body byte is awaited.
 pub fn parse_frames(buf: &mut BytesMut, out: &mut Vec<Frame>) -> Result<(), ProtocolError> {
-    while buf.len() >= HEADER_LEN {
-        let mut h = [0u8; HEADER_LEN];
-        h.copy_from_slice(&buf[..HEADER_LEN]);
-        let header = Header::parse(&h, MAX_CLIENT_BODY)?;
-        if !client_may_send(header.cmd) {
-            return Err(ProtocolError::NotAllowed(header.cmd));
-        }
-        if buf.len() < HEADER_LEN + header.len {
+    while let Some(header) = client_header(buf)? {
+        if !is_complete(buf, &header) {
             break;
         }
-        buf.advance(HEADER_LEN);
-        let body = buf.split_to(header.len).freeze();
-        out.push(Frame {
-            seq: header.seq,
-            cmd: header.cmd,
-            version: header.version,
-            flag: header.flag,
-            body,
-        });
+        out.push(take_frame(buf, &header));
     }
     Ok(())
+}
+
+/// The header at the front of `buf` with the client limits applied: the
+/// client body limit and the commands a client may send.
+fn client_header(buf: &[u8]) -> Result<Option<Header>, ProtocolError> {
+    let header = peek_header(buf, MAX_CLIENT_BODY)?;
+    match header {
+        Some(h) if !client_may_send(h.cmd) => Err(ProtocolError::NotAllowed(h.cmd)),
+        _ => Ok(header),
+    }
 }
 
 #[cfg(test)]

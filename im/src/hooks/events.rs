@@ -20,6 +20,7 @@
 use super::client::HookClient;
 use super::{HookConfig, HookStats, Sink};
 use bytes::Bytes;
+use ferry_common::clock::now_ms;
 use serde::Serialize;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -112,15 +113,9 @@ impl Event {
 struct Envelope<'a> {
     id: String,
     node: &'a str,
-    ts: u64,
+    ts: i64,
     #[serde(flatten)]
     event: &'a Event,
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// The bounded queue between emitters and the worker.
@@ -129,7 +124,7 @@ pub(super) struct Queue {
     rx: std::sync::Mutex<Option<mpsc::Receiver<String>>>,
     seq: AtomicU64,
     /// Distinguishes this process's ids from an earlier run's.
-    epoch: u64,
+    epoch: i64,
 }
 
 impl Queue {

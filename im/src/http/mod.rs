@@ -209,15 +209,8 @@ fn bearer_matches(headers: &HeaderMap, token: &[u8]) -> bool {
         return false;
     };
     let (scheme, rest) = value.split_at(sp);
-    scheme.eq_ignore_ascii_case(b"bearer") && constant_time_eq(rest.trim_ascii(), token)
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
-    std::hint::black_box(diff) == 0
+    scheme.eq_ignore_ascii_case(b"bearer")
+        && ferry_common::secret::constant_time_eq(rest.trim_ascii(), token)
 }
 
 #[cfg(test)]

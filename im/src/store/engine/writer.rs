@@ -30,11 +30,12 @@ use super::layout::{self, dec_value};
 use super::{EngineOptions, Shared};
 use crate::store::record::Record;
 use crate::store::{AppendOutcome, AppendRequest, DedupKey, Earlier, Placed, QueueId, StoreError};
+use ferry_common::clock::now_ms;
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::mpsc as std_mpsc;
 use std::sync::{Arc, PoisonError};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
@@ -1003,15 +1004,6 @@ fn placed(msgid: i64) -> Placed {
         msgid,
         prev: msgid - 1,
     }
-}
-
-/// Wall-clock milliseconds since the epoch: dedup ages must survive restarts,
-/// which a monotonic clock would not.
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
 }
 
 #[cfg(test)]

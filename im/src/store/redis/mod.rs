@@ -67,12 +67,13 @@ use crate::store::{
 };
 use ::redis::{AsyncCommands, RedisError, RetryMethod, Script};
 use conn::Conn;
+use ferry_common::clock::now_ms;
 use futures_util::future::join_all;
 pub use group::RedisGroupStore;
 use keys::{DedupId, QueueKeys};
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tracing::{info, warn};
 
 /// Tries of one append (first try plus retries) on transient errors.
@@ -173,7 +174,7 @@ impl RedisStore {
                     .map_err(rerr)
             })
             .await?;
-        info!(url = %redact(url), prefix = %store.opts.key_prefix, "redis store connected");
+        info!(url = %ferry_common::redact_url(url), prefix = %store.opts.key_prefix, "redis store connected");
         Ok(store)
     }
 
@@ -767,20 +768,4 @@ fn request_id() -> String {
         b[8..].copy_from_slice(&n.to_be_bytes());
     }
     b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-/// Wall-clock ms since the epoch (entry timestamps, age retention).
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
-
-/// The url without its password, for logs.
-fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => format!("{}***{}", &url[..s + 3], &url[at..]),
-        _ => url.to_owned(),
-    }
 }

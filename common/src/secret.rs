@@ -1,4 +1,18 @@
-//! Secret-free forms of values that end up in logs and error messages.
+//! Handling secrets: comparing them without an early exit that would let a
+//! caller time its way to the right bytes, and keeping them out of logs and
+//! error messages.
+
+/// Equal contents, compared in constant time for a given length: every byte
+/// pair is looked at, and `black_box` keeps the optimiser from turning the
+/// fold back into an early exit. A length difference returns at once (the
+/// length of a secret is not what is protected).
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
+    std::hint::black_box(diff) == 0
+}
 
 /// The URL with any password replaced by `***`, for logs.
 pub fn redact_url(url: &str) -> String {
@@ -22,6 +36,15 @@ pub fn redact_url(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn constant_time_eq_compares_contents_and_length() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"ab"));
+        assert!(constant_time_eq(b"", b""));
+    }
+
     #[test]
     fn redis_password_is_redacted() {
         assert_eq!(
