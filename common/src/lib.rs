@@ -3,6 +3,7 @@
 
 pub mod client;
 pub mod clock;
+pub mod config;
 pub mod gobelieve;
 pub mod link;
 pub mod protocol;

@@ -4,12 +4,16 @@
 
 mod gobelieve;
 
+use crate::defaults as d;
+pub use ferry_common::config::ConfigError;
+use ferry_common::config::{Layer, read_layer};
 pub use ferry_common::redact_url;
 use serde::Deserialize;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
+ferry_common::layered_options! {
 /// Raw options as given on the command line, in the environment or in the
 /// file. Every field is optional so the sources can be layered.
 #[derive(clap::Args, Debug, Default, Clone, Deserialize)]
@@ -174,6 +178,7 @@ pub struct ImOptions {
     #[arg(long, env = "FERRY_HOOK_QUEUE")]
     pub hook_queue: Option<usize>,
 }
+}
 
 /// `--hook-fail`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
@@ -196,20 +201,6 @@ pub enum HookStream {
 pub enum AuthMethod {
     Jwt,
     Redis,
-}
-
-/// Configuration errors, reported before anything starts.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("config file {path}: {message}")]
-    Parse { path: PathBuf, message: String },
-    #[error("{0}")]
-    Invalid(String),
 }
 
 /// Which message store a node uses.
@@ -310,17 +301,15 @@ pub struct ImConfig {
 impl ImOptions {
     /// Layers `self` (flags and env, already merged by clap) over the file.
     pub fn resolve(self) -> Result<ImConfig, ConfigError> {
-        let file = match &self.config {
-            Some(path) => read_file(path)?,
-            None => ImOptions::default(),
-        };
+        let file = read_layer(self.config.as_deref())?;
         let gob = match &self.gobelieve_config {
             Some(path) => gobelieve::read(path)?,
             None => gobelieve::GobelieveLayer::default(),
         };
         let mut warnings = gob.warnings;
-        let http_from_gobelieve = self.http_listen.is_none() && file.http_listen.is_none();
-        let mut o = self.or(file).or(gob.options);
+        let upper = self.or(file);
+        let http_from_gobelieve = upper.http_listen.is_none();
+        let mut o = upper.or(gob.options);
         if http_from_gobelieve && gob.http_any_host && o.api_token.is_none() {
             // Go's ":6666" is every interface; Ferry exposes its unauthenticated
             // API on loopback only (the API server usually runs on the same host).
@@ -333,10 +322,10 @@ impl ImOptions {
             }
         }
         let cfg = ImConfig {
-            listen: o.listen.unwrap_or_else(|| ([0, 0, 0, 0], 23000).into()),
-            ws_listen: o.ws_listen.unwrap_or_else(|| ([0, 0, 0, 0], 13891).into()),
-            tls_listen: o.tls_listen.unwrap_or_else(|| ([0, 0, 0, 0], 24430).into()),
-            wss_listen: o.wss_listen.unwrap_or_else(|| ([0, 0, 0, 0], 14891).into()),
+            listen: o.listen.unwrap_or(d::LISTEN),
+            ws_listen: o.ws_listen.unwrap_or(d::WS_LISTEN),
+            tls_listen: o.tls_listen.unwrap_or(d::TLS_LISTEN),
+            wss_listen: o.wss_listen.unwrap_or(d::WSS_LISTEN),
             tls: match (o.tls_cert, o.tls_key) {
                 (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
                 (None, None) => None,
@@ -346,13 +335,13 @@ impl ImOptions {
                     ));
                 }
             },
-            http_listen: o
-                .http_listen
-                .unwrap_or_else(|| ([127, 0, 0, 1], 6666).into()),
-            data_dir: o.data_dir.unwrap_or_else(|| PathBuf::from("./data")),
+            http_listen: o.http_listen.unwrap_or(d::HTTP_LISTEN),
+            data_dir: o.data_dir.unwrap_or_else(|| PathBuf::from(d::DATA_DIR)),
             store: StoreSpec::parse(o.store.as_deref().unwrap_or(""))?,
-            retention_count: o.retention_count.unwrap_or(100_000),
-            retention_age: Duration::from_secs(o.retention_days.unwrap_or(30) * 24 * 3600),
+            retention_count: o.retention_count.unwrap_or(d::RETENTION_COUNT),
+            retention_age: Duration::from_secs(
+                o.retention_days.unwrap_or(d::RETENTION_DAYS) * 24 * 3600,
+            ),
             imr: o
                 .imr
                 .map(|s| {
@@ -364,33 +353,35 @@ impl ImOptions {
                 })
                 .unwrap_or_default(),
             link_secret: o.link_secret.filter(|s| !s.is_empty()),
-            link_buffer: o.link_buffer.unwrap_or(64 * 1024 * 1024),
+            link_buffer: o.link_buffer.unwrap_or(d::LINK_BUFFER),
             auth: o.auth.unwrap_or(AuthMethod::Jwt),
             jwt_secret: o.jwt_secret.filter(|s| !s.is_empty()),
             follow_mutes: o.redis.is_some() || o.auth == Some(AuthMethod::Redis),
-            redis: o
-                .redis
-                .clone()
-                .unwrap_or_else(|| "redis://127.0.0.1:6379".into()),
-            kefu_appid: o.kefu_appid.unwrap_or(0),
-            idle_timeout: Duration::from_secs(o.idle_timeout.unwrap_or(360)),
-            dedup_window: Duration::from_secs(o.dedup_window.unwrap_or(600)),
-            sync_limit: o.sync_limit.unwrap_or(3000),
-            outbox_bytes: o.outbox_bytes.unwrap_or(4 * 1024 * 1024),
+            redis: o.redis.clone().unwrap_or_else(|| d::REDIS.into()),
+            kefu_appid: o.kefu_appid.unwrap_or(d::KEFU_APPID),
+            idle_timeout: Duration::from_secs(o.idle_timeout.unwrap_or(d::IDLE_TIMEOUT_SECS)),
+            dedup_window: Duration::from_secs(o.dedup_window.unwrap_or(d::DEDUP_WINDOW_SECS)),
+            sync_limit: o.sync_limit.unwrap_or(d::SYNC_LIMIT),
+            outbox_bytes: o.outbox_bytes.unwrap_or(d::OUTBOX_BYTES),
             api_token: o.api_token.filter(|s| !s.is_empty()),
             dev_tokens: o.dev_tokens.unwrap_or(false),
             limits: crate::limits::LimitsConfig {
-                auth_timeout: Duration::from_secs(o.auth_timeout.unwrap_or(10)),
-                max_frames_per_sec: o.max_frames_per_sec.unwrap_or(20_000),
-                max_connections: o.max_connections.unwrap_or(0),
-                max_connections_per_user: o.max_connections_per_user.unwrap_or(64),
-                max_rss_bytes: o.max_rss.unwrap_or(0).saturating_mul(1024 * 1024),
+                auth_timeout: Duration::from_secs(o.auth_timeout.unwrap_or(d::AUTH_TIMEOUT_SECS)),
+                max_frames_per_sec: o.max_frames_per_sec.unwrap_or(d::MAX_FRAMES_PER_SEC),
+                max_connections: o.max_connections.unwrap_or(d::MAX_CONNECTIONS),
+                max_connections_per_user: o
+                    .max_connections_per_user
+                    .unwrap_or(d::MAX_CONNECTIONS_PER_USER),
+                max_rss_bytes: o
+                    .max_rss
+                    .unwrap_or(d::MAX_RSS_MIB)
+                    .saturating_mul(1024 * 1024),
             },
             node_name: o
                 .node_name
                 .filter(|s| !s.is_empty())
                 .unwrap_or_else(|| default_node_name(o.listen)),
-            presence_grace: Duration::from_secs(o.presence_grace.unwrap_or(5)),
+            presence_grace: Duration::from_secs(o.presence_grace.unwrap_or(d::PRESENCE_GRACE_SECS)),
             hooks: crate::hooks::HookConfig::from_options(
                 o.hook_url,
                 o.hook_secret,
@@ -419,58 +410,6 @@ impl ImOptions {
         cfg.validate()?;
         Ok(cfg)
     }
-
-    fn or(self, f: ImOptions) -> ImOptions {
-        ImOptions {
-            config: self.config,
-            gobelieve_config: self.gobelieve_config,
-            listen: self.listen.or(f.listen),
-            ws_listen: self.ws_listen.or(f.ws_listen),
-            tls_listen: self.tls_listen.or(f.tls_listen),
-            wss_listen: self.wss_listen.or(f.wss_listen),
-            tls_cert: self.tls_cert.or(f.tls_cert),
-            tls_key: self.tls_key.or(f.tls_key),
-            http_listen: self.http_listen.or(f.http_listen),
-            data_dir: self.data_dir.or(f.data_dir),
-            store: self.store.or(f.store),
-            retention_count: self.retention_count.or(f.retention_count),
-            retention_days: self.retention_days.or(f.retention_days),
-            imr: self.imr.or(f.imr),
-            link_secret: self.link_secret.or(f.link_secret),
-            link_buffer: self.link_buffer.or(f.link_buffer),
-            auth: self.auth.or(f.auth),
-            jwt_secret: self.jwt_secret.or(f.jwt_secret),
-            redis: self.redis.or(f.redis),
-            kefu_appid: self.kefu_appid.or(f.kefu_appid),
-            idle_timeout: self.idle_timeout.or(f.idle_timeout),
-            dedup_window: self.dedup_window.or(f.dedup_window),
-            sync_limit: self.sync_limit.or(f.sync_limit),
-            outbox_bytes: self.outbox_bytes.or(f.outbox_bytes),
-            api_token: self.api_token.or(f.api_token),
-            dev_tokens: self.dev_tokens.or(f.dev_tokens),
-            auth_timeout: self.auth_timeout.or(f.auth_timeout),
-            max_frames_per_sec: self.max_frames_per_sec.or(f.max_frames_per_sec),
-            max_connections: self.max_connections.or(f.max_connections),
-            max_connections_per_user: self.max_connections_per_user.or(f.max_connections_per_user),
-            max_rss: self.max_rss.or(f.max_rss),
-            node_name: self.node_name.or(f.node_name),
-            presence_grace: self.presence_grace.or(f.presence_grace),
-            hook_url: self.hook_url.or(f.hook_url),
-            hook_secret: self.hook_secret.or(f.hook_secret),
-            hook_timeout_ms: self.hook_timeout_ms.or(f.hook_timeout_ms),
-            hook_fail: self.hook_fail.or(f.hook_fail),
-            hook_before_send: self.hook_before_send.or(f.hook_before_send),
-            hook_events: self.hook_events.or(f.hook_events),
-            hook_stream: self.hook_stream.or(f.hook_stream),
-            hook_redis: self.hook_redis.or(f.hook_redis),
-            hook_stream_key: self.hook_stream_key.or(f.hook_stream_key),
-            hook_queue: self.hook_queue.or(f.hook_queue),
-            word_file: self.word_file.or(f.word_file),
-            mysql: self.mysql.or(f.mysql),
-            enable_friendship: self.enable_friendship.or(f.enable_friendship),
-            enable_blacklist: self.enable_blacklist.or(f.enable_blacklist),
-        }
-    }
 }
 
 /// `<hostname>:<client port>`: tells nodes apart in presence answers even
@@ -482,18 +421,7 @@ fn default_node_name(listen: Option<SocketAddr>) -> String {
         .filter(|h| !h.is_empty())
         .or_else(|| std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()))
         .unwrap_or_else(|| "localhost".into());
-    format!("{host}:{}", listen.map_or(23000, |a| a.port()))
-}
-
-fn read_file(path: &Path) -> Result<ImOptions, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    toml::from_str(&text).map_err(|e| ConfigError::Parse {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    })
+    format!("{host}:{}", listen.unwrap_or(d::LISTEN).port())
 }
 
 impl std::fmt::Debug for ImConfig {
@@ -590,6 +518,7 @@ impl ImConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     #[test]
     fn flags_override_file_and_defaults_apply() {
@@ -731,6 +660,71 @@ mod tests {
             ..o
         };
         assert!(o.resolve().is_ok());
+    }
+
+    /// The `[default: …]` of every flag's help names the value `resolve`
+    /// uses, so the help cannot drift from [`crate::defaults`].
+    #[test]
+    fn help_shows_the_defaults_resolve_uses() {
+        use clap::{Args, ValueEnum};
+        let name =
+            |v: Option<clap::builder::PossibleValue>| v.expect("value").get_name().to_string();
+        let shown: &[(&str, String)] = &[
+            ("listen", d::LISTEN.to_string()),
+            ("ws_listen", d::WS_LISTEN.to_string()),
+            ("tls_listen", d::TLS_LISTEN.to_string()),
+            ("wss_listen", d::WSS_LISTEN.to_string()),
+            ("http_listen", d::HTTP_LISTEN.to_string()),
+            ("data_dir", d::DATA_DIR.to_string()),
+            ("retention_count", d::RETENTION_COUNT.to_string()),
+            ("retention_days", d::RETENTION_DAYS.to_string()),
+            ("link_buffer", d::LINK_BUFFER.to_string()),
+            ("redis", d::REDIS.to_string()),
+            ("kefu_appid", format!("{} = disabled", d::KEFU_APPID)),
+            ("idle_timeout", d::IDLE_TIMEOUT_SECS.to_string()),
+            ("dedup_window", d::DEDUP_WINDOW_SECS.to_string()),
+            ("sync_limit", d::SYNC_LIMIT.to_string()),
+            ("outbox_bytes", d::OUTBOX_BYTES.to_string()),
+            ("auth_timeout", d::AUTH_TIMEOUT_SECS.to_string()),
+            ("max_frames_per_sec", d::MAX_FRAMES_PER_SEC.to_string()),
+            ("max_connections", d::MAX_CONNECTIONS.to_string()),
+            (
+                "max_connections_per_user",
+                d::MAX_CONNECTIONS_PER_USER.to_string(),
+            ),
+            ("max_rss", d::MAX_RSS_MIB.to_string()),
+            ("node_name", "<hostname>:<listen port>".to_string()),
+            ("presence_grace", d::PRESENCE_GRACE_SECS.to_string()),
+            ("hook_timeout_ms", d::HOOK_TIMEOUT_MS.to_string()),
+            ("hook_fail", name(HookFail::Open.to_possible_value())),
+            ("hook_before_send", "none".to_string()),
+            ("hook_events", "none".to_string()),
+            ("hook_stream", name(HookStream::Http.to_possible_value())),
+            ("hook_redis", "the --redis URL".to_string()),
+            ("hook_stream_key", d::HOOK_STREAM_KEY.to_string()),
+            ("hook_queue", d::HOOK_QUEUE.to_string()),
+        ];
+        let cmd = ImOptions::augment_args(clap::Command::new("im"));
+        let mut seen = 0;
+        for arg in cmd.get_arguments() {
+            let help = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
+            let Some(value) = ferry_common::config::help_default(&help) else {
+                continue;
+            };
+            let id = arg.get_id().as_str();
+            let want = shown.iter().find(|(k, _)| *k == id);
+            assert_eq!(
+                want.map(|(_, v)| v.as_str()),
+                Some(value),
+                "--{id}: help says [default: {value}]"
+            );
+            seen += 1;
+        }
+        assert_eq!(seen, shown.len(), "every listed default is in a help text");
+        let cfg = ImOptions::default().resolve().expect("defaults");
+        assert_eq!(cfg.listen, d::LISTEN);
+        assert_eq!(cfg.http_listen, d::HTTP_LISTEN);
+        assert_eq!(cfg.limits.max_frames_per_sec, d::MAX_FRAMES_PER_SEC);
     }
 
     #[test]

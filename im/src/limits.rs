@@ -7,6 +7,7 @@
 //! connection task. Refusals are counted in [`Stats`] and logged at most once
 //! per second per kind, so a connection storm cannot flood the log.
 
+use crate::defaults;
 use crate::node::Stats;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -28,11 +29,11 @@ pub struct LimitsConfig {
 impl Default for LimitsConfig {
     fn default() -> LimitsConfig {
         LimitsConfig {
-            auth_timeout: Duration::from_secs(10),
-            max_frames_per_sec: 20_000,
-            max_connections: 0,
-            max_connections_per_user: 64,
-            max_rss_bytes: 0,
+            auth_timeout: Duration::from_secs(defaults::AUTH_TIMEOUT_SECS),
+            max_frames_per_sec: defaults::MAX_FRAMES_PER_SEC,
+            max_connections: defaults::MAX_CONNECTIONS,
+            max_connections_per_user: defaults::MAX_CONNECTIONS_PER_USER,
+            max_rss_bytes: defaults::MAX_RSS_MIB * 1024 * 1024,
         }
     }
 }

@@ -10,11 +10,14 @@
 
 mod gobelieve;
 
+pub use ferry_common::config::ConfigError;
+use ferry_common::config::{Layer, read_layer};
 use ferry_common::redact_url;
 use serde::Deserialize;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
+ferry_common::layered_options! {
 /// Raw options as given on the command line, in the environment or in the
 /// file. Every field is optional so the sources can be layered.
 #[derive(clap::Args, Debug, Default, Clone, Deserialize)]
@@ -56,19 +59,6 @@ pub struct ImrOptions {
     #[arg(long, env = "FERRY_IMR_LINK_QUEUE")]
     pub link_queue: Option<usize>,
 }
-
-/// Configuration errors, reported before anything starts.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("config file {path}: {message}")]
-    Parse { path: PathBuf, message: String },
-    #[error("{0}")]
-    Invalid(String),
 }
 
 /// Resolved configuration.
@@ -132,10 +122,7 @@ impl std::fmt::Debug for ImrConfig {
 impl ImrOptions {
     /// Layers `self` (flags and env, already merged by clap) over the file.
     pub fn resolve(self) -> Result<ImrConfig, ConfigError> {
-        let file = match &self.config {
-            Some(path) => read_file(path)?,
-            None => ImrOptions::default(),
-        };
+        let file = read_layer(self.config.as_deref())?;
         let gob = match &self.gobelieve_config {
             Some(path) => gobelieve::read(path)?,
             None => gobelieve::GobelieveLayer::default(),
@@ -156,31 +143,6 @@ impl ImrOptions {
         cfg.validate()?;
         Ok(cfg)
     }
-
-    fn or(self, f: ImrOptions) -> ImrOptions {
-        ImrOptions {
-            config: self.config,
-            gobelieve_config: self.gobelieve_config,
-            listen: self.listen.or(f.listen),
-            http_listen: self.http_listen.or(f.http_listen),
-            redis: self.redis.or(f.redis),
-            push_disabled: self.push_disabled.or(f.push_disabled),
-            link_secret: self.link_secret.or(f.link_secret),
-            push_buffer: self.push_buffer.or(f.push_buffer),
-            link_queue: self.link_queue.or(f.link_queue),
-        }
-    }
-}
-
-fn read_file(path: &Path) -> Result<ImrOptions, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    toml::from_str(&text).map_err(|e| ConfigError::Parse {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    })
 }
 
 impl ImrConfig {
@@ -297,6 +259,39 @@ mod tests {
             ..Default::default()
         };
         assert!(o.resolve().is_err());
+    }
+
+    /// The `[default: …]` of every flag's help names the value of
+    /// [`ImrConfig::default`], so the help cannot drift from it.
+    #[test]
+    fn help_shows_the_defaults_resolve_uses() {
+        use clap::Args;
+        let d = ImrConfig::default();
+        let shown: &[(&str, String)] = &[
+            ("listen", d.listen.to_string()),
+            ("http_listen", d.http_listen.to_string()),
+            ("redis", d.redis.clone()),
+            ("link_secret", "none".to_string()),
+            ("push_buffer", d.push_buffer.to_string()),
+            ("link_queue", d.link_queue.to_string()),
+        ];
+        let cmd = ImrOptions::augment_args(clap::Command::new("imr"));
+        let mut seen = 0;
+        for arg in cmd.get_arguments() {
+            let help = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
+            let Some(value) = ferry_common::config::help_default(&help) else {
+                continue;
+            };
+            let id = arg.get_id().as_str();
+            let want = shown.iter().find(|(k, _)| *k == id);
+            assert_eq!(
+                want.map(|(_, v)| v.as_str()),
+                Some(value),
+                "--{id}: help says [default: {value}]"
+            );
+            seen += 1;
+        }
+        assert_eq!(seen, shown.len(), "every listed default is in a help text");
     }
 
     #[test]

@@ -60,16 +60,7 @@ pub struct GobelieveLayer {
 
 /// Reads and maps the file.
 pub fn read(path: &Path) -> Result<GobelieveLayer, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let parse_err = |message: String| ConfigError::Parse {
-        path: path.to_path_buf(),
-        message,
-    };
-    let cfg: ImCfg = toml::from_str(&text).map_err(|e| parse_err(e.to_string()))?;
-    map(cfg).map_err(parse_err)
+    ferry_common::config::read_toml(path, map)
 }
 
 /// What each ignored key is replaced by in Ferry.

@@ -125,14 +125,14 @@ impl HookConfig {
         if url.is_none() && (!before.is_empty() || stream == HookStream::Http) {
             return Err("--hook-url is required for --hook-before-send and --hook-events with --hook-stream http".into());
         }
-        let timeout = Duration::from_millis(timeout_ms.unwrap_or(500));
+        let timeout = Duration::from_millis(timeout_ms.unwrap_or(crate::defaults::HOOK_TIMEOUT_MS));
         if timeout.is_zero() {
             return Err("--hook-timeout-ms must be at least 1".into());
         }
         let sink = match stream {
             HookStream::Http => Sink::Http,
             HookStream::Redis => {
-                let url = redis.unwrap_or_else(|| "redis://127.0.0.1:6379".into());
+                let url = redis.unwrap_or_else(|| crate::defaults::REDIS.into());
                 if let Err(e) = redis::Client::open(url.as_str()) {
                     return Err(format!(
                         "--hook-redis {}: {e}",
@@ -143,11 +143,11 @@ impl HookConfig {
                     url,
                     key: stream_key
                         .filter(|k| !k.is_empty())
-                        .unwrap_or_else(|| "ferry:events".into()),
+                        .unwrap_or_else(|| crate::defaults::HOOK_STREAM_KEY.into()),
                 }
             }
         };
-        let queue = queue.unwrap_or(100_000);
+        let queue = queue.unwrap_or(crate::defaults::HOOK_QUEUE);
         if queue == 0 {
             return Err("--hook-queue must be at least 1".into());
         }

@@ -59,7 +59,7 @@ pub struct EngineOptions {
 impl Default for EngineOptions {
     fn default() -> Self {
         EngineOptions {
-            dedup_window: Duration::from_secs(600),
+            dedup_window: Duration::from_secs(crate::defaults::DEDUP_WINDOW_SECS),
             batch_max: 1024,
             queue_capacity: 8192,
             readers: 4,

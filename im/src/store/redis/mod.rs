@@ -61,6 +61,7 @@ pub(crate) mod test_server;
 #[cfg(test)]
 mod tests;
 
+use crate::defaults;
 use crate::store::{
     AppendOutcome, AppendRequest, Earlier, NewEntry, Origin, Placed, QueueId, Store, StoreError,
     StoreFuture, StoredMessage, Unconfirmed, Window,
@@ -113,9 +114,9 @@ pub struct RedisStoreOptions {
 impl Default for RedisStoreOptions {
     fn default() -> Self {
         RedisStoreOptions {
-            dedup_window: Duration::from_secs(600),
-            retention_count: 100_000,
-            retention_age: Duration::from_secs(30 * 24 * 3600),
+            dedup_window: Duration::from_secs(defaults::DEDUP_WINDOW_SECS),
+            retention_count: defaults::RETENTION_COUNT,
+            retention_age: Duration::from_secs(defaults::RETENTION_DAYS * 24 * 3600),
             key_prefix: "ferry".into(),
             response_timeout: Duration::from_secs(2),
             connection_timeout: Duration::from_secs(1),
