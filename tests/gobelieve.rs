@@ -92,7 +92,7 @@ fn cluster() -> Cluster {
         dir.path().join("dirty_words.txt"),
     )
     .expect("word file");
-    let redis_addr = format!("127.0.0.1:{}", redis.port);
+    let redis_addr = format!("127.0.0.1:{}", redis.port());
     let link = free_port();
     let imr_http = free_port();
     let imr_cfg = sample(

@@ -1,4 +1,4 @@
-//! Mutation fuzzing (see `fuzz_engine`) of every decoder a peer can reach:
+//! Mutation fuzzing (see `ferry_testkit::fuzz`) of every decoder a peer can reach:
 //! the client frame splitter and `FrameCodec`, the 12-byte header, every
 //! client-protocol body (`Message::decode` for every cmd and version, and
 //! `body_for_version`), and every im↔imr link body.
@@ -9,7 +9,7 @@
 //! bytes rarely get right. Long run: `FERRY_FUZZ_CASES=1000000 cargo test
 //! -p ferry-common --test fuzz_decoders --release -- --nocapture`.
 
-mod fuzz_engine;
+use ferry_testkit::fuzz as fuzz_engine;
 
 use bytes::{Bytes, BytesMut};
 use ferry_common::link::{

@@ -8,10 +8,6 @@ pub mod console;
 pub mod defaults;
 pub mod feed;
 pub mod forbidden;
-/// The mutation fuzzer shared with `common/tests/fuzz_decoders.rs`.
-#[cfg(test)]
-#[path = "../../common/tests/fuzz_engine/mod.rs"]
-mod fuzz_engine;
 pub mod groups;
 pub mod history;
 pub mod hooks;

@@ -4,76 +4,20 @@
 
 pub mod hook;
 mod imr;
-mod mariadb;
+#[allow(unused_imports)]
+pub use ferry_testkit::mariadb::MariaDb;
 #[allow(unused_imports)]
 pub use imr::{Imr, LINK_SECRET, cluster_im, http_get, http_post, wait_until};
-#[allow(unused_imports)]
-pub use mariadb::MariaDb;
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 pub const SECRET: &str = "ferry-test-secret";
 pub const APPID: i64 = 7;
 
-/// Ports the harness hands out: below the kernel's ephemeral range
-/// (32768–60999 here), so an outgoing client connection of a concurrent test
-/// can never take a port between this check and the server's bind, and clear
-/// of every default port of ferry (23000, 13891, 14891, 24430, 6666, 4444).
-const PORT_RANGE: std::ops::Range<u16> = 15_000..23_000;
-
-/// A port nobody listens on right now and that this test process has not
-/// handed out before (so a server restarted on its old port cannot collide
-/// with a newer one). Each process starts at its own offset in the range.
-pub fn free_port() -> u16 {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
-    let span = u32::from(PORT_RANGE.end - PORT_RANGE.start);
-    let _ = NEXT.compare_exchange(
-        u32::MAX,
-        std::process::id().wrapping_mul(7919) % span,
-        Ordering::SeqCst,
-        Ordering::SeqCst,
-    );
-    for _ in 0..span {
-        let n = NEXT.fetch_add(1, Ordering::SeqCst) % span;
-        let port = PORT_RANGE.start + n as u16;
-        if TcpListener::bind(("0.0.0.0", port)).is_ok()
-            && TcpListener::bind(("127.0.0.1", port)).is_ok()
-        {
-            return port;
-        }
-    }
-    panic!("no free port in {PORT_RANGE:?}");
-}
-
-/// Polls until something accepts on `addr` (bounded), as the server has no
-/// other way to say it is ready.
-pub fn wait_listening(addr: SocketAddr, child: &mut Child, what: &str) {
-    if let Err(e) = try_wait_listening(addr, child, what) {
-        panic!("{e}");
-    }
-}
-
-/// [`wait_listening`] that reports instead of panicking, so a caller can
-/// add the process's log to the failure.
-pub fn try_wait_listening(addr: SocketAddr, child: &mut Child, what: &str) -> Result<(), String> {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline {
-        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-            return Ok(());
-        }
-        if let Ok(Some(status)) = child.try_wait() {
-            return Err(format!(
-                "{what} exited before listening on {addr}: {status}"
-            ));
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Err(format!("{what} did not listen on {addr} within 20 s"))
-}
+#[allow(unused_imports)]
+pub use ferry_testkit::net::{free_port, try_wait_listening, wait_listening};
 
 pub fn token(uid: i64) -> String {
     token_for(APPID, uid)
@@ -225,85 +169,6 @@ impl Drop for Im {
     }
 }
 
-/// A throwaway `redis-server` on a free loopback port.
-pub struct Redis {
-    child: Option<Child>,
-    pub port: u16,
-    persistence: Vec<String>,
-    _tmp: tempfile::TempDir,
-}
-
-impl Redis {
-    pub fn start() -> Redis {
-        Redis::start_with(&["--save", "", "--appendonly", "no"])
-    }
-
-    /// Starts with AOF on (`appendfsync always`): survives a restart.
-    pub fn start_durable() -> Redis {
-        Redis::start_with(&["--appendonly", "yes", "--appendfsync", "always"])
-    }
-
-    /// Starts with these persistence flags.
-    pub fn start_with(persistence: &[&str]) -> Redis {
-        let mut r = Redis {
-            child: None,
-            port: free_port(),
-            persistence: persistence.iter().map(|s| s.to_string()).collect(),
-            _tmp: tempfile::tempdir().expect("tempdir"),
-        };
-        r.spawn();
-        r
-    }
-
-    fn spawn(&mut self) {
-        let mut child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args(&self.persistence)
-            .arg("--dir")
-            .arg(self._tmp.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server not found: apt-get install redis-server");
-        wait_listening(
-            SocketAddr::from(([127, 0, 0, 1], self.port)),
-            &mut child,
-            "redis-server",
-        );
-        self.child = Some(child);
-    }
-
-    /// SIGKILL (with `start_durable`, every acknowledged write is in the AOF).
-    pub fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    /// Starts again on the same port and data dir.
-    pub fn restart(&mut self) {
-        self.stop();
-        self.spawn();
-    }
-
-    pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    /// Runs one redis-cli command and returns its output.
-    pub fn cli(&self, args: &[&str]) -> String {
-        let out = Command::new("redis-cli")
-            .args(["-p", &self.port.to_string()])
-            .args(args)
-            .output()
-            .expect("redis-cli");
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
+/// A throwaway `redis-server` on a free loopback port (the harness of
+/// `ferry-testkit`, shared with the store's and imr's tests).
+pub use ferry_testkit::redis::RedisServer as Redis;

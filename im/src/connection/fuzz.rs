@@ -4,7 +4,7 @@
 //! may not send, and keeps only an incomplete trailing frame. Engine and case
 //! count (`FERRY_FUZZ_CASES`) shared with `common/tests/fuzz_decoders.rs`.
 
-use crate::fuzz_engine;
+use ferry_testkit::fuzz as fuzz_engine;
 
 use super::read::parse_frames;
 use bytes::BytesMut;

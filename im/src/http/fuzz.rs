@@ -6,7 +6,7 @@
 //! A panic in a handler would only drop that connection, so handler threads
 //! carry a name and a panic hook counts panics on them: the count must stay 0.
 
-use crate::fuzz_engine;
+use ferry_testkit::fuzz as fuzz_engine;
 
 use super::params::{Params, parse_json};
 use super::post::{CustomerMessage, SystemMessage};

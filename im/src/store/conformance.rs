@@ -600,8 +600,8 @@ mod fjall {
 
 mod redis_standalone {
     use super::SharedStore;
-    use crate::store::redis::test_server::RedisServer;
     use crate::store::{RedisStore, RedisStoreOptions};
+    use ferry_testkit::redis::RedisServer;
     use std::sync::Arc;
 
     /// A private redis-server per test.
@@ -620,8 +620,8 @@ mod redis_standalone {
 
 mod redis_cluster {
     use super::{CASES, SharedStore};
-    use crate::store::redis::test_server::RedisCluster;
     use crate::store::{RedisStore, RedisStoreOptions};
+    use ferry_testkit::redis::RedisCluster;
     use std::sync::Arc;
 
     /// Every conformance function over `redis+cluster://` on one three-node

@@ -230,11 +230,11 @@ mod fjall {
 mod redis_standalone {
     use super::Shared;
     use crate::store::group::group_dedup_receiver;
-    use crate::store::redis::test_server::RedisServer;
     use crate::store::{
         AppendRequest, DedupKey, NewEntry, QueueId, RedisGroupStore, RedisStore, RedisStoreOptions,
         Store,
     };
+    use ferry_testkit::redis::RedisServer;
     use std::sync::Arc;
 
     /// Redis writes a fan-out queue by queue; a fan-out cut short (im or
@@ -303,8 +303,8 @@ mod redis_standalone {
 }
 
 mod redis_cluster {
-    use crate::store::redis::test_server::RedisCluster;
     use crate::store::{RedisGroupStore, RedisStore, RedisStoreOptions};
+    use ferry_testkit::redis::RedisCluster;
     use std::sync::Arc;
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -12,10 +12,10 @@ use ferry_common::protocol::{CodecError, Frame, FrameCodec, Message};
 use ferry_imr::config::ImrConfig;
 use ferry_imr::server::Server;
 use ferry_imr::stats::{Stats, StatsSnapshot};
+use ferry_testkit::redis::RedisServer;
 use futures_util::StreamExt;
 use std::future::Future;
 use std::net::{SocketAddr, TcpListener};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
@@ -51,74 +51,30 @@ where
 
 // ---------------------------------------------------------------- redis
 
-/// A throwaway `redis-server` on a loopback port, killed on drop.
-pub struct Redis {
-    child: Option<Child>,
-    pub port: u16,
-    dir: tempfile::TempDir,
+/// A throwaway `redis-server` (the `ferry-testkit` harness) with the async
+/// list reads the push tests check the queues with.
+pub struct Redis(RedisServer);
+
+impl std::ops::Deref for Redis {
+    type Target = RedisServer;
+    fn deref(&self) -> &RedisServer {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Redis {
+    fn deref_mut(&mut self) -> &mut RedisServer {
+        &mut self.0
+    }
 }
 
 impl Redis {
     pub fn start() -> Redis {
-        Redis::start_on(free_port())
+        Redis(RedisServer::start())
     }
 
     pub fn start_on(port: u16) -> Redis {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut r = Redis {
-            child: None,
-            port,
-            dir,
-        };
-        r.spawn();
-        r
-    }
-
-    fn spawn(&mut self) {
-        let mut child = Command::new("/usr/bin/redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .arg("--dir")
-            .arg(self.dir.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server not found: apt-get install redis-server");
-        let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-                break;
-            }
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!("redis-server exited before listening on {addr}: {status}");
-            }
-            assert!(
-                Instant::now() < deadline,
-                "redis-server did not listen on {addr}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        self.child = Some(child);
-    }
-
-    pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    /// Kills the server (data is gone: no persistence).
-    pub fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    /// Starts again on the same port.
-    pub fn restart(&mut self) {
-        self.stop();
-        self.spawn();
+        Redis(RedisServer::start_on(port))
     }
 
     async fn conn(&self) -> redis::aio::MultiplexedConnection {
@@ -158,12 +114,6 @@ impl Redis {
         let v = self.lrange(key).await;
         assert_eq!(v.len(), n, "{key}: {v:?}");
         v
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        self.stop();
     }
 }
 

@@ -57,8 +57,6 @@ mod group;
 mod keys;
 mod scripts;
 #[cfg(test)]
-pub(crate) mod test_server;
-#[cfg(test)]
 mod tests;
 
 use crate::defaults;

@@ -2,8 +2,8 @@
 //! by `store::conformance`): key layout, half-written requests, dedup expiry,
 //! retention, malformed members, restarts and outages of redis-server.
 
-use super::test_server::RedisServer;
 use super::*;
+use ferry_testkit::redis::RedisServer;
 use std::sync::Arc;
 use std::time::Instant;
 

@@ -4,7 +4,7 @@
 //! `--skip-grant-tables` (no accounts to set up: it only listens on
 //! loopback and lives as long as one test).
 
-use super::{free_port, wait_listening};
+use crate::net::{free_port, wait_listening};
 use std::io::Write;
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
@@ -58,7 +58,7 @@ impl MariaDb {
         };
         let schema = std::fs::read_to_string(concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/contrib/gobelieve/db.sql"
+            "/../contrib/gobelieve/db.sql"
         ))
         .expect("schema");
         db.sql_in(None, "CREATE DATABASE gobelieve CHARACTER SET utf8");

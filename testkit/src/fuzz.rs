@@ -1,5 +1,6 @@
-//! A small mutation fuzzer for the `fuzz_*` test files (cargo-fuzz needs a
-//! nightly toolchain; this runs on stable, in the normal suite).
+//! A small mutation fuzzer for the fuzz tests of common (decoders) and im
+//! (client reader, HTTP parameters): cargo-fuzz needs a nightly toolchain;
+//! this runs on stable, in the normal suite.
 //!
 //! Each case takes a seed input (valid encodings from the corpus) or random
 //! bytes and applies 1–8 random mutations: bit flips, byte sets to
@@ -11,7 +12,6 @@
 //!
 //! Cases per target: `FERRY_FUZZ_CASES` (default 100 000, about a second in
 //! debug). Seed: `FERRY_FUZZ_SEED` (default: time-based, printed).
-#![allow(dead_code)]
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::Instant;
@@ -24,7 +24,7 @@ impl Rng {
         Rng(seed.max(1))
     }
 
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         let mut x = self.0;
         x ^= x >> 12;
         x ^= x << 25;
@@ -35,11 +35,11 @@ impl Rng {
 
     /// Uniform in `0..n` (`n > 0`).
     pub fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
+        (self.next_u64() % n as u64) as usize
     }
 
     pub fn byte(&mut self) -> u8 {
-        self.next() as u8
+        self.next_u64() as u8
     }
 
     pub fn chance(&mut self, one_in: usize) -> bool {

@@ -1,7 +1,10 @@
 //! Throwaway `redis-server` processes for tests: a standalone server or a
-//! three-node Redis Cluster on free loopback ports, killed on drop.
-//! Readiness is awaited with bounded polling loops.
+//! three-node Redis Cluster on free loopback ports, killed on drop. One
+//! harness for the store's unit tests, imr's tests and the end-to-end tests
+//! (there used to be one in each). Readiness is awaited with bounded polling
+//! loops (PING answered), never a fixed sleep.
 
+use crate::net::free_port;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -15,7 +18,7 @@ const READY_TIMEOUT: Duration = Duration::from_secs(10);
 const POLL: Duration = Duration::from_millis(5);
 
 /// A running `redis-server`; see the module docs.
-pub(crate) struct RedisServer {
+pub struct RedisServer {
     child: Option<Child>,
     port: u16,
     dir: PathBuf,
@@ -26,14 +29,6 @@ pub(crate) struct RedisServer {
 
 fn port_is_free(port: u16) -> bool {
     TcpListener::bind(("127.0.0.1", port)).is_ok()
-}
-
-/// A port the OS just handed out (free at this instant).
-fn ephemeral_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("bind an ephemeral port")
 }
 
 fn random_u32() -> u32 {
@@ -55,21 +50,49 @@ fn raw_command(port: u16, cmd: &str) -> std::io::Result<String> {
 
 impl RedisServer {
     /// A fresh server without persistence in its own temporary directory.
-    pub(crate) fn start() -> RedisServer {
+    pub fn start() -> RedisServer {
+        Self::start_with(&["--appendonly", "no"])
+    }
+
+    /// A server with AOF on (`appendfsync always`): every acknowledged write
+    /// survives [`RedisServer::stop`] and [`RedisServer::restart`].
+    pub fn start_durable() -> RedisServer {
+        Self::start_with(&["--appendonly", "yes", "--appendfsync", "always"])
+    }
+
+    /// A server with `extra` options in its own temporary directory.
+    pub fn start_with(extra: &[&str]) -> RedisServer {
         let tmp = tempfile::tempdir().expect("tempdir");
         let dir = tmp.path().to_path_buf();
-        let mut s = Self::start_in(&dir, &["--appendonly", "no"]);
+        let mut s = Self::start_in(&dir, extra);
         s._tmp = Some(tmp);
         s
     }
 
+    /// A server without persistence on `port`, chosen by the caller (a test
+    /// that starts a client before the server it will find there).
+    pub fn start_on(port: u16) -> RedisServer {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let mut s = RedisServer {
+            child: None,
+            port,
+            dir: tmp.path().to_path_buf(),
+            args: vec!["--appendonly".into(), "no".into()],
+            _tmp: Some(tmp),
+        };
+        if let Err(e) = s.spawn() {
+            panic!("redis-server on port {port}: {e}");
+        }
+        s
+    }
+
     /// A server on a free port with its data in `dir`, plus `extra` options.
-    pub(crate) fn start_in(dir: &Path, extra: &[&str]) -> RedisServer {
+    pub fn start_in(dir: &Path, extra: &[&str]) -> RedisServer {
         let args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
         for _ in 0..20 {
             let mut s = RedisServer {
                 child: None,
-                port: ephemeral_port(),
+                port: free_port(),
                 dir: dir.to_path_buf(),
                 args: args.clone(),
                 _tmp: None,
@@ -121,12 +144,16 @@ impl RedisServer {
         }
     }
 
-    pub(crate) fn url(&self) -> String {
+    pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
     /// Kills the server (SIGKILL: nothing gets a chance to flush).
-    pub(crate) fn stop(&mut self) {
+    pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
@@ -134,7 +161,7 @@ impl RedisServer {
     }
 
     /// Starts the server again on the same port, directory and options.
-    pub(crate) fn restart(&mut self) {
+    pub fn restart(&mut self) {
         self.stop();
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {
@@ -146,8 +173,9 @@ impl RedisServer {
         }
     }
 
-    /// Runs a command through `redis-cli` and returns its output.
-    pub(crate) fn cli(&self, args: &[&str]) -> String {
+    /// Runs a command through `redis-cli` and returns its output, trimmed
+    /// (its error text when it printed nothing else).
+    pub fn cli(&self, args: &[&str]) -> String {
         cli(self.port, args)
     }
 }
@@ -165,17 +193,22 @@ fn cli(port: u16, args: &[&str]) -> String {
         .stdin(Stdio::null())
         .output()
         .expect("run redis-cli");
-    String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+    let stdout = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    if stdout.is_empty() {
+        String::from_utf8_lossy(&out.stderr).trim().to_string()
+    } else {
+        stdout
+    }
 }
 
 /// A three-master Redis Cluster without replicas.
-pub(crate) struct RedisCluster {
+pub struct RedisCluster {
     nodes: Vec<RedisServer>,
     _tmp: tempfile::TempDir,
 }
 
 impl RedisCluster {
-    pub(crate) fn start() -> RedisCluster {
+    pub fn start() -> RedisCluster {
         let tmp = tempfile::tempdir().expect("tempdir");
         for _ in 0..10 {
             // Node ports P..P+2 below 30000, so the bus ports (port + 10000)
@@ -235,7 +268,7 @@ impl RedisCluster {
     }
 
     /// `redis+cluster://` url naming every node.
-    pub(crate) fn url(&self) -> String {
+    pub fn url(&self) -> String {
         let hosts: Vec<String> = self
             .nodes
             .iter()
