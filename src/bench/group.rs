@@ -10,9 +10,9 @@
 
 use super::ConnArgs;
 use super::connect::{Targets, Tokens, connect_all, loopback_target, msgid_base};
+use super::fan::{self, Counters, Phase, Report};
 use super::http::post_json;
-use super::record::{Recorder, RunRecord, unix_now};
-use super::report::{FanOut, Stall, Table, latency_histogram, now_nanos, record};
+use super::report::{latency_histogram, now_nanos, record};
 use anyhow::bail;
 use bytes::Bytes;
 use clap::Args;
@@ -20,7 +20,7 @@ use ferry_common::client::{Client, ClientOptions, Event};
 use ferry_common::protocol::Message;
 use hdrhistogram::Histogram;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
@@ -60,18 +60,6 @@ pub struct GroupArgs {
     pub conn: ConnArgs,
     #[command(flatten)]
     pub host: super::host::HostArgs,
-}
-
-#[derive(Default)]
-struct Shared {
-    sent: AtomicU64,
-    acked: AtomicU64,
-    refused: AtomicU64,
-    delivered: AtomicU64,
-    duplicates: AtomicU64,
-    last_delivery: AtomicU64,
-    lost: AtomicU64,
-    stop: AtomicBool,
 }
 
 /// `POST /groups`; a 404/501 means the server has no group API.
@@ -143,7 +131,7 @@ pub async fn run(a: GroupArgs) -> anyhow::Result<()> {
         deadline,
     )
     .await?;
-    let shared = Arc::new(Shared::default());
+    let shared = Arc::new(Counters::default());
     let (stop_tx, stop_rx) = watch::channel(false);
     let (drained_tx, mut drained_rx) = mpsc::unbounded_channel::<()>();
     let mut recv_tasks = JoinSet::new();
@@ -181,52 +169,25 @@ pub async fn run(a: GroupArgs) -> anyhow::Result<()> {
     .await?;
     eprintln!("{} members online, receivers drained", s + r);
 
-    let run_start = Instant::now();
-    let start_nanos = now_nanos();
-    let cpu = super::host::ServerCpu::start(&a.host)?;
+    let (run_start, start_nanos, cpu) = fan::start(&a.host)?;
     let mut send_tasks = JoinSet::new();
     for (i, c) in senders.into_iter().enumerate() {
         send_tasks.spawn(send(c, i, gid, a.n, a.payload, shared.clone()));
     }
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    tick.tick().await;
-    let mut ack_latency = latency_histogram()?;
-    let mut senders_done = false;
-    let mut stall = Stall::new(Duration::from_secs(10));
-    let mut kept_senders = Vec::new();
-    let mut recorder = Recorder::new();
-    let started = unix_now();
-    let outcome: Result<(), String> = loop {
-        tokio::select! {
-            j = send_tasks.join_next(), if !senders_done => match j {
-                Some(Ok((c, h))) => { let _ = ack_latency.add(&h); kept_senders.push(c); }
-                Some(Err(e)) => break Err(format!("sender task failed: {e}")),
-                None => senders_done = true,
-            },
-            _ = tick.tick() => {
-                let d = shared.delivered.load(Ordering::Relaxed);
-                eprintln!(
-                    "[{:>4}s] sent {}  acked {}  delivered {d}  ({} deliveries/s)  errors {}",
-                    run_start.elapsed().as_secs(),
-                    shared.sent.load(Ordering::Relaxed),
-                    shared.acked.load(Ordering::Relaxed),
-                    stall.delta(d),
-                    shared.refused.load(Ordering::Relaxed) + shared.lost.load(Ordering::Relaxed),
-                );
-                recorder.tick(d);
-                if let Err(e) = stall.tick(senders_done, d) {
-                    break Err(e);
-                }
-            }
-            _ = tokio::time::sleep_until(deadline) => {
-                break Err(format!("time limit of {} s reached", a.conn.timeout));
-            }
-        }
-        let expected = shared.acked.load(Ordering::Acquire) * r as u64;
-        if senders_done && shared.delivered.load(Ordering::Acquire) >= expected {
-            break Ok(());
-        }
+    let tail = |c: &Counters| {
+        format!(
+            "errors {}",
+            c.refused.load(Ordering::Relaxed) + c.lost.load(Ordering::Relaxed)
+        )
     };
+    let phase = Phase {
+        receivers: r as u64,
+        stall: Duration::from_secs(10),
+        deadline,
+        timeout_s: a.conn.timeout,
+        tail: &tail,
+    };
+    let measured = fan::measure(&mut send_tasks, &shared, phase, run_start, start_nanos).await?;
     shared.stop.store(true, Ordering::Release);
     let _ = stop_tx.send(true);
     send_tasks.abort_all();
@@ -236,74 +197,29 @@ pub async fn run(a: GroupArgs) -> anyhow::Result<()> {
             let _ = delivery_latency.add(&h);
         }
     }
-    drop(kept_senders);
-
-    let acked = shared.acked.load(Ordering::Relaxed);
-    let delivered = shared.delivered.load(Ordering::Relaxed);
-    let span = Duration::from_nanos(
-        shared
-            .last_delivery
-            .load(Ordering::Relaxed)
-            .saturating_sub(start_nanos),
-    );
-    let fan = FanOut {
-        delivered,
-        acked,
-        span,
-        ack_latency: &ack_latency,
-        delivery_latency: &delivery_latency,
-        refused: shared.refused.load(Ordering::Relaxed),
-        lost: shared.lost.load(Ordering::Relaxed),
-    };
-    let mut table = Table::new("bench group");
-    table
-        .row(
+    let report = Report {
+        scenario: "group",
+        head: (
             "group",
             format!("{gid}: {s} senders, {r} receivers ({})", targets.describe()),
-        )
-        .row(
-            "messages",
-            format!(
-                "{acked} acked of {} sent",
-                shared.sent.load(Ordering::Relaxed)
-            ),
-        )
-        .row(
-            "deliveries",
-            format!(
-                "{delivered} of {}   ({} duplicates)",
-                acked * r as u64,
-                shared.duplicates.load(Ordering::Relaxed)
-            ),
-        );
-    fan.rows(&mut table);
-    if let Some(cpu) = &cpu {
-        table.row("server CPU", cpu.row(acked, delivered)?);
-    }
-    table.print();
-    if let Some(path) = &a.json {
-        recorder.finish(delivered);
-        let config = serde_json::json!({
+        ),
+        deliveries_note: format!(
+            "   ({} duplicates)",
+            shared.duplicates.load(Ordering::Relaxed)
+        ),
+        receivers: r as u64,
+        json: a.json.as_deref(),
+        config: serde_json::json!({
             "senders": s,
             "receivers": r,
             "messages": a.n,
             "payload": a.payload,
             "group_id": gid,
             "target": a.conn.target,
-        });
-        let label = format!("group -s {s} -r {r} -n {} ({} B)", a.n, a.payload);
-        RunRecord::fan_out(
-            "group",
-            label,
-            config,
-            started,
-            recorder.series,
-            &fan,
-            outcome.is_ok(),
-        )
-        .write(path)?;
-    }
-    fan.finish("group", outcome)
+        }),
+        label: format!("group -s {s} -r {r} -n {} ({} B)", a.n, a.payload),
+    };
+    fan::report(report, &shared, measured, &delivery_latency, cpu.as_ref())
 }
 
 /// Sender i: n GROUP_IMs, one in flight. Its own pushes are drained by a
@@ -314,7 +230,7 @@ async fn send(
     gid: i64,
     n: u64,
     payload: usize,
-    shared: Arc<Shared>,
+    shared: Arc<Counters>,
 ) -> (ferry_common::client::ClientHandle, Histogram<u64>) {
     let (handle, mut events) = client.split();
     tokio::spawn(async move { while events.recv().await.is_some() {} });
@@ -364,7 +280,7 @@ async fn receive(
     first_sender: i64,
     senders: usize,
     n: u64,
-    shared: Arc<Shared>,
+    shared: Arc<Counters>,
     mut stop: watch::Receiver<bool>,
     drained: mpsc::UnboundedSender<()>,
 ) -> Histogram<u64> {

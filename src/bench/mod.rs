@@ -6,6 +6,7 @@
 mod baseline;
 mod connect;
 mod connections;
+mod fan;
 mod group;
 mod host;
 mod http;

@@ -11,9 +11,9 @@
 
 use super::ConnArgs;
 use super::connect::{Targets, Tokens};
+use super::fan::{self, Counters, Phase, Report};
 use super::raw::{RawConn, login_all};
-use super::record::{Recorder, RunRecord, unix_now};
-use super::report::{FanOut, Stall, Table, latency_histogram, now_nanos, record};
+use super::report::{latency_histogram, now_nanos, record};
 use anyhow::bail;
 use clap::Args;
 use ferry_common::protocol::command::{ACK, ROOM_IM};
@@ -58,18 +58,12 @@ pub struct RoomArgs {
     pub host: super::host::HostArgs,
 }
 
+/// The fan-out counters plus what only the room run has.
 #[derive(Default)]
 struct Shared {
-    sent: AtomicU64,
-    acked: AtomicU64,
-    refused: AtomicU64,
-    delivered: AtomicU64,
-    /// `now_nanos()` of the latest counted delivery.
-    last_delivery: AtomicU64,
+    fan: Counters,
     /// Listeners that have seen a warm-up frame.
     warm: AtomicU64,
-    lost: AtomicU64,
-    stop: AtomicBool,
     stop_sending: AtomicBool,
 }
 
@@ -131,56 +125,28 @@ pub async fn run(a: RoomArgs) -> anyhow::Result<()> {
     warm_up(&mut senders[0], a.room, r as u64, &shared, deadline).await?;
 
     // Measured phase.
-    let run_start = Instant::now();
-    let start_nanos = now_nanos();
-    let cpu = super::host::ServerCpu::start(&a.host)?;
+    let (run_start, start_nanos, cpu) = fan::start(&a.host)?;
     let send_until = a
         .duration
         .map(|d| run_start + Duration::from_secs(d))
         .unwrap_or(deadline);
     let mut send_tasks = JoinSet::new();
     for c in senders {
-        send_tasks.spawn(send(c, a.room, a.n, a.payload, send_until, shared.clone()));
+        let room = shared.clone();
+        send_tasks
+            .spawn(async move { ((), send(c, a.room, a.n, a.payload, send_until, room).await) });
     }
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    tick.tick().await;
-    let mut senders_done = false;
-    let mut ack_latency = latency_histogram()?;
-    let mut stall = Stall::new(Duration::from_secs(5));
-    let mut recorder = Recorder::new();
-    let started = unix_now();
-    let outcome: Result<(), String> = loop {
-        tokio::select! {
-            j = send_tasks.join_next(), if !senders_done => match j {
-                Some(Ok(h)) => { let _ = ack_latency.add(&h); }
-                Some(Err(e)) => break Err(format!("sender task failed: {e}")),
-                None => senders_done = true,
-            },
-            _ = tick.tick() => {
-                let d = shared.delivered.load(Ordering::Relaxed);
-                eprintln!(
-                    "[{:>4}s] sent {}  acked {}  delivered {d}  ({} deliveries/s)  lost connections {}",
-                    run_start.elapsed().as_secs(),
-                    shared.sent.load(Ordering::Relaxed),
-                    shared.acked.load(Ordering::Relaxed),
-                    stall.delta(d),
-                    shared.lost.load(Ordering::Relaxed),
-                );
-                recorder.tick(d);
-                if let Err(e) = stall.tick(senders_done, d) {
-                    break Err(e);
-                }
-            }
-            _ = tokio::time::sleep_until(deadline) => {
-                break Err(format!("time limit of {} s reached", a.conn.timeout));
-            }
-        }
-        let expected = shared.acked.load(Ordering::Acquire) * r as u64;
-        if senders_done && shared.delivered.load(Ordering::Acquire) >= expected {
-            break Ok(());
-        }
+    let tail = |c: &Counters| format!("lost connections {}", c.lost.load(Ordering::Relaxed));
+    let phase = Phase {
+        receivers: r as u64,
+        stall: Duration::from_secs(5),
+        deadline,
+        timeout_s: a.conn.timeout,
+        tail: &tail,
     };
-    shared.stop.store(true, Ordering::Release);
+    let measured =
+        fan::measure(&mut send_tasks, &shared.fan, phase, run_start, start_nanos).await?;
+    shared.fan.stop.store(true, Ordering::Release);
     shared.stop_sending.store(true, Ordering::Release);
     send_tasks.abort_all();
     let mut delivery_latency = latency_histogram()?;
@@ -190,62 +156,32 @@ pub async fn run(a: RoomArgs) -> anyhow::Result<()> {
             let _ = delivery_latency.add(&h);
         }
     }
-
-    let acked = shared.acked.load(Ordering::Relaxed);
-    let delivered = shared.delivered.load(Ordering::Relaxed);
-    let last_ns = shared.last_delivery.load(Ordering::Relaxed);
-    let span = Duration::from_nanos(last_ns.saturating_sub(start_nanos));
-    let fan = FanOut {
-        delivered,
-        acked,
-        span,
-        ack_latency: &ack_latency,
-        delivery_latency: &delivery_latency,
-        refused: shared.refused.load(Ordering::Relaxed),
-        lost: shared.lost.load(Ordering::Relaxed),
-    };
-    let mut table = Table::new("bench room");
-    table
-        .row(
+    let report = Report {
+        scenario: "room",
+        head: (
             "connections",
             format!("{s} senders, {r} listeners ({})", targets.describe()),
-        )
-        .row(
-            "messages",
-            format!(
-                "{acked} acked of {} sent",
-                shared.sent.load(Ordering::Relaxed)
-            ),
-        )
-        .row("deliveries", format!("{delivered} of {}", acked * r as u64));
-    fan.rows(&mut table);
-    if let Some(cpu) = &cpu {
-        table.row("server CPU", cpu.row(acked, delivered)?);
-    }
-    table.print();
-    if let Some(path) = &a.json {
-        recorder.finish(delivered);
-        let config = serde_json::json!({
+        ),
+        deliveries_note: String::new(),
+        receivers: r as u64,
+        json: a.json.as_deref(),
+        config: serde_json::json!({
             "senders": s,
             "listeners": r,
             "messages": a.n,
             "payload": a.payload,
             "duration": a.duration,
             "target": a.conn.target,
-        });
-        let label = format!("room -s {s} -r {r} -n {} ({} B)", a.n, a.payload);
-        RunRecord::fan_out(
-            "room",
-            label,
-            config,
-            started,
-            recorder.series,
-            &fan,
-            outcome.is_ok(),
-        )
-        .write(path)?;
-    }
-    fan.finish("room", outcome)
+        }),
+        label: format!("room -s {s} -r {r} -n {} ({} B)", a.n, a.payload),
+    };
+    fan::report(
+        report,
+        &shared.fan,
+        measured,
+        &delivery_latency,
+        cpu.as_ref(),
+    )
 }
 
 /// Sends warm-up frames from one sender until every listener has received
@@ -323,7 +259,7 @@ async fn send(
         }
         .encode();
         let t0 = Instant::now();
-        shared.sent.fetch_add(1, Ordering::Relaxed);
+        shared.fan.sent.fetch_add(1, Ordering::Relaxed);
         let r = async {
             let seq = c.send(ROOM_IM, &body).await?;
             wait_ack(&mut c, seq).await
@@ -332,20 +268,20 @@ async fn send(
         match r {
             Ok(0) => {
                 record(&mut h, t0.elapsed());
-                shared.acked.fetch_add(1, Ordering::Release);
+                shared.fan.acked.fetch_add(1, Ordering::Release);
             }
             Ok(_) => {
-                shared.refused.fetch_add(1, Ordering::Relaxed);
+                shared.fan.refused.fetch_add(1, Ordering::Relaxed);
             }
             Err(_) => {
-                shared.lost.fetch_add(1, Ordering::Relaxed);
+                shared.fan.lost.fetch_add(1, Ordering::Relaxed);
                 break;
             }
         }
     }
     // Keep the connection until the run ends so membership does not change.
     tokio::spawn(async move {
-        while !shared.stop.load(Ordering::Acquire) {
+        while !shared.fan.stop.load(Ordering::Acquire) {
             if c.read_batch(|_, _, _| {}).await.is_err() {
                 break;
             }
@@ -393,12 +329,12 @@ async fn listen(
             shared.warm.fetch_add(1, Ordering::AcqRel);
         }
         if got > 0 {
-            shared.delivered.fetch_add(got, Ordering::AcqRel);
-            shared.last_delivery.fetch_max(now, Ordering::AcqRel);
+            shared.fan.delivered.fetch_add(got, Ordering::AcqRel);
+            shared.fan.last_delivery.fetch_max(now, Ordering::AcqRel);
         }
         if r.is_err() {
-            if !shared.stop.load(Ordering::Acquire) {
-                shared.lost.fetch_add(1, Ordering::Relaxed);
+            if !shared.fan.stop.load(Ordering::Acquire) {
+                shared.fan.lost.fetch_add(1, Ordering::Relaxed);
             }
             return h;
         }
