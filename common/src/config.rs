@@ -89,9 +89,36 @@ pub fn read_toml<T: DeserializeOwned, R>(
     then(parsed).map_err(parse_err)
 }
 
-/// The value a flag's help text names as its default (`[default: …]`), for
-/// the tests that hold each crate's help to its stated defaults.
-pub fn help_default(help: &str) -> Option<&str> {
+/// Checks that the flag help texts (`(id, help)` pairs) state exactly the
+/// defaults in `shown` as `[default: …]`: the tests of im and imr hold their
+/// `--help` to the values `resolve` uses with it. The error names the first
+/// difference.
+pub fn check_help_defaults(
+    helps: impl IntoIterator<Item = (String, String)>,
+    shown: &[(&str, String)],
+) -> Result<(), String> {
+    let mut seen = 0;
+    for (id, help) in helps {
+        let Some(value) = help_default(&help) else {
+            continue;
+        };
+        match shown.iter().find(|(k, _)| *k == id) {
+            Some((_, v)) if v == value => seen += 1,
+            Some((_, v)) => return Err(format!("--{id}: help says [default: {value}], not {v}")),
+            None => return Err(format!("--{id}: help says [default: {value}], not listed")),
+        }
+    }
+    if seen != shown.len() {
+        return Err(format!(
+            "{} listed defaults are in no help text",
+            shown.len() - seen
+        ));
+    }
+    Ok(())
+}
+
+/// The value a help text names as its default (`[default: …]`).
+fn help_default(help: &str) -> Option<&str> {
     let rest = &help[help.find("[default: ")? + "[default: ".len()..];
     rest.find(']').map(|end| &rest[..end])
 }
@@ -110,10 +137,20 @@ mod tests {
     }
 
     #[test]
-    fn help_default_is_the_bracketed_value() {
+    fn help_defaults_are_checked_both_ways() {
         assert_eq!(help_default("Port [default: 1:2] x"), Some("1:2"));
-        assert_eq!(help_default("Port"), None);
         assert_eq!(help_default("Port [default: open"), None);
+        let helps = || {
+            vec![
+                ("a".to_string(), "A [default: 1]".to_string()),
+                ("b".to_string(), "B".to_string()),
+            ]
+        };
+        assert_eq!(check_help_defaults(helps(), &[("a", "1".into())]), Ok(()));
+        assert!(check_help_defaults(helps(), &[("a", "2".into())]).is_err());
+        assert!(check_help_defaults(helps(), &[]).is_err());
+        let extra = [("a", "1".to_string()), ("b", "2".to_string())];
+        assert!(check_help_defaults(helps(), &extra).is_err());
     }
 
     #[test]

@@ -705,22 +705,11 @@ mod tests {
             ("hook_queue", d::HOOK_QUEUE.to_string()),
         ];
         let cmd = ImOptions::augment_args(clap::Command::new("im"));
-        let mut seen = 0;
-        for arg in cmd.get_arguments() {
-            let help = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
-            let Some(value) = ferry_common::config::help_default(&help) else {
-                continue;
-            };
-            let id = arg.get_id().as_str();
-            let want = shown.iter().find(|(k, _)| *k == id);
-            assert_eq!(
-                want.map(|(_, v)| v.as_str()),
-                Some(value),
-                "--{id}: help says [default: {value}]"
-            );
-            seen += 1;
-        }
-        assert_eq!(seen, shown.len(), "every listed default is in a help text");
+        let helps = cmd.get_arguments().map(|a| {
+            let help = a.get_help().map(|h| h.to_string()).unwrap_or_default();
+            (a.get_id().to_string(), help)
+        });
+        ferry_common::config::check_help_defaults(helps, shown).expect("help states the defaults");
         let cfg = ImOptions::default().resolve().expect("defaults");
         assert_eq!(cfg.listen, d::LISTEN);
         assert_eq!(cfg.http_listen, d::HTTP_LISTEN);
