@@ -4,7 +4,7 @@
 //! so a console on any node shows every node alike.
 
 use crate::metrics::{self, Transport};
-use crate::node::{Node, Stats};
+use crate::node::Node;
 use serde_json::{Value, json};
 use std::sync::atomic::Ordering;
 
@@ -39,14 +39,15 @@ pub fn identity(node: &Node) -> Value {
 /// Identity, current figures and the history samples after Unix second
 /// `since`: `{"node", "now", "history"}`.
 pub fn figures(node: &Node, since: u64) -> Value {
-    let open = metrics::open_connections();
+    let open = node.metrics.open_connections();
     let connections: serde_json::Map<String, Value> = Transport::ALL
         .iter()
         .map(|t| (t.as_str().to_string(), open[*t as usize].into()))
         .collect();
-    let (users, authed) = node.registry.totals(None);
-    let (rooms, room_members) = node.rooms.totals(None);
+    let (users, authed) = node.delivery.registry.totals(None);
+    let (rooms, room_members) = node.delivery.rooms.totals(None);
     let top_rooms: Vec<Value> = node
+        .delivery
         .rooms
         .largest(TOP_ROOMS)
         .into_iter()
@@ -59,6 +60,7 @@ pub fn figures(node: &Node, since: u64) -> Value {
         .map(|(cmd, i, o)| json!({ "cmd": metrics::command_name(cmd), "in": i, "out": o }))
         .collect();
     let links: Vec<Value> = node
+        .delivery
         .cluster
         .iter()
         .flat_map(|c| c.links())
@@ -80,8 +82,8 @@ pub fn figures(node: &Node, since: u64) -> Value {
             "authenticated_connections": authed,
             "rooms": rooms,
             "room_members": room_members,
-            "logins_total": Stats::get(&node.stats.logins),
-            "slow_consumer_drops_total": Stats::get(&node.stats.slow_consumer_drops),
+            "logins_total": node.metrics.logins.get(),
+            "slow_consumer_drops_total": node.metrics.slow_consumer_drops(),
             "frames_by_command": commands,
             "imr_links": links,
             "top_rooms": top_rooms,
@@ -94,6 +96,6 @@ pub fn figures(node: &Node, since: u64) -> Value {
 pub fn user_here(node: &Node, appid: i64, uid: i64) -> Value {
     json!({
         "node": node_name(node),
-        "connections": node.registry.connections(appid, uid),
+        "connections": node.delivery.registry.connections(appid, uid),
     })
 }

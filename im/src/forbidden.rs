@@ -98,7 +98,7 @@ pub async fn follow(node: Weak<crate::node::Node>, url: String) {
                 };
                 match parse(msg.get_payload_bytes()) {
                     Ok((appid, uid, flag)) => {
-                        let here = node.registry.count(appid, uid) > 0;
+                        let here = node.delivery.registry.count(appid, uid) > 0;
                         node.forbidden.apply(appid, uid, flag, here);
                         tracing::info!(appid, uid, forbidden = flag, "speak_forbidden");
                     }

@@ -9,7 +9,7 @@
 //! nothing but the login counter.
 
 use crate::metrics;
-use crate::node::{Node, Stats};
+use crate::node::Node;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -79,15 +79,16 @@ impl History {
     /// Takes one sample of `node` at Unix time `t`. The first call only
     /// records the totals (a rate needs two readings).
     pub fn sample(&self, node: &Node, t: u64) {
-        let open = metrics::open_connections();
+        let open = node.metrics.open_connections();
         let now = Box::new(Totals {
-            logins: Stats::get(&node.stats.logins),
+            logins: node.metrics.logins.get(),
             frames_in: metrics::frames_by_command(true),
             frames_out: metrics::frames_by_command(false),
-            drops: Stats::get(&node.stats.slow_consumer_drops),
+            drops: node.metrics.slow_consumer_drops(),
             latency: metrics::append_latency_buckets(),
         });
         let queued: u64 = node
+            .delivery
             .cluster
             .iter()
             .flat_map(|c| c.links())

@@ -110,12 +110,15 @@ impl Node {
         appid: i64,
         uids: &[i64],
     ) -> Result<Vec<UserDevices>, PresenceError> {
-        let Some(cluster) = &self.cluster else {
+        let Some(cluster) = &self.delivery.cluster else {
             return Ok(uids
                 .iter()
                 .map(|&uid| UserDevices {
                     uid,
-                    devices: self.registry.map_user(appid, uid, |h| local(self, h)),
+                    devices: self
+                        .delivery
+                        .registry
+                        .map_user(appid, uid, |h| local(self, h)),
                 })
                 .collect());
         };

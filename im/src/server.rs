@@ -6,6 +6,7 @@ use crate::cluster::{Cluster, NodeInbound};
 use crate::config::{AuthMethod, ImConfig, StoreSpec, redact_url};
 use crate::connection;
 use crate::http;
+use crate::metrics::Transport as Kind;
 use crate::node::Node;
 use crate::store::group::GroupStore;
 use crate::store::{
@@ -147,7 +148,6 @@ pub async fn run(cfg: ImConfig, shutdown: impl Future<Output = ()>) -> Result<()
             cfg.link_buffer,
         )
     });
-    let store: Arc<dyn Store> = Arc::new(crate::metrics::TimedStore(store));
     let word_filter = load_word_filter(&cfg)?;
     let relations = match &cfg.mysql {
         Some(url) if cfg.enable_friendship || cfg.enable_blacklist => Some(Arc::new(
@@ -169,7 +169,7 @@ pub async fn run(cfg: ImConfig, shutdown: impl Future<Output = ()>) -> Result<()
     crate::resend::announce(store.clone(), node.incarnation)
         .await
         .map_err(|e| StartError::Announce(e.to_string()))?;
-    let links = match &node.cluster {
+    let links = match &node.delivery.cluster {
         Some(c) => c.start(Arc::new(NodeInbound(Arc::downgrade(&node)))),
         None => Vec::new(),
     };
@@ -302,7 +302,7 @@ async fn stop(
         }
     }
     // Closed sessions queued their unsubscribes; let connected links send them.
-    if let Some(c) = &node.cluster {
+    if let Some(c) = &node.delivery.cluster {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
         while tokio::time::Instant::now() < deadline
             && c.links()
@@ -412,7 +412,8 @@ async fn accept_loop(
         match listener.accept().await {
             Ok((stream, peer)) => {
                 // Refused connections are dropped at once (counted and logged by `limits`).
-                let Ok(permit) = node.limits.admit(&node.stats) else {
+                let kind = if tls.is_some() { Kind::Tls } else { Kind::Tcp };
+                let Ok(permit) = node.limits.admit(kind) else {
                     continue;
                 };
                 let node2 = node.clone();

@@ -14,10 +14,11 @@
 //! token is only looked at between frames.
 
 use super::guard::Guard;
+use crate::disconnect::Disconnect;
 use crate::limits::ConnPermit;
-use crate::metrics::{self, OpenConnection, Transport as Kind};
-use crate::node::{Node, Stats};
-use crate::outbox::{CloseReason, Outbox};
+use crate::metrics::{self, Transport as Kind};
+use crate::node::Node;
+use crate::outbox::Outbox;
 use crate::session::writer::Writer;
 use crate::session::{Control, Session};
 use ferry_common::protocol::Frame;
@@ -43,9 +44,9 @@ pub enum Io {
     Eof,
     /// Stop reading; flush what is pending, then close with this reason
     /// (a protocol error, a WebSocket text message).
-    Closing(&'static str),
+    Closing(Disconnect),
     /// The connection is unusable (I/O error); close now with this reason.
-    Failed(&'static str),
+    Failed(Disconnect),
 }
 
 /// How far the bytes taken from the [`Writer`] got, for the ACK ledger
@@ -88,7 +89,7 @@ pub trait Transport: Send {
 
     /// Ends the connection, telling the peer why where the transport can
     /// (a WebSocket close frame).
-    fn close(self, reason: &'static str) -> impl Future<Output = ()> + Send;
+    fn close(self, reason: Disconnect) -> impl Future<Output = ()> + Send;
 }
 
 /// Runs one client connection to its end; `permit` (its slot under
@@ -105,21 +106,18 @@ pub fn serve<T: Transport>(
     kind: Kind,
     permit: ConnPermit,
 ) -> impl Future<Output = ()> + Send {
-    let open = OpenConnection::new(kind);
+    node.metrics.accepted(kind);
     let outbox = Arc::new(Outbox::new(node.cfg.outbox_bytes));
     let mut session = Session::new(node.clone(), outbox.clone(), peer, kind, t.raw_fd());
     async move {
         let reason = drive(&node, &mut t, &mut session, &outbox).await;
         // Before the socket goes: which ACKs the client may not have got.
         session.settle().await;
-        if reason == CloseReason::SlowConsumer.as_str() {
-            Stats::add(&node.stats.slow_consumer_drops, 1);
-        }
-        metrics::disconnect(reason);
-        tracing::debug!(peer = %session.peer(), transport = kind.as_str(), reason, "connection closed");
+        node.metrics.disconnected(reason);
+        tracing::debug!(peer = %session.peer(), transport = kind.as_str(), reason = reason.label(), "connection closed");
         session.close();
         t.close(reason).await;
-        drop(open);
+        // Last: the permit is the connection's place in `ferry_connections`.
         drop(permit);
     }
 }
@@ -137,24 +135,21 @@ async fn drive<T: Transport>(
     t: &mut T,
     session: &mut Session,
     outbox: &Outbox,
-) -> &'static str {
+) -> Disconnect {
     // Admission hooks: login deadline and frame-rate limit.
     let mut guard = Guard::new(&node.cfg.limits);
     let mut w = Writer::default();
     let mut frames: Vec<Frame> = Vec::new();
     let mut idle_deadline = Instant::now() + node.cfg.idle_timeout;
     let mut write_deadline: Option<Instant> = None;
-    let mut closing: Option<(&'static str, Instant)> = None;
-    let mut counted = 0;
+    let mut closing: Option<(Disconnect, Instant)> = None;
     loop {
         // One lock: the close check and the frames, encoded straight into
         // the write buffer (nothing when the buffer is at its high water).
         let budget = WRITE_HIGH_WATER.saturating_sub(w.pending());
         if let Err(r) = outbox.drain_with(budget, |f| w.push(&f)) {
-            return r.as_str();
+            return r;
         }
-        Stats::add(&node.stats.out_messages, w.frames() - counted);
-        counted = w.frames();
         if let Some((r, _)) = closing
             && w.pending() == 0
             && outbox.is_empty()
@@ -193,10 +188,10 @@ async fn drive<T: Transport>(
         let mut failure = None;
         match wake {
             Wake::Io(Io::Progress) => {}
-            Wake::Io(Io::Eof) => failure = Some("eof"),
+            Wake::Io(Io::Eof) => failure = Some(Disconnect::Eof),
             Wake::Io(Io::Closing(r)) => failure = Some(r),
             Wake::Io(Io::Failed(r)) => return r,
-            Wake::Shutdown => failure = Some(CloseReason::Shutdown.as_str()),
+            Wake::Shutdown => failure = Some(Disconnect::Shutdown),
             // A push, a close, or the timer: see which deadline passed.
             Wake::Outbox => {
                 let now = Instant::now();
@@ -206,17 +201,17 @@ async fn drive<T: Transport>(
                     return r;
                 }
                 if write_deadline.is_some_and(|d| d <= now) {
-                    return "write_timeout";
+                    return Disconnect::WriteTimeout;
                 }
-                if guard.auth_expired(&node.stats, session.peer()) {
-                    return super::guard::AUTH_TIMEOUT;
+                if guard.auth_expired(&node.metrics, session.peer()) {
+                    return Disconnect::AuthTimeout;
                 }
                 if idle_deadline <= now {
-                    return "idle_timeout";
+                    return Disconnect::IdleTimeout;
                 }
             }
         }
-        if let Err(r) = guard.charge(frames.len(), &node.stats, session.peer()) {
+        if let Err(r) = guard.charge(frames.len(), &node.metrics, session.peer()) {
             frames.clear();
             failure = Some(r);
         }
@@ -232,7 +227,7 @@ async fn drive<T: Transport>(
             // boxed it only exists while a frame is being handled.
             match Box::pin(session.handle(f, &mut w)).await {
                 Control::Continue => {}
-                Control::Close(r) | Control::CloseAfterFlush(r) => {
+                Control::Close(r) => {
                     failure = failure.or(Some(r));
                     break;
                 }
@@ -289,7 +284,7 @@ mod tests {
             .expect("bind");
         let addr = l.local_addr().expect("addr");
         let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-        let permit = node.limits.admit(&node.stats).expect("admitted");
+        let permit = node.limits.admit(Kind::Tcp).expect("admitted");
         let task = crate::connection::tcp::serve(node.clone(), stream, addr, permit);
         let size = std::mem::size_of_val(&task);
         assert!(size <= 656, "connection future is {size} bytes");

@@ -76,7 +76,7 @@ impl Node {
     /// Whether the user has devices on another node (cluster only). An
     /// unanswered query counts as "no": the event is sent rather than lost.
     async fn online_elsewhere(&self, appid: i64, uid: i64) -> bool {
-        if self.cluster.is_none() {
+        if self.delivery.cluster.is_none() {
             return false;
         }
         match self.presence(appid, &[uid]).await {
@@ -121,7 +121,9 @@ pub async fn run_timer(node: Arc<Node>) {
         for (appid, uid) in expired {
             let n = node.clone();
             tokio::spawn(async move {
-                if n.registry.count(appid, uid) == 0 && !n.online_elsewhere(appid, uid).await {
+                if n.delivery.registry.count(appid, uid) == 0
+                    && !n.online_elsewhere(appid, uid).await
+                {
                     n.emit_presence(appid, uid, false);
                 }
                 if let Some(h) = &n.hooks {

@@ -132,8 +132,8 @@ impl Api {
     /// A logged-in connection of `(appid, uid)` whose outbox the test reads.
     fn connect_user(&self, appid: i64, uid: i64, device_id: i64) -> Arc<Outbox> {
         let outbox = Arc::new(Outbox::new(1 << 20));
-        let conn = self.node.registry.next_conn_id();
-        self.node.registry.add(
+        let conn = self.node.delivery.registry.next_conn_id();
+        self.node.delivery.registry.add(
             appid,
             uid,
             ClientHandle {
@@ -415,7 +415,10 @@ async fn realtime_kinds_reach_connections() {
     );
 
     let member = Arc::new(Outbox::new(1 << 20));
-    api.node.rooms.join(1, 77, 1000, 20, 5, member.clone());
+    api.node
+        .delivery
+        .rooms
+        .join(1, 77, 1000, 20, 5, member.clone());
     assert_eq!(
         api.post("/post_room_message?appid=1&uid=20&room=77", b"room")
             .await
@@ -594,7 +597,7 @@ async fn api_token_guards_everything_but_health() {
 struct BrokenStore;
 
 impl Store for BrokenStore {
-    fn append(&self, _: AppendRequest) -> StoreFuture<'_, AppendOutcome> {
+    fn put(&self, _: AppendRequest) -> StoreFuture<'_, AppendOutcome> {
         broken()
     }
     fn window(&self, _: QueueId, _: i64, _: usize) -> StoreFuture<'_, Window> {

@@ -2,7 +2,8 @@
 
 use super::writer::Writer;
 use super::{Authed, Control, Session};
-use crate::groups::send::{GroupSend, GroupSendError, group_notify_body};
+use crate::delivery::group::group_notify_body;
+use crate::groups::send::{GroupSend, GroupSendError};
 use crate::hooks::Kind;
 use crate::node::now_secs;
 use crate::outbox::OutFrame;

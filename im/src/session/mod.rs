@@ -14,7 +14,8 @@ mod words;
 pub mod writer;
 
 use crate::connection::drive::Wire;
-use crate::node::{Node, Stats};
+use crate::disconnect::Disconnect;
+use crate::node::Node;
 use crate::outbox::Outbox;
 use crate::registry::ConnId;
 use crate::resend::ledger::Ledger;
@@ -30,10 +31,13 @@ use writer::Writer;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Control {
     Continue,
-    /// Write what is pending, then close (e.g. failed login).
-    CloseAfterFlush(&'static str),
-    /// Close now.
-    Close(&'static str),
+    /// Stop reading, write every reply already produced (e.g. the ACK or
+    /// AUTH_STATUS that explains the close), then close for this reason.
+    /// There is no "close without flushing": a reply the session produced
+    /// is always worth the bounded [`CLOSE_FLUSH`] wait.
+    ///
+    /// [`CLOSE_FLUSH`]: crate::connection::drive::CLOSE_FLUSH
+    Close(Disconnect),
 }
 
 /// State of an authenticated connection.
@@ -82,8 +86,7 @@ impl Session {
         transport: crate::metrics::Transport,
         wire_fd: Option<std::os::fd::RawFd>,
     ) -> Session {
-        let conn = node.registry.next_conn_id();
-        Stats::add(&node.stats.connections, 1);
+        let conn = node.delivery.registry.next_conn_id();
         node.live.insert(conn, &outbox);
         Session {
             node,
@@ -202,12 +205,11 @@ impl Session {
 
     /// Handles one decoded frame from the client.
     pub async fn handle(&mut self, frame: Frame, w: &mut Writer) -> Control {
-        Stats::add(&self.node.stats.in_messages, 1);
         let msg = match Message::decode_client(&frame) {
             Ok(m) => m,
             Err(e) => {
                 tracing::debug!(peer = %self.peer, error = %e, "undecodable frame, closing");
-                return Control::Close("protocol_error");
+                return Control::Close(Disconnect::ProtocolError);
             }
         };
         let Some(a) = self.authed else {
@@ -254,7 +256,7 @@ impl Session {
     pub(super) fn ack(&self, seq: i32, status: u8, flag: u8, w: &mut Writer) -> Control {
         if status != 0 && w.version() < 2 {
             tracing::info!(peer = %self.peer, status, "refusing a v1 client's frame: closing");
-            return Control::CloseAfterFlush("refused_v1");
+            return Control::Close(Disconnect::RefusedV1);
         }
         w.frame(ACK, flag, &Ack { seq, status }.encode(2));
         Control::Continue
@@ -263,8 +265,12 @@ impl Session {
     /// Unregisters the connection; called once when the transport ends.
     pub fn close(&mut self) {
         if let Some(a) = self.authed.take() {
-            let left = self.node.registry.remove(a.appid, a.uid, self.conn);
-            if let Some(c) = &self.node.cluster {
+            let left = self
+                .node
+                .delivery
+                .registry
+                .remove(a.appid, a.uid, self.conn);
+            if let Some(c) = &self.node.delivery.cluster {
                 c.unsubscribe(a.appid, a.uid, a.online);
                 c.device_offline(a.appid, a.uid, self.conn);
             }
@@ -276,10 +282,6 @@ impl Session {
             }
         }
         self.user_permit = None;
-        self.node
-            .stats
-            .connections
-            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
 

@@ -12,7 +12,7 @@ impl Session {
         if m.sender != a.uid {
             return self.ack(seq, STATUS_INVALID_SENDER, 0, w);
         }
-        self.node.send_rt(a.appid, m.receiver, m.encode());
+        self.node.delivery.rt(a.appid, m.receiver, m.encode());
         Control::Continue
     }
 

@@ -16,7 +16,6 @@ pub struct Writer {
     seq: i32,
     version: u8,
     buf: Option<BytesMut>,
-    frames: u64,
     /// Bytes handed to the transport so far ([`advance`](Self::advance)d or
     /// [`take_frame`](Self::take_frame)n): the output offset an ACK ledger
     /// counts in.
@@ -52,7 +51,6 @@ impl Writer {
         // One 12-byte copy: field-by-field `put_*` calls cost a bounds
         // check and a memcpy call each, per frame and per recipient.
         buf.extend_from_slice(&h.to_bytes());
-        self.frames += 1;
         crate::metrics::frame_out(cmd);
     }
 
@@ -145,11 +143,6 @@ impl Writer {
             self.buf = None;
         }
         Some(frame)
-    }
-
-    /// Frames written so far (for stats).
-    pub fn frames(&self) -> u64 {
-        self.frames
     }
 }
 

@@ -352,7 +352,7 @@ fn mismatch() -> StoreError {
 }
 
 impl<K: Kv> Store for Engine<K> {
-    fn append(&self, req: AppendRequest) -> StoreFuture<'_, AppendOutcome> {
+    fn put(&self, req: AppendRequest) -> StoreFuture<'_, AppendOutcome> {
         Box::pin(async move {
             match self.write(Op::Append(req)).await? {
                 Done::Append(outcome) => Ok(outcome),
@@ -361,7 +361,7 @@ impl<K: Kv> Store for Engine<K> {
         })
     }
 
-    fn append_ordered(
+    fn put_ordered(
         &self,
         req: AppendRequest,
         stream: (i64, i64),
