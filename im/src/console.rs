@@ -6,6 +6,7 @@
 use crate::metrics::{self, Transport};
 use crate::node::Node;
 use serde_json::{Value, json};
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 /// Rooms listed by size.
@@ -98,4 +99,28 @@ pub fn user_here(node: &Node, appid: i64, uid: i64) -> Value {
         "node": node_name(node),
         "connections": node.delivery.registry.connections(appid, uid),
     })
+}
+
+/// Samples the node's figures into its [`crate::history`] every second
+/// until it shuts down.
+pub async fn sample_history(node: Arc<Node>) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = node.shutdown.cancelled() => return,
+        }
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let queued: u64 = node
+            .delivery
+            .cluster
+            .iter()
+            .flat_map(|c| c.links())
+            .map(|l| l.queued_bytes() as u64)
+            .sum();
+        node.history.sample(&node.metrics, queued, t);
+    }
 }

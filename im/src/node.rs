@@ -43,7 +43,7 @@ pub struct Node {
     /// `--hook-url` and friends; `None` without hooks.
     pub hooks: Option<crate::hooks::Hooks>,
     /// Users waiting out `--presence-grace` before an offline event.
-    pub presence_tracker: crate::hooks::presence::Tracker,
+    pub presence_tracker: crate::hooks::grace::Tracker,
     /// `--word-file` dictionary, applied to TEXT messages from clients.
     pub word_filter: Option<Arc<crate::wordfilter::WordFilter>>,
     /// Mutes announced on Redis `speak_forbidden`.

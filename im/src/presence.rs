@@ -10,32 +10,11 @@
 use crate::metrics::Transport;
 use crate::node::Node;
 use crate::registry::ClientHandle;
-use std::sync::Arc;
+pub use crate::registry::DeviceInfo;
 use std::time::Duration;
 
 /// How long a presence query waits for the imrs.
 pub const QUERY_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// What presence needs of a connection beyond its platform and transport
-/// (which the registry keeps for the admin console too).
-#[derive(Debug, Clone)]
-pub struct DeviceInfo {
-    /// Unix seconds of the login.
-    pub since: i64,
-    /// The client's device id string (empty when it sent none).
-    pub device_id: Arc<str>,
-}
-
-impl DeviceInfo {
-    /// A connection without a device id, logged in at time 0 (tests and benches).
-    #[doc(hidden)]
-    pub fn test() -> DeviceInfo {
-        DeviceInfo {
-            since: 0,
-            device_id: Arc::from(""),
-        }
-    }
-}
 
 /// A device somewhere in the cluster.
 #[derive(Debug, Clone, PartialEq, Eq)]

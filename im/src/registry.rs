@@ -23,7 +23,28 @@ pub struct ClientHandle {
     pub platform: u8,
     pub outbox: Arc<Outbox>,
     /// Login time and device id, for presence.
-    pub info: crate::presence::DeviceInfo,
+    pub info: DeviceInfo,
+}
+
+/// What presence needs of a connection beyond its platform and transport
+/// (which the registry keeps for the admin console too).
+#[derive(Debug, Clone)]
+pub struct DeviceInfo {
+    /// Unix seconds of the login.
+    pub since: i64,
+    /// The client's device id string (empty when it sent none).
+    pub device_id: Arc<str>,
+}
+
+impl DeviceInfo {
+    /// A connection without a device id, logged in at time 0 (tests and benches).
+    #[doc(hidden)]
+    pub fn test() -> DeviceInfo {
+        DeviceInfo {
+            since: 0,
+            device_id: Arc::from(""),
+        }
+    }
 }
 
 /// One connection of a user, as the admin console shows it.

@@ -182,8 +182,9 @@ pub async fn run(cfg: ImConfig, shutdown: impl Future<Output = ()>) -> Result<()
     );
     // Connection timeouts, and appends a crashed node left half-written
     // (shared stores); both end with the runtime.
-    tokio::spawn(connection::live::run_timers(node.clone()));
-    tokio::spawn(crate::history::run(node.clone()));
+    let timers = node.clone();
+    tokio::spawn(async move { timers.live.run_timers().await });
+    tokio::spawn(crate::console::sample_history(node.clone()));
     tokio::spawn(recover_interrupted(store.clone()));
     // Hook events outlive the connections' shutdown flush: stopped last.
     let hook_stop = tokio_util::sync::CancellationToken::new();
@@ -210,9 +211,18 @@ pub async fn run(cfg: ImConfig, shutdown: impl Future<Output = ()>) -> Result<()
         ));
     }
     if node.cfg.follow_mutes {
+        let weak = Arc::downgrade(&node);
         tokio::spawn(crate::forbidden::follow(
-            Arc::downgrade(&node),
+            node.shutdown.clone(),
             node.cfg.redis.clone(),
+            move |appid, uid, flag| {
+                let Some(node) = weak.upgrade() else {
+                    return false;
+                };
+                let here = node.delivery.registry.count(appid, uid) > 0;
+                node.forbidden.apply(appid, uid, flag, here);
+                true
+            },
         ));
     }
     let mut accepts = vec![tokio::spawn(accept_loop(node.clone(), tcp, None))];

@@ -14,7 +14,6 @@
 //!   nothing against timeouts of seconds. The scan costs about 20 ns per
 //!   connection per tick.
 
-use crate::node::Node;
 use crate::outbox::{Outbox, millis};
 use crate::registry::ConnId;
 use std::collections::HashMap;
@@ -92,23 +91,24 @@ impl Live {
         }
     }
 
+    /// The node-wide timer: wakes connections whose deadline passed, until
+    /// the process ends (connections still closing after shutdown need it
+    /// too).
+    pub async fn run_timers(&self) {
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            self.wake_due(millis(tokio::time::Instant::now()));
+        }
+    }
+
     #[cfg(test)]
     fn count(&self) -> usize {
         self.shards
             .iter()
             .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).len())
             .sum()
-    }
-}
-
-/// The node-wide timer: wakes connections whose deadline passed, until the
-/// process ends (connections still closing after shutdown need it too).
-pub async fn run_timers(node: Arc<Node>) {
-    let mut tick = tokio::time::interval(TICK);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        node.live.wake_due(millis(tokio::time::Instant::now()));
     }
 }
 

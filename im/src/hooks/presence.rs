@@ -15,25 +15,12 @@
 
 use super::events::{Event, EventKind};
 use crate::node::Node;
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 
 /// How often expired grace periods are looked for.
 const TICK: Duration = Duration::from_millis(100);
-
-#[derive(Default)]
-pub struct Tracker {
-    /// Users whose last connection here ended, with their grace deadline.
-    pending: Mutex<HashMap<(i64, i64), Instant>>,
-}
-
-impl Tracker {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(i64, i64), Instant>> {
-        self.pending.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
 
 impl Node {
     fn presence_events(&self) -> bool {
