@@ -19,7 +19,7 @@ use crate::limits::ConnPermit;
 use crate::metrics::{self, Transport as Kind};
 use crate::node::Node;
 use crate::outbox::Outbox;
-use crate::session::writer::Writer;
+use crate::session::encoder::{Encoder, Wire};
 use crate::session::{Control, Session};
 use ferry_common::protocol::Frame;
 use std::future::{Future, poll_fn};
@@ -49,18 +49,6 @@ pub enum Io {
     Failed(Disconnect),
 }
 
-/// How far the bytes taken from the [`Writer`] got, for the ACK ledger
-/// ([`crate::resend::ledger`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Wire {
-    /// Some are still buffered above the TCP socket (in the TLS layer).
-    Unflushed,
-    /// The transport cannot tell (WebSocket): taken as delivered.
-    Untracked,
-    /// All reached the TCP socket, which has carried this many bytes.
-    At(u64),
-}
-
 /// A client connection's byte (or message) stream.
 pub trait Transport: Send {
     /// The TCP socket under the transport, for `TCP_INFO` (`None` when the
@@ -70,7 +58,7 @@ pub trait Transport: Send {
     }
 
     /// Where the bytes taken from `w` are (see [`Wire`]).
-    fn wire(&self, w: &Writer) -> Wire {
+    fn wire(&self, w: &Encoder) -> Wire {
         let _ = w;
         Wire::Untracked
     }
@@ -82,7 +70,7 @@ pub trait Transport: Send {
     fn poll_io(
         &mut self,
         cx: &mut Context<'_>,
-        w: &mut Writer,
+        w: &mut Encoder,
         read: bool,
         out: &mut Vec<Frame>,
     ) -> Poll<Io>;
@@ -138,7 +126,7 @@ async fn drive<T: Transport>(
 ) -> Disconnect {
     // Admission hooks: login deadline and frame-rate limit.
     let mut guard = Guard::new(&node.cfg.limits);
-    let mut w = Writer::default();
+    let mut w = Encoder::default();
     let mut frames: Vec<Frame> = Vec::new();
     let mut idle_deadline = Instant::now() + node.cfg.idle_timeout;
     let mut write_deadline: Option<Instant> = None;

@@ -1,14 +1,14 @@
 //! Raw TCP: readiness-based, so an idle connection holds no buffer at all —
 //! reads go through the per-thread scratch buffer (see [`super::read`]) and
-//! writes straight from the session's [`Writer`].
+//! writes straight from the session's [`Encoder`].
 
-use super::drive::{Io, Transport, Wire};
+use super::drive::{Io, Transport};
 use super::read::{ReadError, ReadOutcome, read_frames};
 use crate::disconnect::Disconnect;
 use crate::limits::ConnPermit;
 use crate::metrics::Transport as Kind;
 use crate::node::Node;
-use crate::session::writer::Writer;
+use crate::session::encoder::{Encoder, Wire};
 use bytes::BytesMut;
 use ferry_common::protocol::Frame;
 use std::io;
@@ -47,14 +47,14 @@ impl Transport for Tcp {
     }
 
     /// Bytes leave the writer only by `try_write` into the socket.
-    fn wire(&self, w: &Writer) -> Wire {
+    fn wire(&self, w: &Encoder) -> Wire {
         Wire::At(w.written())
     }
 
     fn poll_io(
         &mut self,
         cx: &mut Context<'_>,
-        w: &mut Writer,
+        w: &mut Encoder,
         read: bool,
         out: &mut Vec<Frame>,
     ) -> Poll<Io> {

@@ -14,13 +14,13 @@
 //! transport also counts the ciphertext bytes written to the TCP socket
 //! ([`Counted`]) for the ACK ledger.
 
-use super::drive::{Io, Transport, Wire};
+use super::drive::{Io, Transport};
 use super::read::{absorb, with_scratch};
 use crate::disconnect::Disconnect;
 use crate::limits::ConnPermit;
 use crate::metrics::Transport as Kind;
 use crate::node::Node;
-use crate::session::writer::Writer;
+use crate::session::encoder::{Encoder, Wire};
 use bytes::BytesMut;
 use ferry_common::protocol::Frame;
 use rustls_pki_types::pem::PemObject;
@@ -216,7 +216,7 @@ impl Transport for Stream {
         Some(self.io.get_ref().0.inner.as_raw_fd())
     }
 
-    fn wire(&self, _w: &Writer) -> Wire {
+    fn wire(&self, _w: &Encoder) -> Wire {
         if self.unflushed {
             Wire::Unflushed
         } else {
@@ -227,7 +227,7 @@ impl Transport for Stream {
     fn poll_io(
         &mut self,
         cx: &mut Context<'_>,
-        w: &mut Writer,
+        w: &mut Encoder,
         read: bool,
         out: &mut Vec<Frame>,
     ) -> Poll<Io> {

@@ -12,7 +12,7 @@ use super::read::parse_message;
 use crate::disconnect::Disconnect;
 use crate::metrics::Transport as Kind;
 use crate::node::Node;
-use crate::session::writer::Writer;
+use crate::session::encoder::Encoder;
 use axum::Router;
 use axum::extract::State;
 use axum::extract::connect_info::{ConnectInfo, Connected};
@@ -134,7 +134,7 @@ impl Transport for Ws {
     fn poll_io(
         &mut self,
         cx: &mut Context<'_>,
-        w: &mut Writer,
+        w: &mut Encoder,
         read: bool,
         out: &mut Vec<Frame>,
     ) -> Poll<Io> {

@@ -739,8 +739,8 @@ async fn admin_console_json_and_user_lookup() {
 
     // Two samples a second apart make one history point; the sampler task
     // does not run in this harness, so sample by hand.
-    api.node.history.sample(&api.node, 1000);
-    api.node.history.sample(&api.node, 1001);
+    api.node.history.sample(&api.node.metrics, 0, 1000);
+    api.node.history.sample(&api.node.metrics, 0, 1001);
     let v = api.call("GET", "/admin/api/stats", auth, b"").await.json();
     assert_eq!(v["history"]["t"], json!([1001]), "{v}");
     assert_eq!(v["now"]["authenticated_connections"], 1);

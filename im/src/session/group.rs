@@ -1,6 +1,6 @@
 //! GROUP_IM (spec §3.7) and super-group sync (SYNC_GROUP, §3.7 and §10.10).
 
-use super::writer::Writer;
+use super::encoder::Encoder;
 use super::{Authed, Control, Session};
 use crate::delivery::group::group_notify_body;
 use crate::groups::send::{GroupSend, GroupSendError};
@@ -31,7 +31,7 @@ impl Session {
         seq: i32,
         flag: u8,
         mut m: Im,
-        w: &mut Writer,
+        w: &mut Encoder,
     ) -> Control {
         if m.sender != a.uid {
             return self.ack(seq, STATUS_INVALID_SENDER, 0, w);
@@ -129,7 +129,7 @@ impl Session {
         &mut self,
         a: Authed,
         g: GroupSyncKey,
-        w: &mut Writer,
+        w: &mut Encoder,
     ) -> Control {
         match self.group_window(a, g).await {
             Ok(Some((messages, new_key, more))) => {

@@ -1,6 +1,6 @@
 //! AUTH_TOKEN handling (spec §3.1).
 
-use super::writer::Writer;
+use super::encoder::Encoder;
 use super::{Authed, Control, Session};
 use crate::auth::Authenticator;
 use crate::disconnect::Disconnect;
@@ -14,7 +14,7 @@ use ferry_common::protocol::command::AUTH_STATUS;
 use std::sync::Arc;
 
 impl Session {
-    pub(super) async fn login(&mut self, t: AuthToken, version: u8, w: &mut Writer) -> Control {
+    pub(super) async fn login(&mut self, t: AuthToken, version: u8, w: &mut Encoder) -> Control {
         let node = self.node.clone();
         let id = match node.auth.authenticate(&t.token).await {
             Ok(id) => id,

@@ -1,6 +1,6 @@
 //! One client's protocol state machine, independent of the transport (TCP
 //! now; TLS and WebSocket drive the same `Session`). The transport feeds it
-//! decoded frames and flushes what it writes into the [`Writer`].
+//! decoded frames and flushes what it writes into the [`Encoder`].
 
 mod group;
 mod hooks;
@@ -11,9 +11,8 @@ mod relations;
 mod room;
 mod sync;
 mod words;
-pub mod writer;
+pub mod encoder;
 
-use crate::connection::drive::Wire;
 use crate::disconnect::Disconnect;
 use crate::node::Node;
 use crate::outbox::Outbox;
@@ -25,7 +24,7 @@ use ferry_common::protocol::command::{ACK, PONG};
 use ferry_common::protocol::{Frame, Message};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use writer::Writer;
+use encoder::{Encoder, Wire};
 
 /// What the transport should do after a frame was handled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -144,7 +143,7 @@ impl Session {
     }
 
     /// The ACK of send `ticket` was just appended to `w`.
-    fn acked(&self, ticket: Option<u64>, first_queue: Option<QueueId>, w: &Writer) {
+    fn acked(&self, ticket: Option<u64>, first_queue: Option<QueueId>, w: &Encoder) {
         if let (Some(t), Some(l)) = (ticket, &self.ledger) {
             l.acked(t, first_queue, w.appended());
         }
@@ -204,7 +203,7 @@ impl Session {
     }
 
     /// Handles one decoded frame from the client.
-    pub async fn handle(&mut self, frame: Frame, w: &mut Writer) -> Control {
+    pub async fn handle(&mut self, frame: Frame, w: &mut Encoder) -> Control {
         let msg = match Message::decode_client(&frame) {
             Ok(m) => m,
             Err(e) => {
@@ -253,7 +252,7 @@ impl Session {
     /// Replies ACK(seq, status). A refusal (status ≠ 0) cannot be seen by a
     /// version-1 client, so instead of a misleading ACK it gets its
     /// connection closed (documented in README, "Refused messages").
-    pub(super) fn ack(&self, seq: i32, status: u8, flag: u8, w: &mut Writer) -> Control {
+    pub(super) fn ack(&self, seq: i32, status: u8, flag: u8, w: &mut Encoder) -> Control {
         if status != 0 && w.version() < 2 {
             tracing::info!(peer = %self.peer, status, "refusing a v1 client's frame: closing");
             return Control::Close(Disconnect::RefusedV1);

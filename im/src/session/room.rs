@@ -1,6 +1,6 @@
 //! Chat rooms (spec §3.8): one room per connection, memory only.
 
-use super::writer::Writer;
+use super::encoder::Encoder;
 use super::{Authed, Control, Session};
 use crate::hooks::Kind;
 use ferry_common::protocol::ack::{STATUS_INVALID_SENDER, STATUS_MUTED, STATUS_NOT_IN_ROOM};
@@ -54,7 +54,7 @@ impl Session {
         a: Authed,
         seq: i32,
         mut m: Realtime,
-        w: &mut Writer,
+        w: &mut Encoder,
     ) -> Control {
         if m.sender != a.uid {
             return self.ack(seq, STATUS_INVALID_SENDER, 0, w);
