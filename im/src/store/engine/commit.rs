@@ -8,16 +8,13 @@
 
 use super::Shared;
 use super::kv::Kv;
-use super::writer::{Done, Msg};
+use super::message::{Done, Msg, Reply};
 use crate::store::StoreError;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc as std_mpsc;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tracing::warn;
-
-/// Where an operation's result goes.
-pub(crate) type Reply = oneshot::Sender<Result<Done, StoreError>>;
 
 /// Test hooks carried by one batch.
 #[cfg(test)]

@@ -17,6 +17,7 @@ pub(crate) mod commit;
 pub(crate) mod dedup;
 pub mod kv;
 pub(crate) mod layout;
+pub(crate) mod message;
 mod reader;
 pub(crate) mod sync_keys;
 pub(crate) mod writer;
@@ -37,7 +38,8 @@ use std::time::Duration;
 use sync_keys::PendingSyncKeys;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tracing::{info, warn};
-use writer::{Done, Msg, Op, Writer};
+use message::{Done, Msg, Op};
+use writer::Writer;
 
 /// Tuning knobs of the engine; `Default` suits a production node.
 #[derive(Debug, Clone)]
