@@ -80,7 +80,7 @@ pub struct StoreStats {
 }
 
 /// State shared between the store handle, its read tasks and its threads.
-pub(crate) struct Shared<K> {
+pub(crate) struct EngineState<K> {
     closed: AtomicBool,
     batches: AtomicU64,
     requests: AtomicU64,
@@ -94,7 +94,7 @@ pub(crate) struct Shared<K> {
 pub struct Engine<K: Kv> {
     /// `None` only while dropping: releasing it lets the writer drain and stop.
     tx: Option<mpsc::Sender<Msg>>,
-    shared: Arc<Shared<K>>,
+    shared: Arc<EngineState<K>>,
     /// Bounds concurrent reads (each holds a blocking-pool thread).
     read_permits: Arc<Semaphore>,
     thread: Option<JoinHandle<()>>,
@@ -209,7 +209,7 @@ impl<K: Kv> Engine<K> {
         std::fs::create_dir_all(dir)
             .map_err(|e| StoreError::Backend(format!("cannot create {}: {e}", dir.display())))?;
         let db = Arc::new(open_kv::<K>(dir, &config)?);
-        let shared = Arc::new(Shared {
+        let shared = Arc::new(EngineState {
             closed: AtomicBool::new(false),
             batches: AtomicU64::new(0),
             requests: AtomicU64::new(0),
@@ -329,7 +329,7 @@ impl<K: Kv> Engine<K> {
 /// once the store's handle is gone.
 fn spawn_flush_tick<K: Kv>(
     wake: mpsc::WeakSender<Msg>,
-    shared: Arc<Shared<K>>,
+    shared: Arc<EngineState<K>>,
 ) -> Result<(), StoreError> {
     std::thread::Builder::new()
         .name("ferry-store-flush".into())

@@ -28,7 +28,7 @@ use super::message::{Done, Msg, Op, Reply};
 use super::dedup::{self, BatchRef, DedupIndex, DedupRecord, Slot};
 use super::kv::{Kv, Order, Space, Write};
 use super::layout::{self, dec_value};
-use super::{EngineOptions, Shared};
+use super::{EngineOptions, EngineState};
 use crate::store::record::Record;
 use crate::store::{AppendOutcome, AppendRequest, DedupKey, Earlier, Placed, QueueId, StoreError};
 use std::collections::{HashMap, HashSet};
@@ -136,7 +136,7 @@ pub(crate) struct Writer<K: Kv> {
     /// `None` after a failed reopen: the next request tries again.
     db: Option<Arc<K>>,
     rx: mpsc::Receiver<Msg>,
-    shared: Arc<Shared<K>>,
+    shared: Arc<EngineState<K>>,
     batch_max: usize,
     dedup_window_ms: i64,
     cache: Cache,
@@ -176,7 +176,7 @@ impl<K: Kv> Writer<K> {
         db: Arc<K>,
         rx: mpsc::Receiver<Msg>,
         wake: mpsc::WeakSender<Msg>,
-        shared: Arc<Shared<K>>,
+        shared: Arc<EngineState<K>>,
     ) -> Result<Self, StoreError> {
         let (to_committer, committer_rx) = std_mpsc::sync_channel(1);
         let (done_tx, from_committer) = std_mpsc::channel();
