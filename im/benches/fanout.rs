@@ -12,7 +12,7 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use ferry_common::protocol::command::{IM, ROOM_IM};
 use ferry_common::protocol::realtime::Realtime;
 use ferry_im::outbox::{OutFrame, Outbox};
-use ferry_im::registry::{ClientHandle, Registry};
+use ferry_im::registry::{LocalConn, Registry};
 use ferry_im::rooms::Rooms;
 use ferry_im::session::encoder::Encoder;
 use std::hint::black_box;
@@ -101,7 +101,7 @@ fn peer_push(c: &mut Criterion) {
     reg.add(
         APP,
         42,
-        ClientHandle {
+        LocalConn {
             conn: 1,
             device_id: 0,
             online: true,

@@ -39,7 +39,7 @@ pub struct Node {
     /// Every client connection task, so shutdown can wait for them.
     pub conns: tokio_util::task::TaskTracker,
     /// Every open connection's outbox, so shutdown can wake them.
-    pub live: crate::connection::live::Live,
+    pub wake_list: crate::connection::wake_list::WakeList,
     /// `--hook-url` and friends; `None` without hooks.
     pub hooks: Option<crate::hooks::Hooks>,
     /// Users waiting out `--presence-grace` before an offline event.
@@ -87,7 +87,7 @@ impl Node {
             node_tag: (u32::from_be_bytes(tag) & 0x7fff_ffff) as i64,
             shutdown: tokio_util::sync::CancellationToken::new(),
             conns: tokio_util::task::TaskTracker::new(),
-            live: Default::default(),
+            wake_list: Default::default(),
             hooks,
             presence_tracker: Default::default(),
             word_filter: None,

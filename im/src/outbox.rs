@@ -77,7 +77,7 @@ pub struct Outbox {
     signalled: AtomicBool,
     /// When the connection task wants to be woken at the latest (a timeout
     /// of its own), in [`millis`]; checked by the node-wide timer
-    /// (`connection::live`) instead of a timer per connection.
+    /// (`connection::wake_list`) instead of a timer per connection.
     deadline: AtomicU64,
     limit: usize,
 }
@@ -186,7 +186,7 @@ impl Outbox {
     }
 
     /// Asks to be woken (once) at `at` at the latest (a little later: the
-    /// node-wide timer ticks every `connection::live::TICK`).
+    /// node-wide timer ticks every `connection::wake_list::TICK`).
     pub fn set_deadline(&self, at: tokio::time::Instant) {
         self.deadline.store(millis(at), Ordering::Relaxed);
     }

@@ -9,8 +9,8 @@
 
 use crate::metrics::Transport;
 use crate::node::Node;
-use crate::registry::ClientHandle;
 pub use crate::registry::DeviceInfo;
+use crate::registry::LocalConn;
 use std::time::Duration;
 
 /// How long a presence query waits for the imrs.
@@ -71,7 +71,7 @@ pub fn platform_name(p: u8) -> std::borrow::Cow<'static, str> {
     }
 }
 
-fn local(node: &Node, h: &ClientHandle) -> DeviceAt {
+fn local(node: &Node, h: &LocalConn) -> DeviceAt {
     DeviceAt {
         node: node.cfg.node_name.clone(),
         platform: h.platform,

@@ -10,9 +10,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 pub type ConnId = u64;
 
-/// One connection as seen by the rest of the node.
+/// One connection on this node, as the rest of the node sees it (the
+/// client library's `ClientHandle` is the other end of the wire).
 #[derive(Clone)]
-pub struct ClientHandle {
+pub struct LocalConn {
     pub conn: ConnId,
     pub device_id: i64,
     /// Counts as online for offline-push suppression (spec §3.1 step 6).
@@ -63,7 +64,7 @@ type Key = (i64, i64);
 const SHARDS: usize = 64;
 
 pub struct Registry {
-    shards: Vec<Mutex<HashMap<Key, Vec<ClientHandle>>>>,
+    shards: Vec<Mutex<HashMap<Key, Vec<LocalConn>>>>,
     next_conn: AtomicU64,
 }
 
@@ -82,7 +83,7 @@ impl Registry {
         self.next_conn.fetch_add(1, Ordering::Relaxed)
     }
 
-    fn shard(&self, uid: i64) -> MutexGuard<'_, HashMap<Key, Vec<ClientHandle>>> {
+    fn shard(&self, uid: i64) -> MutexGuard<'_, HashMap<Key, Vec<LocalConn>>> {
         let i = (uid.unsigned_abs() % SHARDS as u64) as usize;
         self.shards[i].lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -107,7 +108,7 @@ impl Registry {
     }
 
     /// Registers a connection; returns how many the user now has here.
-    pub fn add(&self, appid: i64, uid: i64, h: ClientHandle) -> usize {
+    pub fn add(&self, appid: i64, uid: i64, h: LocalConn) -> usize {
         let mut s = self.shard(uid);
         // Most users have one connection: don't let the first push reserve four.
         let v = s
@@ -137,7 +138,7 @@ impl Registry {
         &self,
         appid: i64,
         uid: i64,
-        mut make: impl FnMut(&ClientHandle) -> Option<Vec<OutFrame>>,
+        mut make: impl FnMut(&LocalConn) -> Option<Vec<OutFrame>>,
     ) -> usize {
         let s = self.shard(uid);
         let Some(v) = s.get(&(appid, uid)) else {
@@ -155,7 +156,7 @@ impl Registry {
     }
 
     /// `f` of each of the user's connections here.
-    pub fn map_user<T>(&self, appid: i64, uid: i64, f: impl FnMut(&ClientHandle) -> T) -> Vec<T> {
+    pub fn map_user<T>(&self, appid: i64, uid: i64, f: impl FnMut(&LocalConn) -> T) -> Vec<T> {
         self.shard(uid)
             .get(&(appid, uid))
             .map_or_else(Vec::new, |v| v.iter().map(f).collect())

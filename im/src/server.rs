@@ -183,7 +183,7 @@ pub async fn run(cfg: ImConfig, shutdown: impl Future<Output = ()>) -> Result<()
     // Connection timeouts, and appends a crashed node left half-written
     // (shared stores); both end with the runtime.
     let timers = node.clone();
-    tokio::spawn(async move { timers.live.run_timers().await });
+    tokio::spawn(async move { timers.wake_list.run_timers().await });
     tokio::spawn(crate::console::sample_history(node.clone()));
     tokio::spawn(recover_interrupted(store.clone()));
     // Hook events outlive the connections' shutdown flush: stopped last.
@@ -293,7 +293,7 @@ async fn stop(
     }
     node.shutdown.cancel();
     // After the cancel: a connection opening now sees the token instead.
-    node.live.wake_all();
+    node.wake_list.wake_all();
     node.conns.close();
     let grace = connection::drive::CLOSE_FLUSH + Duration::from_secs(5);
     let all_closed = tokio::time::timeout(grace, node.conns.wait()).await.is_ok();

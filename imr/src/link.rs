@@ -8,10 +8,10 @@
 //! subscription table is removed with it. Nothing here can stall another
 //! link: relaying only ever queues without waiting.
 
+pub use crate::outbox::link_frame;
 use crate::push;
 use crate::registry::Peer;
 use crate::relay::{self, Route};
-pub use crate::outbox::link_frame;
 use crate::state::ImrState;
 use crate::stats;
 use bytes::{Bytes, BytesMut};

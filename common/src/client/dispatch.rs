@@ -3,9 +3,9 @@
 //! time, in arrival order.
 
 use super::ack::Ack;
-use super::state::{ClientState, lock};
 use super::error::CloseReason;
 use super::event::Event;
+use super::state::{ClientState, lock};
 use crate::protocol::command::{METADATA, SYNC, SYNC_KEY};
 use crate::protocol::flag::SUPER_GROUP;
 use crate::protocol::metadata::Metadata;
@@ -30,7 +30,10 @@ pub(crate) struct Dispatcher {
 }
 
 impl Dispatcher {
-    pub(crate) fn new(shared: Arc<ClientState>, events: mpsc::UnboundedSender<Event>) -> Dispatcher {
+    pub(crate) fn new(
+        shared: Arc<ClientState>,
+        events: mpsc::UnboundedSender<Event>,
+    ) -> Dispatcher {
         Dispatcher {
             shared,
             events,

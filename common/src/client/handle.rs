@@ -3,10 +3,10 @@
 
 use super::ack::Ack;
 use super::connection::Connection;
-use super::state::{self, ClientState, Outgoing, lock};
 use super::error::ClientError;
 use super::event::Event;
 use super::options::ClientOptions;
+use super::state::{self, ClientState, Outgoing, lock};
 use super::sync::SyncMachine;
 use crate::protocol::auth::AuthToken;
 use crate::protocol::command::{AUTH_TOKEN, PING, SYNC};

@@ -137,4 +137,3 @@ pub(crate) fn shared(
     };
     (Arc::new(shared), rx)
 }
-

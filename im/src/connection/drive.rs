@@ -151,7 +151,7 @@ async fn drive<T: Transport>(
             .min()
             .unwrap_or(idle_deadline);
         let deadline = guard.earliest(deadline);
-        // Shutdown and the node-wide timer wake the outbox (see `live`).
+        // Shutdown and the node-wide timer wake the outbox (see `wake_list`).
         let wake = if closing.is_none() && node.shutdown.is_cancelled() {
             Wake::Shutdown
         } else {
@@ -248,9 +248,12 @@ mod tests {
     /// (about 110 bytes of its own plus this future) up to a multiple of 128
     /// bytes, and 768 is what keeps an idle connection under 2 KiB. Waiting
     /// on one more future, or an `async fn` layer copying its arguments,
-    /// shows up here first.
+    /// shows up here first. The test measures the future, so it allows the
+    /// task's own [`TASK_OVERHEAD`] on top.
     #[tokio::test]
-    async fn idle_connection_task_fits_768_bytes() {
+    async fn idle_connection_future_keeps_its_task_within_768_bytes() {
+        /// tokio's task header and scheduler fields, rounded up to 16.
+        const TASK_OVERHEAD: usize = 112;
         let dir = tempfile::tempdir().expect("tempdir");
         let cfg = ImOptions {
             data_dir: Some(dir.path().to_path_buf()),
@@ -275,6 +278,9 @@ mod tests {
         let permit = node.limits.admit(Kind::Tcp).expect("admitted");
         let task = crate::connection::tcp::serve(node.clone(), stream, addr, permit);
         let size = std::mem::size_of_val(&task);
-        assert!(size <= 656, "connection future is {size} bytes");
+        assert!(
+            size + TASK_OVERHEAD <= 768,
+            "connection future is {size} bytes"
+        );
     }
 }

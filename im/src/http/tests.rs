@@ -5,7 +5,7 @@ use super::*;
 use crate::auth::{Authenticator, JwtAuth};
 use crate::config::ImOptions;
 use crate::outbox::{OutFrame, Outbox};
-use crate::registry::ClientHandle;
+use crate::registry::LocalConn;
 use crate::store::{
     AppendOutcome, AppendRequest, FjallOptions, FjallStore, QueueId, Store, StoreError,
     StoreFuture, StoredMessage, Window,
@@ -136,7 +136,7 @@ impl Api {
         self.node.delivery.registry.add(
             appid,
             uid,
-            ClientHandle {
+            LocalConn {
                 conn,
                 device_id,
                 online: true,

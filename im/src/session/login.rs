@@ -6,7 +6,7 @@ use crate::auth::Authenticator;
 use crate::disconnect::Disconnect;
 use crate::node::now_secs;
 use crate::presence::{DeviceInfo, transport_code};
-use crate::registry::ClientHandle;
+use crate::registry::LocalConn;
 use bytes::Bytes;
 use ferry_common::link::Device;
 use ferry_common::protocol::auth::{AuthToken, PLATFORM_ANDROID, PLATFORM_IOS, encode_status};
@@ -77,7 +77,7 @@ impl Session {
         let here = node.delivery.registry.add(
             a.appid,
             a.uid,
-            ClientHandle {
+            LocalConn {
                 conn: self.conn,
                 device_id,
                 online: a.online,

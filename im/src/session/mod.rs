@@ -1,7 +1,9 @@
-//! One client's protocol state machine, independent of the transport (TCP
-//! now; TLS and WebSocket drive the same `Session`). The transport feeds it
-//! decoded frames and flushes what it writes into the [`Encoder`].
+//! One client's protocol state machine, independent of the transport (TCP,
+//! TLS, WebSocket and secure WebSocket all drive the same `Session`). The
+//! transport feeds it decoded frames and flushes what it writes into the
+//! [`Encoder`].
 
+pub mod encoder;
 mod group;
 mod hooks;
 mod login;
@@ -11,7 +13,6 @@ mod relations;
 mod room;
 mod sync;
 mod words;
-pub mod encoder;
 
 use crate::disconnect::Disconnect;
 use crate::node::Node;
@@ -19,12 +20,12 @@ use crate::outbox::Outbox;
 use crate::registry::ConnId;
 use crate::resend::ledger::Ledger;
 use crate::store::{Dedup, DedupKey, Origin, QueueId, Unconfirmed, record};
+use encoder::{Encoder, Wire};
 use ferry_common::protocol::ack::Ack;
 use ferry_common::protocol::command::{ACK, PONG};
 use ferry_common::protocol::{Frame, Message};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use encoder::{Encoder, Wire};
 
 /// What the transport should do after a frame was handled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,7 +87,7 @@ impl Session {
         wire_fd: Option<std::os::fd::RawFd>,
     ) -> Session {
         let conn = node.delivery.registry.next_conn_id();
-        node.live.insert(conn, &outbox);
+        node.wake_list.insert(conn, &outbox);
         Session {
             node,
             conn,
@@ -286,7 +287,7 @@ impl Session {
 
 impl Drop for Session {
     fn drop(&mut self) {
-        self.node.live.remove(self.conn);
+        self.node.wake_list.remove(self.conn);
         if let Some(l) = self.ledger.take() {
             self.node.ledgers.remove(self.conn);
             l.detach();

@@ -69,4 +69,3 @@ pub(crate) enum Msg {
     /// Write pending sync keys even if no request comes.
     FlushSyncKeys,
 }
-

@@ -30,6 +30,7 @@ use crate::store::{
     Unconfirmed, Window,
 };
 use kv::{Kv, Space, Write};
+use message::{Done, Msg, Op};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
@@ -38,7 +39,6 @@ use std::time::Duration;
 use sync_keys::PendingSyncKeys;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tracing::{info, warn};
-use message::{Done, Msg, Op};
 use writer::Writer;
 
 /// Tuning knobs of the engine; `Default` suits a production node.

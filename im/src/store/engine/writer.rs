@@ -24,10 +24,10 @@
 //! as a duplicate with the original ids.
 
 use super::commit::{Outcome, Prepared};
-use super::message::{Done, Msg, Op, Reply};
 use super::dedup::{self, BatchRef, DedupIndex, DedupRecord, Slot};
 use super::kv::{Kv, Order, Space, Write};
 use super::layout::{self, dec_value};
+use super::message::{Done, Msg, Op, Reply};
 use super::{EngineOptions, EngineState};
 use crate::store::record::Record;
 use crate::store::{AppendOutcome, AppendRequest, DedupKey, Earlier, Placed, QueueId, StoreError};
