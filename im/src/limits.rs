@@ -8,7 +8,8 @@
 //! once per second per kind, so a connection storm cannot flood the log.
 //!
 //! The open-connection count admitted against is the `ferry_connections`
-//! gauge itself ([`Metrics::open`]): a permit is the only way in or out of it.
+//! gauge itself ([`Metrics::open_connections`]): a permit is the only way in
+//! or out of it.
 
 use crate::metrics::{Counter, Metrics, Transport};
 use std::collections::HashMap;

@@ -13,7 +13,7 @@
 //!
 //! Why not a metrics registry crate: everything here is a fixed array of
 //! atomics indexed by an enum or a command byte, and the rest is read from
-//! the node's own state at scrape time ([`render`]).
+//! the node's own state at scrape time ([`render()`]).
 //!
 //! [`Store`]: crate::store::Store
 

@@ -2,7 +2,7 @@
 //!
 //! A client send with a msgid gets a dedup record: its key `(appid, sender,
 //! device, msgid, receiver)`, a digest of its content and its origin (this
-//! node's [incarnation](Node::incarnation) and the connection). A later
+//! node's [incarnation](crate::node::Node::incarnation) and the connection). A later
 //! send whose key and digest match a record inside `--dedup-window` is a
 //! *candidate*; it is a resend (ACKed with the original ids, not stored)
 //! only when the earlier ACK may not have reached the client:
