@@ -219,6 +219,33 @@ mod tests {
         assert_eq!(m.accepted_connections(), [1, 0, 0, 0]);
     }
 
+    /// Timing lives in `Store::append` itself, so a backend that only
+    /// implements `put` is timed (and there is no wrapper to hide what the
+    /// store promises, such as `orders_appends`).
+    #[tokio::test]
+    async fn store_appends_are_timed_by_the_trait() {
+        use crate::store::{AppendRequest, FjallOptions, FjallStore, NewEntry, QueueId, Store};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = FjallStore::open(dir.path(), FjallOptions::default()).expect("store");
+        let before = APPEND_SECONDS.buckets().iter().sum::<u64>();
+        let entry = |uid| NewEntry {
+            queue: QueueId { appid: 1, uid },
+            cmd: 4,
+            flag: 0,
+            device_id: 0,
+            body: bytes::Bytes::from_static(b"x"),
+        };
+        let req = || AppendRequest {
+            entries: vec![entry(1), entry(2)],
+            dedup: None,
+        };
+        store.append(req()).await.expect("append");
+        store.append_ordered(req(), (1, 9)).await.expect("ordered");
+        assert!(store.orders_appends());
+        // Other tests append concurrently: at least these two were counted.
+        assert!(APPEND_SECONDS.buckets().iter().sum::<u64>() >= before + 2);
+    }
+
     #[test]
     fn slow_consumer_drops_are_the_disconnects_for_that_reason() {
         let m = Metrics::default();
