@@ -5,6 +5,7 @@
 mod gobelieve;
 
 use crate::defaults as d;
+pub use crate::hooks::{HookFail, HookStream};
 pub use ferry_common::config::ConfigError;
 use ferry_common::config::{Layer, read_layer};
 pub use ferry_common::redact_url;
@@ -178,22 +179,6 @@ pub struct ImOptions {
     #[arg(long, env = "FERRY_HOOK_QUEUE")]
     pub hook_queue: Option<usize>,
 }
-}
-
-/// `--hook-fail`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum HookFail {
-    Open,
-    Closed,
-}
-
-/// `--hook-stream`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum HookStream {
-    Http,
-    Redis,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]

@@ -6,6 +6,8 @@ pub mod config;
 pub mod connection;
 pub mod console;
 pub mod defaults;
+pub mod delivery;
+pub mod disconnect;
 pub mod feed;
 pub mod forbidden;
 pub mod groups;

@@ -11,7 +11,7 @@
 use crate::push;
 use crate::registry::Peer;
 use crate::relay::{self, Route};
-use crate::server::Shared;
+use crate::state::ImrState;
 use crate::stats;
 use bytes::{Bytes, BytesMut};
 use ferry_common::link::{
@@ -48,7 +48,7 @@ type Reader = FramedRead<OwnedReadHalf, FrameCodec>;
 pub(crate) async fn serve(
     stream: TcpStream,
     addr: SocketAddr,
-    sh: Arc<Shared>,
+    sh: Arc<ImrState>,
     shutdown: CancellationToken,
 ) {
     configure_socket(&stream);
@@ -116,7 +116,7 @@ struct Refused;
 async fn handshake(
     reader: &mut Reader,
     wr: &mut OwnedWriteHalf,
-    sh: &Shared,
+    sh: &ImrState,
     addr: SocketAddr,
 ) -> Result<Option<String>, Refused> {
     let first = match tokio::time::timeout(HANDSHAKE_TIMEOUT, reader.next()).await {
@@ -208,7 +208,7 @@ enum End {
     Cancelled,
 }
 
-async fn read_loop(reader: &mut Reader, peer: &Arc<Peer>, sh: &Arc<Shared>) -> End {
+async fn read_loop(reader: &mut Reader, peer: &Arc<Peer>, sh: &Arc<ImrState>) -> End {
     loop {
         let next = tokio::select! {
             biased;
@@ -232,7 +232,7 @@ async fn read_loop(reader: &mut Reader, peer: &Arc<Peer>, sh: &Arc<Shared>) -> E
 }
 
 /// Applies one frame. An error means the frame was malformed.
-async fn handle(frame: Frame, peer: &Arc<Peer>, sh: &Arc<Shared>) -> Result<(), ProtocolError> {
+async fn handle(frame: Frame, peer: &Arc<Peer>, sh: &Arc<ImrState>) -> Result<(), ProtocolError> {
     match frame.cmd {
         SUBSCRIBE => {
             let s = Subscribe::decode(frame.body)?;
@@ -320,7 +320,7 @@ async fn handle(frame: Frame, peer: &Arc<Peer>, sh: &Arc<Shared>) -> Result<(), 
     Ok(())
 }
 
-async fn write_loop(mut wr: OwnedWriteHalf, peer: Arc<Peer>, sh: Arc<Shared>) {
+async fn write_loop(mut wr: OwnedWriteHalf, peer: Arc<Peer>, sh: Arc<ImrState>) {
     let mut buf = BytesMut::new();
     loop {
         let more = tokio::select! {
