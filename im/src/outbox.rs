@@ -169,11 +169,18 @@ impl Outbox {
             st.bytes -= c;
             f(frame);
         }
-        // A burst must not leave its queue capacity behind on an idle
-        // connection (64 slots would be 4 KiB); a few slots are kept so
-        // steady one-frame traffic does not allocate per frame.
-        if st.queue.is_empty() && st.queue.capacity() > IDLE_SLOTS {
-            st.queue = VecDeque::new();
+        if st.queue.is_empty() {
+            // Every push signalled so far has been taken: its wake would
+            // only make the connection task look again at an empty queue.
+            // A push after this lock sets the flag again; the timer re-wakes
+            // a due deadline every tick.
+            self.signalled.store(false, Ordering::Release);
+            // A burst must not leave its queue capacity behind on an idle
+            // connection (64 slots would be 4 KiB); a few slots are kept so
+            // steady one-frame traffic does not allocate per frame.
+            if st.queue.capacity() > IDLE_SLOTS {
+                st.queue = VecDeque::new();
+            }
         }
         Ok(())
     }
@@ -265,5 +272,31 @@ mod tests {
         assert!(o.is_empty());
         // The burst's queue capacity is not kept by the now idle outbox.
         assert!(o.lock().queue.capacity() <= IDLE_SLOTS);
+    }
+
+    #[test]
+    fn a_drained_push_does_not_wake_again() {
+        use futures_util::task::noop_waker;
+        let o = Outbox::new(1 << 20);
+        let waker = noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        o.push([OutFrame::new(1, 0, Bytes::new())]);
+        o.push([OutFrame::new(2, 0, Bytes::new())]);
+        assert_eq!(o.poll_notified(&mut cx), Poll::Ready(()));
+        o.push([OutFrame::new(3, 0, Bytes::new())]);
+        let mut v = Vec::new();
+        o.drain_into(&mut v, usize::MAX);
+        assert_eq!(v.len(), 3);
+        // The third push's signal was taken with its frame.
+        assert_eq!(o.poll_notified(&mut cx), Poll::Pending);
+        // A partial drain keeps the signal: frames are still waiting.
+        o.push([OutFrame::new(4, 0, Bytes::new())]);
+        o.push([OutFrame::new(5, 0, Bytes::new())]);
+        o.drain_into(&mut v, 1);
+        assert_eq!(o.poll_notified(&mut cx), Poll::Ready(()));
+        // A push after the drain wakes again.
+        o.drain_into(&mut v, usize::MAX);
+        o.push([OutFrame::new(6, 0, Bytes::new())]);
+        assert_eq!(o.poll_notified(&mut cx), Poll::Ready(()));
     }
 }

@@ -214,6 +214,25 @@ async fn drive<T: Transport>(
                 if idle_deadline <= now {
                     return "idle_timeout";
                 }
+                // A push woke us with nothing of ours in flight. Frames the
+                // client sent are handled first (a sender's next message
+                // must not wait behind the fan-out); otherwise the tasks
+                // ready right now (the fan-out still pushing, other
+                // senders' fan-outs) run first, so what they queue for this
+                // connection leaves in the same socket write instead of one
+                // write each. The scheduler resumes us as soon as it runs
+                // out of ready tasks: on an idle node this adds no latency.
+                if w.pending() == 0 && closing.is_none() {
+                    match poll_fn(|cx| Poll::Ready(t.poll_io(cx, &mut w, can_read, &mut frames)))
+                        .await
+                    {
+                        Poll::Ready(Io::Progress) => {}
+                        Poll::Ready(Io::Eof) => failure = Some("eof"),
+                        Poll::Ready(Io::Closing(r)) => failure = Some(r),
+                        Poll::Ready(Io::Failed(r)) => return r,
+                        Poll::Pending => tokio::task::yield_now().await,
+                    }
+                }
             }
         }
         if let Err(r) = guard.charge(frames.len(), &node.stats, session.peer()) {

@@ -5,7 +5,7 @@
 //! The buffer exists only while there is output, so idle connections hold none.
 
 use crate::outbox::OutFrame;
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use ferry_common::protocol::command::{ACK, METADATA};
 use ferry_common::protocol::header::Header;
 use ferry_common::protocol::im::body_for_version;
@@ -46,9 +46,7 @@ impl Writer {
             version: self.version,
             flag,
         };
-        let buf = self
-            .buf
-            .get_or_insert_with(|| BytesMut::with_capacity(4096));
+        let buf = self.buf.get_or_insert_with(spare::take);
         // One 12-byte copy: field-by-field `put_*` calls cost a bounds
         // check and a memcpy call each, per frame and per recipient.
         buf.extend_from_slice(&h.to_bytes());
@@ -123,9 +121,13 @@ impl Writer {
         if let Some(buf) = self.buf.as_mut() {
             let n = n.min(buf.len());
             self.written += n as u64;
-            let _ = buf.split_to(n);
-            if buf.is_empty() {
-                self.buf = None;
+            // `advance`, not `split_to`: splitting turns the buffer into a
+            // shared one, an allocation per socket write.
+            buf.advance(n);
+            if buf.is_empty()
+                && let Some(buf) = self.buf.take()
+            {
+                spare::give(buf);
             }
         }
     }
@@ -150,6 +152,52 @@ impl Writer {
     /// Frames written so far (for stats).
     pub fn frames(&self) -> u64 {
         self.frames
+    }
+}
+
+/// One spare write buffer per worker thread. A connection's buffer exists
+/// only while it has output (idle connections hold none), so without this
+/// every delivery to a reader that keeps up would allocate and free 4 KiB;
+/// with it, the buffer emptied by one connection's write serves the next
+/// connection on the same thread.
+mod spare {
+    use bytes::BytesMut;
+    use std::cell::RefCell;
+
+    const CAPACITY: usize = 4096;
+
+    thread_local! {
+        static SPARE: RefCell<Option<BytesMut>> = const { RefCell::new(None) };
+    }
+
+    /// An empty buffer of at least [`CAPACITY`] bytes.
+    pub fn take() -> BytesMut {
+        SPARE
+            .try_with(|s| s.borrow_mut().take())
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| BytesMut::with_capacity(CAPACITY))
+    }
+
+    /// Keeps an emptied buffer for the next [`take`] on this thread, if it
+    /// is the plain kind: not grown by a burst (that memory goes back to the
+    /// allocator) and not shared with frames split off it.
+    pub fn give(mut buf: BytesMut) {
+        buf.clear();
+        // Reclaims the space before the read offset without allocating
+        // (the buffer is empty and unshared), and tells a shared one apart.
+        if buf.capacity() < CAPACITY && !buf.try_reclaim(CAPACITY) {
+            return;
+        }
+        if buf.capacity() != CAPACITY {
+            return;
+        }
+        let _ = SPARE.try_with(|s| {
+            let mut s = s.borrow_mut();
+            if s.is_none() {
+                *s = Some(buf);
+            }
+        });
     }
 }
 
