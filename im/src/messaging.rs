@@ -7,7 +7,7 @@
 //! mode, to the receiver's home imr, which relays it to the other nodes.
 
 use crate::node::Node;
-use crate::outbox::OutFrame;
+use crate::outbox::{OutFrame, Unit};
 use crate::store::{AppendRequest, Dedup, NewEntry, Placed, QueueId, StoreError};
 use bytes::Bytes;
 use ferry_common::link::RouteMessage;
@@ -79,11 +79,11 @@ impl Node {
                 return None;
             }
             Some(match f.placed {
-                Some(p) => vec![
+                Some(p) => Unit::two(
                     OutFrame::with_meta(f.cmd, f.flag, f.body.clone(), meta(p)),
                     sync_notify(p.msgid),
-                ],
-                None => vec![OutFrame::new(f.cmd, f.flag, f.body.clone())],
+                ),
+                None => Unit::one(OutFrame::new(f.cmd, f.flag, f.body.clone())),
             })
         });
         if let Some(c) = &self.cluster {
@@ -259,7 +259,7 @@ impl Node {
         receivers.sort_unstable();
         receivers.dedup();
         for uid in receivers {
-            self.registry.deliver(appid, uid, |_| Some(vec![f.clone()]));
+            self.registry.deliver(appid, uid, |_| Some(Unit::one(f.clone())));
             if let Some(c) = &self.cluster {
                 c.publish_user(&RouteMessage {
                     appid,

@@ -58,6 +58,30 @@ impl OutFrame {
     }
 }
 
+/// One or two frames queued as a unit (a message and the SYNC_NOTIFY after
+/// it), built per recipient without a heap allocation.
+#[derive(Debug, Clone)]
+pub struct Unit(OutFrame, Option<OutFrame>);
+
+impl Unit {
+    pub fn one(f: OutFrame) -> Unit {
+        Unit(f, None)
+    }
+
+    pub fn two(first: OutFrame, then: OutFrame) -> Unit {
+        Unit(first, Some(then))
+    }
+}
+
+impl IntoIterator for Unit {
+    type Item = OutFrame;
+    type IntoIter = std::iter::Chain<std::iter::Once<OutFrame>, std::option::IntoIter<OutFrame>>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        std::iter::once(self.0).chain(self.1)
+    }
+}
+
 /// Why an outbox stopped accepting frames.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CloseReason {

@@ -150,7 +150,12 @@ async fn drive<T: Transport>(
         // One lock: the close check and the frames, encoded straight into
         // the write buffer (nothing when the buffer is at its high water).
         let budget = WRITE_HIGH_WATER.saturating_sub(w.pending());
-        if let Err(r) = outbox.drain_with(budget, |f| w.push(&f)) {
+        // Per-command frame counters are added to once per batch.
+        let drained = {
+            let mut count = metrics::FramesOut::default();
+            outbox.drain_with(budget, |f| w.push_counted(&f, &mut count))
+        };
+        if let Err(r) = drained {
             return r.as_str();
         }
         Stats::add(&node.stats.out_messages, w.frames() - counted);

@@ -37,7 +37,7 @@
 
 use crate::messaging::UserFrame;
 use crate::node::Node;
-use crate::outbox::OutFrame;
+use crate::outbox::{OutFrame, Unit};
 use crate::store::group::{Standing, group_queue};
 use crate::store::{AppendRequest, Dedup, NewEntry, Placed, QueueId, StoreError};
 use bytes::Bytes;
@@ -337,12 +337,12 @@ impl Node {
                     return None;
                 }
                 Some(if inner.cmd == GROUP_IM {
-                    vec![
+                    Unit::two(
                         OutFrame::with_meta(GROUP_IM, inner.flag, inner.body.clone(), meta),
                         notify.clone(),
-                    ]
+                    )
                 } else {
-                    vec![OutFrame::new(inner.cmd, inner.flag, inner.body.clone())]
+                    Unit::one(OutFrame::new(inner.cmd, inner.flag, inner.body.clone()))
                 })
             });
         }

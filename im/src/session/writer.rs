@@ -4,6 +4,7 @@
 //!
 //! The buffer exists only while there is output, so idle connections hold none.
 
+use crate::metrics::FramesOut;
 use crate::outbox::OutFrame;
 use bytes::{Buf, Bytes, BytesMut};
 use ferry_common::protocol::command::{ACK, METADATA};
@@ -51,13 +52,17 @@ impl Writer {
         // check and a memcpy call each, per frame and per recipient.
         buf.extend_from_slice(&h.to_bytes());
         self.frames += 1;
-        crate::metrics::frame_out(cmd);
     }
 
     /// Appends a frame whose body is in version-2 form. Only version-0/1
     /// connections need a different body; the usual case copies the shared
     /// body straight into the buffer without touching its refcount.
     pub fn frame(&mut self, cmd: u8, flag: u8, body: &Bytes) {
+        self.frame_uncounted(cmd, flag, body);
+        crate::metrics::frame_out(cmd);
+    }
+
+    fn frame_uncounted(&mut self, cmd: u8, flag: u8, body: &Bytes) {
         let adapted;
         let body: &[u8] = if cmd == ACK && self.version < 2 && body.len() > 4 {
             &body[..4]
@@ -74,6 +79,11 @@ impl Writer {
     }
 
     pub fn metadata(&mut self, m: &Metadata) {
+        self.metadata_uncounted(m);
+        crate::metrics::frame_out(METADATA);
+    }
+
+    fn metadata_uncounted(&mut self, m: &Metadata) {
         self.header(METADATA, 0, METADATA_LEN);
         if let Some(buf) = self.buf.as_mut() {
             m.write(buf);
@@ -82,10 +92,18 @@ impl Writer {
 
     /// Appends a queued frame (with its METADATA first, if any).
     pub fn push(&mut self, f: &OutFrame) {
+        self.push_counted(f, &mut FramesOut::default());
+    }
+
+    /// [`push`](Self::push), counting the frames in `count` (one batch of
+    /// pushes adds to the shared counters once).
+    pub fn push_counted(&mut self, f: &OutFrame, count: &mut FramesOut) {
         if let Some(m) = &f.meta {
-            self.metadata(m);
+            self.metadata_uncounted(m);
+            count.add(METADATA);
         }
-        self.frame(f.cmd, f.flag, &f.body);
+        self.frame_uncounted(f.cmd, f.flag, &f.body);
+        count.add(f.cmd);
     }
 
     /// Bytes waiting to be written.
