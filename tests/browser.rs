@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use support::Im;
+use support::{APPID, Im, Imr, Redis, cluster_im};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
@@ -514,4 +514,77 @@ async fn admin_console_shows_live_traffic_and_finds_a_user() {
     );
     eprintln!("admin console screenshot: {} ({stats})", file.display());
     drop(b);
+}
+
+/// The console of a cluster, opened on node A: the nodes table lists both
+/// nodes, choosing node B draws node B's charts (its TCP client, which node
+/// A does not have), and the user lookup finds a client connected to node B.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_console_on_a_cluster_shows_every_node() {
+    let Some(bin) = find_chromium() else {
+        if std::env::var_os("FERRY_REQUIRE_BROWSER").is_some() {
+            panic!("FERRY_REQUIRE_BROWSER is set but no chromium is installed");
+        }
+        eprintln!("SKIPPED: chromium not installed");
+        return;
+    };
+    let redis = Redis::start();
+    let imr = Imr::start(Some(&redis), &[]);
+    let node_a = cluster_im(&[&imr], &redis.url(), &[]);
+    let node_b = cluster_im(&[&imr], &redis.url(), &[]);
+    let client = Raw::login(node_b.tcp, 5, "on-b", 2).await;
+    let browser = Browser::start(&bin);
+    // No token configured: the console answers browsers on loopback.
+    let mut page = browser.open(&format!("http://{}/admin", node_a.ws)).await;
+    let b_name = page
+        .wait_js(&format!(
+            "admin.polls > 0 && [...admin.nodes.keys()].find((n) => n !== admin.self && n.endsWith(':{}'))",
+            node_b.tcp.port()
+        ))
+        .await;
+    let b_name = b_name.as_str().expect("node B's name").to_string();
+    let table = page
+        .wait_js("document.getElementById('nodes').innerText.includes('this node') && document.getElementById('nodes').innerText")
+        .await;
+    let table = table.as_str().expect("nodes table");
+    assert!(table.contains(&b_name), "{table}");
+    assert!(table.contains(&node_b.tcp.to_string()), "{table}");
+
+    // Choose node B: its charts show its TCP client; node A's would not.
+    page.eval(&format!(
+        "document.querySelector('#nodes button[data-node={b_name:?}]').click()"
+    ))
+    .await;
+    page.wait_js(&format!(
+        "admin.selected === {b_name:?} && (admin.series.conn_tcp || []).at(-1) >= 1 \
+         && Number(document.getElementById('chart-connections').dataset.max) >= 1 \
+         && document.getElementById('chartsof').innerText.includes({b_name:?})"
+    ))
+    .await;
+    let own = page
+        .eval("(admin.nodes.get(admin.self).series.conn_tcp || []).at(-1) || 0")
+        .await;
+    assert_eq!(own, json!(0), "node A has no TCP client");
+
+    // The lookup typed on node A finds uid 5 on node B.
+    let mut found = String::new();
+    for _ in 0..10 {
+        page.eval(&format!(
+            "document.getElementById('user').innerText = '';
+             document.getElementById('appid').value = '{APPID}';
+             document.getElementById('uid').value = '5';
+             document.getElementById('lookup').click();"
+        ))
+        .await;
+        let text = page
+            .wait_js("document.getElementById('user').innerText.includes('queue head') && document.getElementById('user').innerText")
+            .await;
+        found = text.as_str().unwrap_or_default().to_string();
+        if found.contains("online on 1 of 2 nodes") {
+            break;
+        }
+    }
+    assert!(found.contains("online on 1 of 2 nodes"), "{found}");
+    assert!(found.contains(&b_name) && found.contains("tcp"), "{found}");
+    drop(client);
 }

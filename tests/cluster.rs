@@ -543,6 +543,7 @@ async fn resubscribe_100k_users_after_imr_restart() {
     let cluster = ferry_im::cluster::Cluster::new(
         &[imr.link.to_string()],
         bytes::Bytes::from_static(support::LINK_SECRET.as_bytes()),
+        bytes::Bytes::from_static(b"bulk"),
         64 << 20,
     );
     for uid in 1..=USERS as i64 {
@@ -594,4 +595,104 @@ async fn resubscribe_100k_users_after_imr_restart() {
     }
     let worst = rounds.iter().max().copied().unwrap_or_default();
     assert!(worst < Duration::from_secs(5), "resubscribe took {worst:?}");
+}
+
+/// The admin console's JSON on node A, as `/admin` polls it.
+fn console_json(node: &ImNode, path: &str) -> serde_json::Value {
+    serde_json::from_str(&http_get(node.http, path)).unwrap_or(serde_json::Value::Null)
+}
+
+/// The entry of `nodes` (console answers of other nodes) whose name is
+/// node `b`'s (host name and client port).
+fn entry_for<'a>(nodes: &'a serde_json::Value, b: &ImNode) -> Option<&'a serde_json::Value> {
+    let port = format!(":{}", b.tcp.port());
+    nodes.as_array()?.iter().find(|n| {
+        let name = n["node"]["name"].as_str().or(n["node"].as_str());
+        name.is_some_and(|s| s.ends_with(&port))
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_console_on_one_node_shows_every_node_and_finds_users_anywhere() {
+    let redis = Redis::start();
+    // Two imrs: every node answers through both; the console lists it once.
+    let imr1 = Imr::start(Some(&redis), &[]);
+    let imr2 = Imr::start(Some(&redis), &[]);
+    let node_a = cluster_im(&[&imr1, &imr2], &redis.url(), &[]);
+    let node_b = cluster_im(&[&imr1, &imr2], &redis.url(), &[]);
+    // uid 41 is homed on imr2 (41 mod 2), 40 on imr1: one user per shard.
+    let _c41 = login(node_b.tcp, 41, "b-41").await;
+    let _c40 = login(node_b.tcp, 40, "b-40").await;
+    blocking(|| {
+        imr2.wait_subscribers(APPID, 41, 1);
+        imr1.wait_subscribers(APPID, 40, 1);
+    });
+
+    // Node B's own figures, read on node A: its two logged-in users, its
+    // TCP connections, and its history samples (taken once a second).
+    let stats = blocking(|| {
+        let mut last = serde_json::Value::Null;
+        wait_until("node B's figures in node A's console", || {
+            last = console_json(&node_a, "/admin/api/stats?since=0");
+            // Complete: both imrs reported and every node they asked answered
+            // within the console's wait (a loaded machine may need a retry).
+            last["cluster"]["complete"] == true
+                && entry_for(&last["cluster"]["nodes"], &node_b).is_some_and(|b| {
+                    b["now"]["users"].as_u64() == Some(2)
+                        && b["history"]["series"]["conn_tcp"]
+                            .as_array()
+                            .and_then(|c| c.last())
+                            .and_then(|v| v.as_u64())
+                            == Some(2)
+                })
+        });
+        last
+    });
+    let cluster = &stats["cluster"];
+    assert_eq!(cluster["imrs"], 2, "{cluster}");
+    assert_eq!(cluster["complete"], true, "{cluster}");
+    let others = cluster["nodes"].as_array().expect("nodes");
+    assert_eq!(
+        others.len(),
+        1,
+        "node B once, node A not among the others: {cluster}"
+    );
+    let b = &others[0];
+    assert_eq!(b["node"]["listen"], node_b.tcp.to_string());
+    assert_eq!(b["node"]["http_listen"], node_b.http.to_string());
+    assert_eq!(b["now"]["connections"]["tcp"], 2);
+    assert_eq!(b["now"]["imr_links"].as_array().map(Vec::len), Some(2));
+    // Node A's own figures stay at the top level: nobody is logged in there.
+    assert_eq!(stats["node"]["listen"], node_a.tcp.to_string());
+    assert_eq!(stats["now"]["users"], 0);
+
+    // The user lookup on node A finds uid 41's connection on node B (homed
+    // on the second imr), and reports a user connected nowhere as offline.
+    let user = blocking(|| {
+        let mut last = serde_json::Value::Null;
+        wait_until("a complete lookup of uid 41", || {
+            last = console_json(&node_a, &format!("/admin/api/user?uid=41&appid={APPID}"));
+            last["cluster_complete"] == true
+        });
+        last
+    });
+    assert_eq!(user["online"], true, "{user}");
+    let nodes = &user["nodes"];
+    assert_eq!(nodes.as_array().map(Vec::len), Some(2), "{user}");
+    let on_b = entry_for(nodes, &node_b).expect("node B in the lookup");
+    let conns = on_b["connections"].as_array().expect("connections");
+    assert_eq!(conns.len(), 1, "{user}");
+    assert_eq!(conns[0]["transport"], "tcp");
+    assert_eq!(conns[0]["platform"], IOS);
+    let on_a = entry_for(nodes, &node_a).expect("node A in the lookup");
+    assert_eq!(on_a["connections"].as_array().map(Vec::len), Some(0));
+
+    let nobody =
+        blocking(|| console_json(&node_a, &format!("/admin/api/user?uid=999&appid={APPID}")));
+    assert_eq!(nobody["online"], false, "{nobody}");
+    assert_eq!(
+        nobody["nodes"].as_array().map(Vec::len),
+        Some(2),
+        "{nobody}"
+    );
 }

@@ -475,6 +475,9 @@ async fn one_room_per_connection_entering_another_leaves_the_first() {
     let mut a = Raw::login(im.tcp, 1, "a", 2).await;
     let mut b = Raw::login(im.tcp, 2, "b", 2).await;
     b.enter_room(100).await;
+    // b's ENTER_ROOM is applied before a's message (connections are served
+    // concurrently).
+    b.barrier().await;
     for room in 1..=50 {
         a.enter_room(room).await;
     }

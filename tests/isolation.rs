@@ -54,7 +54,11 @@ async fn apps_are_separate_for_peers_rooms_and_queues() {
     a7.enter_room(100).await;
     b7.enter_room(100).await;
     b8.enter_room(100).await;
+    // Each connection's ENTER_ROOM is applied before the message is sent
+    // (connections are served concurrently).
     a7.barrier().await;
+    b7.barrier().await;
+    b8.barrier().await;
     let seq = a7.send_room_im(1, 100, "room of app 7").await;
     assert_eq!(ack_of(&a7.expect(ACK).await), (seq, Some(0)));
     assert_eq!(
@@ -156,6 +160,7 @@ fn hello(secret: &str, version: u16) -> Frame {
     let body = Hello {
         version,
         secret: Bytes::copy_from_slice(secret.as_bytes()),
+        name: Bytes::new(),
     }
     .encode();
     Frame::new(HELLO, 0, 0, 1, body)

@@ -13,8 +13,9 @@ mod fuzz_engine;
 
 use bytes::{Bytes, BytesMut};
 use ferry_common::link::{
-    BatchPush, GroupPublish, Hello, MAX_LINK_BODY, RoomSubscription, RouteMessage, Subscribe,
-    Unsubscribe,
+    BatchPush, Device, DeviceOffline, DeviceOnline, GroupPublish, Hello, MAX_LINK_BODY, NodeDevice,
+    PresenceQuery, PresenceReply, RoomSubscription, RouteMessage, Subscribe, Unsubscribe,
+    UserPresence,
 };
 use ferry_common::protocol::ack::Ack;
 use ferry_common::protocol::auth::AuthToken;
@@ -249,6 +250,18 @@ fn link_body(input: &[u8]) {
     if let Ok(p) = BatchPush::decode(body.clone()) {
         assert_eq!(BatchPush::decode(p.encode()), Ok(p));
     }
+    if let Ok(d) = DeviceOnline::decode(body.clone()) {
+        assert_eq!(DeviceOnline::decode(d.encode()), Ok(d));
+    }
+    if let Ok(d) = DeviceOffline::decode(body.clone()) {
+        assert_eq!(DeviceOffline::decode(d.encode()), Ok(d));
+    }
+    if let Ok(q) = PresenceQuery::decode(body.clone()) {
+        assert_eq!(PresenceQuery::decode(q.encode()), Ok(q));
+    }
+    if let Ok(r) = PresenceReply::decode(body.clone()) {
+        assert_eq!(PresenceReply::decode(r.encode()), Ok(r));
+    }
     if let Ok(p) = BatchPush::decode_legacy(body) {
         let e = p.encode_legacy().expect("a decoded legacy push re-encodes");
         assert_eq!(BatchPush::decode_legacy(e), Ok(p));
@@ -276,6 +289,7 @@ fn link_corpus() -> Vec<Vec<u8>> {
             Hello {
                 version: 1,
                 secret: Bytes::from_static(b"secret"),
+                name: Bytes::from_static(b"node-a"),
             }
             .encode(),
         ),
@@ -310,6 +324,57 @@ fn link_corpus() -> Vec<Vec<u8>> {
         (132, route.encode_legacy().expect("legacy")),
         (134, push.encode()),
         (134, push.encode_legacy().expect("legacy")),
+        (
+            142,
+            DeviceOnline {
+                appid: 7,
+                uid: 1,
+                device: Device {
+                    conn: 3,
+                    platform: 1,
+                    transport: 2,
+                    since: 1_700_000_000,
+                    device_id: Bytes::from_static(b"phone"),
+                },
+            }
+            .encode(),
+        ),
+        (
+            143,
+            DeviceOffline {
+                appid: 7,
+                uid: 1,
+                conn: 3,
+            }
+            .encode(),
+        ),
+        (
+            144,
+            PresenceQuery {
+                id: 1,
+                appid: 7,
+                uids: vec![1, 2, 3],
+            }
+            .encode(),
+        ),
+        (
+            145,
+            PresenceReply {
+                id: 1,
+                nodes: vec!["a:1".into(), "b:2".into()],
+                users: vec![UserPresence {
+                    uid: 2,
+                    devices: vec![NodeDevice {
+                        node: 1,
+                        platform: 3,
+                        transport: 3,
+                        since: 5,
+                        device_id: Bytes::from_static(b"tab"),
+                    }],
+                }],
+            }
+            .encode(),
+        ),
     ];
     bodies
         .into_iter()

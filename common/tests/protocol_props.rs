@@ -539,6 +539,7 @@ fn valid_link_bodies(
         Hello {
             version: 1,
             secret: secret.clone(),
+            name: Bytes::new(),
         }
         .encode(),
         Subscribe { appid, uid, online }.encode(),
@@ -569,7 +570,11 @@ proptest! {
         secret in bytes_s(64),
         cmd in prop::sample::select(vec![136u8, 137]),
     ) {
-        let h = Hello { version, secret };
+        let h = Hello {
+            version,
+            name: secret.clone(),
+            secret,
+        };
         prop_assert_eq!(Hello::decode(h.encode()), Ok(h));
         let s = Subscribe { appid, uid, online };
         prop_assert_eq!(Subscribe::decode(s.encode()), Ok(s));

@@ -1038,14 +1038,24 @@ fn frame_codec_decodes_stream() {
 fn link_hello() {
     assert_eq!(link::HELLO, 128);
     assert_eq!(LINK_MAGIC, [b'F', b'R', b'R', b'Y']);
-    assert_eq!(LINK_VERSION, 3);
+    assert_eq!(LINK_VERSION, 4);
     let body = [b'F', b'R', b'R', b'Y', 0, 1, 0, 3, b'a', b'b', b'c'];
     let h = Hello {
         version: 1,
         secret: b(b"abc"),
+        name: Bytes::new(),
     };
     assert_eq!(&h.encode()[..], &body);
     assert_eq!(Hello::decode(b(&body)).unwrap(), h);
+    // Version 4: the im's node name follows the secret.
+    let named = Hello {
+        version: 4,
+        secret: Bytes::new(),
+        name: b(b"n1"),
+    };
+    let body4 = [b'F', b'R', b'R', b'Y', 0, 4, 0, 0, 0, 2, b'n', b'1'];
+    assert_eq!(&named.encode()[..], &body4);
+    assert_eq!(Hello::decode(b(&body4)).unwrap(), named);
     // Version is a BE u16.
     let h2 = Hello::decode(b(&[b'F', b'R', b'R', b'Y', 0x01, 0x02, 0, 0])).unwrap();
     assert_eq!(h2.version, 0x0102);

@@ -108,6 +108,7 @@ fn peer_push(c: &mut Criterion) {
             transport: ferry_im::metrics::Transport::Tcp,
             platform: 3,
             outbox: outbox.clone(),
+            info: ferry_im::presence::DeviceInfo::test(),
         },
     );
     let mut m = Member {

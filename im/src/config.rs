@@ -133,6 +133,62 @@ pub struct ImOptions {
     /// status 3): MySQL `blacklist` with --mysql, else Ferry's own lists.
     #[arg(long, env = "FERRY_ENABLE_BLACKLIST", num_args = 0..=1, default_missing_value = "true")]
     pub enable_blacklist: Option<bool>,
+    /// This node's name in presence answers and hook events [default: <hostname>:<listen port>].
+    #[arg(long, env = "FERRY_NODE_NAME")]
+    pub node_name: Option<String>,
+    /// Seconds a user may be gone before a presence "offline" event is sent
+    /// (a reconnect within it is no change) [default: 5].
+    #[arg(long, env = "FERRY_PRESENCE_GRACE")]
+    pub presence_grace: Option<u64>,
+    /// The app's hook endpoint (http://…): before-send checks and, with
+    /// --hook-stream http, event batches are POSTed to it.
+    #[arg(long, env = "FERRY_HOOK_URL")]
+    pub hook_url: Option<String>,
+    /// HMAC-SHA256 key; every hook request carries `X-Ferry-Signature: sha256=<hex>` over its body.
+    #[arg(long, env = "FERRY_HOOK_SECRET", hide_env_values = true)]
+    pub hook_secret: Option<String>,
+    /// Milliseconds a before-send answer may take [default: 500].
+    #[arg(long, env = "FERRY_HOOK_TIMEOUT_MS")]
+    pub hook_timeout_ms: Option<u64>,
+    /// What a before-send timeout or error means: `open` (deliver) or `closed` (refuse) [default: open].
+    #[arg(long, env = "FERRY_HOOK_FAIL")]
+    pub hook_fail: Option<HookFail>,
+    /// Comma-separated kinds that ask the hook before they are stored:
+    /// im, group_im, customer, room_im [default: none].
+    #[arg(long, env = "FERRY_HOOK_BEFORE_SEND")]
+    pub hook_before_send: Option<String>,
+    /// Comma-separated event kinds to emit: after_send, presence, group [default: none].
+    #[arg(long, env = "FERRY_HOOK_EVENTS")]
+    pub hook_events: Option<String>,
+    /// Where events go: `http` (batches POSTed to --hook-url) or `redis` (XADD to a stream) [default: http].
+    #[arg(long, env = "FERRY_HOOK_STREAM")]
+    pub hook_stream: Option<HookStream>,
+    /// Redis for `--hook-stream redis` [default: the --redis URL].
+    #[arg(long, env = "FERRY_HOOK_REDIS")]
+    pub hook_redis: Option<String>,
+    /// Stream key for `--hook-stream redis` [default: ferry:events].
+    #[arg(long, env = "FERRY_HOOK_STREAM_KEY")]
+    pub hook_stream_key: Option<String>,
+    /// Events held in memory while the sink is slow or down; beyond it new
+    /// events are dropped and counted [default: 100000].
+    #[arg(long, env = "FERRY_HOOK_QUEUE")]
+    pub hook_queue: Option<usize>,
+}
+
+/// `--hook-fail`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum HookFail {
+    Open,
+    Closed,
+}
+
+/// `--hook-stream`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum HookStream {
+    Http,
+    Redis,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
@@ -234,6 +290,10 @@ pub struct ImConfig {
     pub dev_tokens: bool,
     /// See [`crate::limits`] and [`crate::connection::guard`].
     pub limits: crate::limits::LimitsConfig,
+    pub node_name: String,
+    pub presence_grace: Duration,
+    /// `None` unless `--hook-url` or `--hook-stream redis` is given.
+    pub hooks: Option<crate::hooks::HookConfig>,
     /// Dirty-word dictionary, see [`crate::wordfilter`].
     pub word_file: Option<PathBuf>,
     /// MySQL group source as a `mysql://` URL (see [`crate::store::mysql_groups`]).
@@ -308,7 +368,10 @@ impl ImOptions {
             auth: o.auth.unwrap_or(AuthMethod::Jwt),
             jwt_secret: o.jwt_secret.filter(|s| !s.is_empty()),
             follow_mutes: o.redis.is_some() || o.auth == Some(AuthMethod::Redis),
-            redis: o.redis.unwrap_or_else(|| "redis://127.0.0.1:6379".into()),
+            redis: o
+                .redis
+                .clone()
+                .unwrap_or_else(|| "redis://127.0.0.1:6379".into()),
             kefu_appid: o.kefu_appid.unwrap_or(0),
             idle_timeout: Duration::from_secs(o.idle_timeout.unwrap_or(360)),
             dedup_window: Duration::from_secs(o.dedup_window.unwrap_or(600)),
@@ -323,6 +386,24 @@ impl ImOptions {
                 max_connections_per_user: o.max_connections_per_user.unwrap_or(64),
                 max_rss_bytes: o.max_rss.unwrap_or(0).saturating_mul(1024 * 1024),
             },
+            node_name: o
+                .node_name
+                .filter(|s| !s.is_empty())
+                .unwrap_or_else(|| default_node_name(o.listen)),
+            presence_grace: Duration::from_secs(o.presence_grace.unwrap_or(5)),
+            hooks: crate::hooks::HookConfig::from_options(
+                o.hook_url,
+                o.hook_secret,
+                o.hook_timeout_ms,
+                o.hook_fail,
+                o.hook_before_send,
+                o.hook_events,
+                o.hook_stream,
+                o.hook_redis.or(o.redis.clone()),
+                o.hook_stream_key,
+                o.hook_queue,
+            )
+            .map_err(ConfigError::Invalid)?,
             word_file: o.word_file,
             mysql: o
                 .mysql
@@ -372,12 +453,36 @@ impl ImOptions {
             max_connections: self.max_connections.or(f.max_connections),
             max_connections_per_user: self.max_connections_per_user.or(f.max_connections_per_user),
             max_rss: self.max_rss.or(f.max_rss),
+            node_name: self.node_name.or(f.node_name),
+            presence_grace: self.presence_grace.or(f.presence_grace),
+            hook_url: self.hook_url.or(f.hook_url),
+            hook_secret: self.hook_secret.or(f.hook_secret),
+            hook_timeout_ms: self.hook_timeout_ms.or(f.hook_timeout_ms),
+            hook_fail: self.hook_fail.or(f.hook_fail),
+            hook_before_send: self.hook_before_send.or(f.hook_before_send),
+            hook_events: self.hook_events.or(f.hook_events),
+            hook_stream: self.hook_stream.or(f.hook_stream),
+            hook_redis: self.hook_redis.or(f.hook_redis),
+            hook_stream_key: self.hook_stream_key.or(f.hook_stream_key),
+            hook_queue: self.hook_queue.or(f.hook_queue),
             word_file: self.word_file.or(f.word_file),
             mysql: self.mysql.or(f.mysql),
             enable_friendship: self.enable_friendship.or(f.enable_friendship),
             enable_blacklist: self.enable_blacklist.or(f.enable_blacklist),
         }
     }
+}
+
+/// `<hostname>:<client port>`: tells nodes apart in presence answers even
+/// when several run on one host.
+fn default_node_name(listen: Option<SocketAddr>) -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()))
+        .unwrap_or_else(|| "localhost".into());
+    format!("{host}:{}", listen.map_or(23000, |a| a.port()))
 }
 
 fn read_file(path: &Path) -> Result<ImOptions, ConfigError> {
@@ -414,6 +519,9 @@ impl std::fmt::Debug for ImConfig {
             .field("api_token", &set(&self.api_token))
             .field("dev_tokens", &self.dev_tokens)
             .field("limits", &self.limits)
+            .field("node_name", &self.node_name)
+            .field("presence_grace", &self.presence_grace)
+            .field("hooks", &self.hooks)
             .field("word_file", &self.word_file)
             .field("mysql", &self.mysql.as_deref().map(redact_url))
             .field("enable_friendship", &self.enable_friendship)
@@ -517,6 +625,34 @@ mod tests {
         .resolve()
         .unwrap_err();
         assert!(err.to_string().contains("lisen"), "{err}");
+    }
+
+    #[test]
+    fn hook_and_presence_keys_come_from_the_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("im.toml");
+        std::fs::write(
+            &path,
+            "hook_url = \"http://127.0.0.1:9/h\"\nhook_fail = \"closed\"\nhook_before_send = \"im,room_im\"\nhook_events = \"presence\"\npresence_grace = 2\nnode_name = \"n1\"\n",
+        )
+        .expect("write");
+        let cfg = ImOptions {
+            config: Some(path),
+            hook_timeout_ms: Some(50),
+            ..Default::default()
+        }
+        .resolve()
+        .expect("valid");
+        let h = cfg.hooks.expect("hooks");
+        assert_eq!(h.fail, HookFail::Closed);
+        assert_eq!(h.timeout, Duration::from_millis(50));
+        assert_eq!(h.before.len(), 2);
+        assert_eq!(cfg.presence_grace, Duration::from_secs(2));
+        assert_eq!(cfg.node_name, "n1");
+        // Without hooks the default node name still names the client port.
+        let cfg = ImOptions::default().resolve().expect("valid");
+        assert!(cfg.hooks.is_none());
+        assert!(cfg.node_name.ends_with(":23000"), "{}", cfg.node_name);
     }
 
     #[test]

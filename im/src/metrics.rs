@@ -400,7 +400,63 @@ pub fn render(node: &Node) -> String {
             );
         }
     }
+    if let Some(h) = &node.hooks {
+        hook_metrics(&mut o, &h.stats);
+    }
     o
+}
+
+fn hook_metrics(o: &mut String, s: &crate::hooks::HookStats) {
+    let g = crate::hooks::HookStats::get;
+    for (name, text, v) in [
+        (
+            "ferry_hook_before_send_total",
+            "before-send calls answered by the hook.",
+            g(&s.before_calls),
+        ),
+        (
+            "ferry_hook_before_send_rejected_total",
+            "Messages the before-send hook rejected.",
+            g(&s.before_rejected),
+        ),
+        (
+            "ferry_hook_before_send_replaced_total",
+            "Messages whose content the before-send hook replaced.",
+            g(&s.before_replaced),
+        ),
+        (
+            "ferry_hook_before_send_failures_total",
+            "before-send calls that timed out or failed (--hook-fail applied).",
+            g(&s.before_failures),
+        ),
+        (
+            "ferry_hook_events_queued_total",
+            "Hook events accepted into the queue.",
+            g(&s.events_queued),
+        ),
+        (
+            "ferry_hook_events_delivered_total",
+            "Hook events acknowledged by the sink.",
+            g(&s.events_delivered),
+        ),
+        (
+            "ferry_hook_events_dropped_total",
+            "Hook events dropped because the queue was full.",
+            g(&s.events_dropped),
+        ),
+        (
+            "ferry_hook_delivery_failures_total",
+            "Failed event deliveries (retried with backoff).",
+            g(&s.delivery_failures),
+        ),
+        (
+            "ferry_hook_presence_grace_expired_total",
+            "Presence grace periods that ended (offline sent or not).",
+            g(&s.presence_expired),
+        ),
+    ] {
+        counter(o, name, text, v);
+    }
 }
 
 fn help(o: &mut String, name: &str, kind: &str, text: &str) {

@@ -64,6 +64,10 @@ pub struct Node {
     pub conns: tokio_util::task::TaskTracker,
     /// Every open connection's outbox, so shutdown can wake them.
     pub live: crate::connection::live::Live,
+    /// `--hook-url` and friends; `None` without hooks.
+    pub hooks: Option<crate::hooks::Hooks>,
+    /// Users waiting out `--presence-grace` before an offline event.
+    pub presence_tracker: crate::hooks::presence::Tracker,
     /// `--word-file` dictionary, applied to TEXT messages from clients.
     pub word_filter: Option<Arc<crate::wordfilter::WordFilter>>,
     /// Mutes announced on Redis `speak_forbidden`.
@@ -91,6 +95,10 @@ impl Node {
     ) -> Node {
         let mut tag = [0u8; 4];
         let _ = getrandom::fill(&mut tag);
+        let hooks = cfg
+            .hooks
+            .clone()
+            .map(|h| crate::hooks::Hooks::new(h, &cfg.node_name));
         Node {
             limits: crate::limits::Limits::new(cfg.limits.clone()),
             cfg,
@@ -105,6 +113,8 @@ impl Node {
             shutdown: tokio_util::sync::CancellationToken::new(),
             conns: tokio_util::task::TaskTracker::new(),
             live: Default::default(),
+            hooks,
+            presence_tracker: Default::default(),
             word_filter: None,
             forbidden: Default::default(),
             relations: None,

@@ -22,6 +22,8 @@ pub struct ClientHandle {
     pub transport: crate::metrics::Transport,
     pub platform: u8,
     pub outbox: Arc<Outbox>,
+    /// Login time and device id, for presence.
+    pub info: crate::presence::DeviceInfo,
 }
 
 /// One connection of a user, as the admin console shows it.
@@ -129,6 +131,13 @@ impl Registry {
             }
         }
         n
+    }
+
+    /// `f` of each of the user's connections here.
+    pub fn map_user<T>(&self, appid: i64, uid: i64, f: impl FnMut(&ClientHandle) -> T) -> Vec<T> {
+        self.shard(uid)
+            .get(&(appid, uid))
+            .map_or_else(Vec::new, |v| v.iter().map(f).collect())
     }
 
     /// Every (appid, uid) with a connection here.

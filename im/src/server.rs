@@ -143,6 +143,7 @@ pub async fn run(cfg: ImConfig, shutdown: impl Future<Output = ()>) -> Result<()
         Cluster::new(
             &cfg.imr,
             Bytes::from(cfg.link_secret.clone().unwrap_or_default()),
+            Bytes::from(cfg.node_name.clone()),
             cfg.link_buffer,
         )
     });
@@ -184,6 +185,10 @@ pub async fn run(cfg: ImConfig, shutdown: impl Future<Output = ()>) -> Result<()
     tokio::spawn(connection::live::run_timers(node.clone()));
     tokio::spawn(crate::history::run(node.clone()));
     tokio::spawn(recover_interrupted(store.clone()));
+    // Hook events outlive the connections' shutdown flush: stopped last.
+    let hook_stop = tokio_util::sync::CancellationToken::new();
+    let hook_worker = node.hooks.as_ref().and_then(|h| h.start(hook_stop.clone()));
+    tokio::spawn(crate::hooks::presence::run_timer(node.clone()));
     if let Some(m) = mysql {
         let sink = crate::groups::feed::GroupSink {
             node: Arc::downgrade(&node),
@@ -218,7 +223,12 @@ pub async fn run(cfg: ImConfig, shutdown: impl Future<Output = ()>) -> Result<()
     }
     servers.push(tokio::spawn(http::serve(node.clone(), http_listener)));
     shutdown.await;
-    if stop(&node, accepts, servers, links).await {
+    let clean = stop(&node, accepts, servers, links).await;
+    hook_stop.cancel();
+    if let Some(w) = hook_worker {
+        let _ = w.await;
+    }
+    if clean {
         // Every connection ended and wrote its "ACK unconfirmed" marks:
         // records of this incarnation without a mark had their ACK delivered.
         if let Err(e) = store.set_node_state(node.incarnation, true).await {

@@ -12,7 +12,9 @@
 pub mod config;
 mod http;
 pub mod link;
+mod node_query;
 pub mod outbox;
+pub mod presence;
 pub mod push;
 pub mod registry;
 pub mod relay;

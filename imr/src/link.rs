@@ -15,9 +15,10 @@ use crate::server::Shared;
 use crate::stats;
 use bytes::{Bytes, BytesMut};
 use ferry_common::link::{
-    BatchPush, GroupPublish, HELLO, Hello, LINK_VERSION, MARK, MAX_LINK_BODY, PUBLISH_GROUP, PUSH,
-    RoomSubscription, SUBSCRIBE, SUBSCRIBE_ROOM, Subscribe, UNSUBSCRIBE, UNSUBSCRIBE_ROOM,
-    Unsubscribe,
+    BatchPush, DEVICE_OFFLINE, DEVICE_ONLINE, DeviceOffline, DeviceOnline, GroupPublish, HELLO,
+    Hello, LINK_VERSION, MARK, MAX_LINK_BODY, NODE_QUERY, NODE_REPLY, PRESENCE_QUERY,
+    PRESENCE_REPLY, PUBLISH_GROUP, PUSH, PresenceQuery, RoomSubscription, SUBSCRIBE,
+    SUBSCRIBE_ROOM, Subscribe, UNSUBSCRIBE, UNSUBSCRIBE_ROOM, Unsubscribe,
 };
 use ferry_common::protocol::command::name;
 use ferry_common::protocol::{CodecError, Frame, FrameCodec, ProtocolError};
@@ -35,8 +36,9 @@ use tokio_util::sync::CancellationToken;
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// A write to an im that makes no progress for this long drops the link.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
-/// Body limit before the handshake: a HELLO (magic, version, u16 secret).
-const HELLO_MAX_BODY: usize = 8 + u16::MAX as usize;
+/// Body limit before the handshake: a HELLO (magic, version, u16-length
+/// secret, u16-length node name).
+const HELLO_MAX_BODY: usize = 10 + 2 * u16::MAX as usize;
 /// Write buffers that grew past this are released after use.
 const KEEP_WRITE_BUF: usize = 1 << 20;
 
@@ -62,16 +64,17 @@ pub(crate) async fn serve(
         _ = shutdown.cancelled() => return,
         h = handshake(&mut reader, &mut wr, &sh, addr) => h,
     };
-    if hello.is_err() {
+    let Ok(name) = hello else {
         stats::add(&sh.stats.handshakes_refused, 1);
         let _ = wr.shutdown().await;
         return;
-    }
+    };
     *reader.decoder_mut() = FrameCodec::new(MAX_LINK_BODY);
 
     let id = sh.registry.next_id();
     let cancel = shutdown.child_token();
-    let peer = Arc::new(Peer::new(id, addr, sh.link_queue, cancel.clone()));
+    let name = name.unwrap_or_else(|| addr.to_string());
+    let peer = Arc::new(Peer::named(id, addr, name, sh.link_queue, cancel.clone()));
     sh.registry.add(peer.clone());
     stats::add(&sh.stats.links, 1);
     stats::add(&sh.stats.links_total, 1);
@@ -114,12 +117,13 @@ fn configure_socket(stream: &TcpStream) {
 #[derive(Debug)]
 struct Refused;
 
+/// Returns the node name the im presented, if any.
 async fn handshake(
     reader: &mut Reader,
     wr: &mut OwnedWriteHalf,
     sh: &Shared,
     addr: SocketAddr,
-) -> Result<(), Refused> {
+) -> Result<Option<String>, Refused> {
     let first = match tokio::time::timeout(HANDSHAKE_TIMEOUT, reader.next()).await {
         Err(_) => {
             tracing::warn!(peer = %addr, "link refused: no HELLO within {HANDSHAKE_TIMEOUT:?}");
@@ -151,6 +155,7 @@ async fn handshake(
         Hello {
             version: LINK_VERSION,
             secret: Bytes::new(),
+            name: Bytes::new(),
         }
         .encode(),
     );
@@ -178,8 +183,9 @@ async fn handshake(
         );
         return Err(Refused);
     }
+    let name = (!hello.name.is_empty()).then(|| String::from_utf8_lossy(&hello.name).into_owned());
     match tokio::time::timeout(WRITE_TIMEOUT, wr.write_all(&ours)).await {
-        Ok(Ok(())) => Ok(()),
+        Ok(Ok(())) => Ok(name),
         Ok(Err(e)) => {
             tracing::info!(peer = %addr, error = %e, "link lost during the handshake");
             Err(Refused)
@@ -256,6 +262,28 @@ async fn handle(frame: Frame, peer: &Arc<Peer>, sh: &Arc<Shared>) -> Result<(), 
             let r = RoomSubscription::decode(frame.cmd, frame.body)?;
             peer.table_mut().unsubscribe_room(r.appid, r.room_id);
         }
+        DEVICE_ONLINE => {
+            let d = DeviceOnline::decode(frame.body)?;
+            peer.table_mut().device_online(d.appid, d.uid, d.device);
+        }
+        DEVICE_OFFLINE => {
+            let d = DeviceOffline::decode(frame.body)?;
+            peer.table_mut().device_offline(d.appid, d.uid, d.conn);
+        }
+        // Answered in link order, so it reflects every device this im
+        // reported before asking.
+        PRESENCE_QUERY => {
+            let q = PresenceQuery::decode(frame.body)?;
+            stats::add(&sh.stats.presence_queries, 1);
+            let reply = crate::presence::answer(&sh.registry, &q);
+            if peer
+                .outbox
+                .push(link_frame(PRESENCE_REPLY, reply.encode()))
+                .is_err()
+            {
+                tracing::debug!(link = peer.id, "presence reply not sent: link closing");
+            }
+        }
         PUBLISH_GROUP => {
             let g = GroupPublish::decode(frame.body.clone())?;
             stats::add(&sh.stats.frames_received, 1);
@@ -293,6 +321,8 @@ async fn handle(frame: Frame, peer: &Arc<Peer>, sh: &Arc<Shared>) -> Result<(), 
                 tracing::debug!(link = peer.id, "MARK not echoed: link closing");
             }
         }
+        NODE_QUERY => crate::node_query::query(&sh.registry, peer, frame.body)?,
+        NODE_REPLY => crate::node_query::reply(&sh.registry, frame.body)?,
         HELLO => return Err(ProtocolError::Link("HELLO after the handshake")),
         other => {
             stats::add(&sh.stats.frames_ignored, 1);

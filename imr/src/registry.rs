@@ -15,6 +15,8 @@ use tokio_util::sync::CancellationToken;
 pub struct Peer {
     pub id: u64,
     pub addr: SocketAddr,
+    /// The im's node name from its HELLO (its address when it sent none).
+    pub name: String,
     table: RwLock<Table>,
     pub outbox: Outbox,
     /// Cancelled to drop the link (slow consumer, shutdown, error).
@@ -23,9 +25,20 @@ pub struct Peer {
 
 impl Peer {
     pub fn new(id: u64, addr: SocketAddr, queue_limit: usize, cancel: CancellationToken) -> Peer {
+        Peer::named(id, addr, addr.to_string(), queue_limit, cancel)
+    }
+
+    pub fn named(
+        id: u64,
+        addr: SocketAddr,
+        name: String,
+        queue_limit: usize,
+        cancel: CancellationToken,
+    ) -> Peer {
         Peer {
             id,
             addr,
+            name,
             table: RwLock::new(Table::new()),
             outbox: Outbox::new(queue_limit),
             cancel,

@@ -32,6 +32,8 @@ pub struct Stats {
     pub push_invalid: AtomicU64,
     /// Entries accepted into the buffer and not yet confirmed or dropped.
     pub push_buffered: AtomicU64,
+    /// PRESENCE_QUERY requests answered.
+    pub presence_queries: AtomicU64,
     /// Last known Redis state (set by the push writer).
     pub redis_up: AtomicBool,
 }
@@ -52,6 +54,7 @@ pub struct StatsSnapshot {
     pub push_dropped: u64,
     pub push_invalid: u64,
     pub push_buffered: u64,
+    pub presence_queries: u64,
     pub redis_up: bool,
 }
 
@@ -72,6 +75,7 @@ impl Stats {
             push_dropped: g(&self.push_dropped),
             push_invalid: g(&self.push_invalid),
             push_buffered: g(&self.push_buffered),
+            presence_queries: g(&self.presence_queries),
             redis_up: self.redis_up.load(Ordering::Relaxed),
         }
     }

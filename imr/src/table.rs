@@ -2,13 +2,19 @@
 //! plus a set of (appid, room). SUBSCRIBE overwrites, UNSUBSCRIBE removes;
 //! rooms are a set, not a counter (the im counts its own joins). The table
 //! lives exactly as long as the link.
+//!
+//! Link version 4 adds the users' logged-in connections (DEVICE_ONLINE /
+//! DEVICE_OFFLINE), kept apart from the online flags: they only answer
+//! presence queries, routing never looks at them.
 
+use ferry_common::link::Device;
 use std::collections::{HashMap, HashSet};
 
 #[derive(Debug, Default)]
 pub struct Table {
     users: HashMap<i64, HashMap<i64, bool>>,
     rooms: HashSet<(i64, i64)>,
+    devices: HashMap<(i64, i64), Vec<Device>>,
 }
 
 impl Table {
@@ -29,6 +35,29 @@ impl Table {
                 self.users.remove(&appid);
             }
         }
+    }
+
+    /// DEVICE_ONLINE: records a connection (a repeat for the same
+    /// connection id replaces the old record).
+    pub fn device_online(&mut self, appid: i64, uid: i64, d: Device) {
+        let v = self.devices.entry((appid, uid)).or_default();
+        v.retain(|x| x.conn != d.conn);
+        v.push(d);
+    }
+
+    /// DEVICE_OFFLINE: forgets a connection (no-op when unknown).
+    pub fn device_offline(&mut self, appid: i64, uid: i64, conn: u64) {
+        if let Some(v) = self.devices.get_mut(&(appid, uid)) {
+            v.retain(|x| x.conn != conn);
+            if v.is_empty() {
+                self.devices.remove(&(appid, uid));
+            }
+        }
+    }
+
+    /// The user's connections on this link.
+    pub fn devices(&self, appid: i64, uid: i64) -> &[Device] {
+        self.devices.get(&(appid, uid)).map_or(&[], Vec::as_slice)
     }
 
     pub fn subscribe_room(&mut self, appid: i64, room: i64) {
@@ -135,6 +164,29 @@ mod tests {
         assert!(!t.has_any_user(1, &[3, 11]));
         assert!(!t.has_any_user(1, &[]));
         assert!(!t.has_any_user(2, &[10]));
+    }
+
+    #[test]
+    fn devices_are_per_connection() {
+        let d = |conn| Device {
+            conn,
+            platform: 1,
+            transport: 1,
+            since: 5,
+            device_id: bytes::Bytes::from_static(b"d"),
+        };
+        let mut t = Table::new();
+        t.device_online(1, 10, d(1));
+        t.device_online(1, 10, d(2));
+        t.device_online(1, 10, d(2));
+        assert_eq!(t.devices(1, 10).len(), 2);
+        assert!(t.devices(2, 10).is_empty());
+        t.device_offline(1, 10, 1);
+        t.device_offline(1, 10, 7);
+        assert_eq!(t.devices(1, 10), &[d(2)]);
+        t.device_offline(1, 10, 2);
+        assert!(t.devices(1, 10).is_empty());
+        assert!(t.devices.is_empty());
     }
 
     #[test]

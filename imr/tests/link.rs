@@ -450,3 +450,74 @@ async fn mark_is_echoed_after_the_frames_before_it() {
     assert_eq!(v["subscriptions"], 1000);
     imr.shutdown().await;
 }
+
+/// NODE_QUERY goes to every other link stamped with the asker's link id,
+/// the asker learns how many links were asked, and each NODE_REPLY goes to
+/// the asking link only, byte for byte; a reply for a link that is gone is
+/// dropped, and a malformed query closes only its sender's link.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_queries_reach_every_other_link_and_replies_only_the_asker() {
+    use ferry_common::link::{NODE_QUERY, NODE_REPLY, NodeAsk, NodeQuery, NodeReply};
+    let imr = Imr::start(config(None)).await;
+    let mut a = FakeIm::linked(&imr, "").await;
+    let mut b = FakeIm::linked(&imr, "").await;
+    let mut c = FakeIm::linked(&imr, "").await;
+    imr.wait_links(3).await;
+
+    let ask = NodeAsk::User { appid: 7, uid: 41 };
+    let q = NodeQuery {
+        origin: 0,
+        request_id: 99,
+        ask,
+    };
+    a.send(NODE_QUERY, q.encode()).await;
+    let count = a.recv().await;
+    assert_eq!(count.cmd, NODE_REPLY);
+    let count = NodeReply::decode(count.body).expect("count decodes");
+    assert_eq!((count.request_id, count.relayed), (99, 2));
+    assert!(count.payload.is_empty());
+    let asker = count.origin;
+    assert_ne!(asker, 0, "stamped with a's link id");
+    for im in [&mut b, &mut c] {
+        let f = im.recv().await;
+        assert_eq!(f.cmd, NODE_QUERY);
+        let got = NodeQuery::decode(f.body).expect("query decodes");
+        assert_eq!(got, NodeQuery { origin: asker, ..q });
+    }
+
+    let answer = NodeReply {
+        origin: asker,
+        request_id: 99,
+        relayed: 0,
+        payload: Bytes::from_static(br#"{"node":"b"}"#),
+    }
+    .encode()
+    .expect("encode");
+    b.send(NODE_REPLY, answer.clone()).await;
+    let f = a.recv().await;
+    assert_eq!((f.cmd, f.body.clone()), (NODE_REPLY, answer));
+    // For a link id nobody has: dropped.
+    let stray = NodeReply {
+        origin: asker + 1000,
+        request_id: 1,
+        relayed: 0,
+        payload: Bytes::from_static(b"{}"),
+    };
+    b.send(NODE_REPLY, stray.encode().expect("encode")).await;
+    // c got neither reply: the next frame it sees is this marker from b.
+    let mut rm = route(7, 3110, "");
+    rm.msg = Bytes::new();
+    b.publish(GROUP_CHANGED, &rm).await;
+    assert_routed(&c.recv().await, GROUP_CHANGED, &rm);
+    assert_routed(&a.recv().await, GROUP_CHANGED, &rm);
+
+    // A query with an unknown kind closes that link only.
+    let mut bad = q.encode().to_vec();
+    bad[16] = 7;
+    c.send(NODE_QUERY, Bytes::from(bad)).await;
+    assert!(c.closed().await.is_empty());
+    imr.wait_links(2).await;
+    a.send(NODE_QUERY, q.encode()).await;
+    let count = NodeReply::decode(a.recv().await.body).expect("count decodes");
+    assert_eq!(count.relayed, 1);
+}

@@ -2,6 +2,7 @@
 //! loopback ports, waits until they accept connections, and kills them on drop.
 #![allow(dead_code)]
 
+pub mod hook;
 mod imr;
 mod mariadb;
 #[allow(unused_imports)]

@@ -9,12 +9,19 @@
 
 mod group;
 mod hello;
+mod node_query;
+mod presence;
 mod push;
 mod route;
 mod subscribe;
 
 pub use group::{GROUP_PUBLISH_OVERHEAD, GroupPublish};
 pub use hello::{Hello, LINK_MAGIC, LINK_VERSION};
+pub use node_query::{MAX_NODE_PAYLOAD, NodeAsk, NodeQuery, NodeReply};
+pub use presence::{
+    Device, DeviceOffline, DeviceOnline, MAX_PRESENCE_UIDS, NodeDevice, PresenceQuery,
+    PresenceReply, UserPresence,
+};
 pub use push::BatchPush;
 pub use route::RouteMessage;
 pub use subscribe::{RoomSubscription, Subscribe, Unsubscribe};
@@ -45,6 +52,23 @@ pub const GROUP_CHANGED: u8 = 140;
 /// im sent before it. Only then does the im tell its users to sync, so no
 /// message can be relayed to a subscription the imr does not know yet.
 pub const MARK: u8 = 141;
+/// Ferry addition (link version 4): im → imr → every other im, "send me
+/// your console figures". Body: [`NodeQuery`].
+pub const NODE_QUERY: u8 = 146;
+/// Ferry addition (link version 4): an im's answer to NODE_QUERY, or the
+/// imr's count of ims it asked; the imr routes it to the asker only.
+/// Body: [`NodeReply`].
+pub const NODE_REPLY: u8 = 147;
+/// Ferry addition (link version 4): a connection of a user logged in on the
+/// sending im. Body: [`DeviceOnline`]; sent to the user's home imr only.
+pub const DEVICE_ONLINE: u8 = 142;
+/// Ferry addition (link version 4): that connection ended. Body: [`DeviceOffline`].
+pub const DEVICE_OFFLINE: u8 = 143;
+/// Ferry addition (link version 4): im → imr, which of these users have
+/// devices on any im linked to this imr. Body: [`PresenceQuery`].
+pub const PRESENCE_QUERY: u8 = 144;
+/// Ferry addition (link version 4): imr → the asking im. Body: [`PresenceReply`].
+pub const PRESENCE_REPLY: u8 = 145;
 
 /// Largest link frame body: 16 MiB, far above any valid client message.
 pub const MAX_LINK_BODY: usize = 16 * 1024 * 1024;

@@ -8,6 +8,7 @@ use crate::outbox::{OutFrame, Unit};
 use crate::store::QueueId;
 use ferry_common::link::{GROUP_CHANGED, GroupPublish, PUBLISH_APP};
 use ferry_common::link::{MAX_LINK_BODY, PUBLISH, PUBLISH_GROUP, PUBLISH_ROOM, RouteMessage};
+use ferry_common::link::{NODE_QUERY, NODE_REPLY, NodeAsk, NodeQuery, NodeReply};
 use ferry_common::protocol::command::SYNC_NOTIFY;
 use ferry_common::protocol::metadata::Metadata;
 use ferry_common::protocol::scalar::encode_i64;
@@ -31,6 +32,21 @@ impl Inbound for NodeInbound {
                 Err(e) => tracing::warn!(error = %e, "undecodable PUBLISH_GROUP from imr ignored"),
             }
             return;
+        }
+        match frame.cmd {
+            NODE_QUERY => return answer_node_query(&node, link, frame.body),
+            NODE_REPLY => {
+                match NodeReply::decode(frame.body) {
+                    Ok(r) => {
+                        if let Some(c) = &node.cluster {
+                            c.nodes.on_reply(r);
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "undecodable NODE_REPLY from imr ignored"),
+                }
+                return;
+            }
+            _ => {}
         }
         let rm = match RouteMessage::decode(frame.cmd, frame.body) {
             Ok(rm) => rm,
@@ -80,6 +96,31 @@ impl Inbound for NodeInbound {
         node.groups.clear();
         tokio::spawn(notify_after_gap(node, link));
     }
+}
+
+/// Another node's console asks for this node's figures or a user's
+/// connections here; the answer goes back on the link the query came in on.
+/// Always answered, even with nothing to report: the asker counts answers.
+fn answer_node_query(node: &Node, link: usize, body: bytes::Bytes) {
+    let q = match NodeQuery::decode(body) {
+        Ok(q) => q,
+        Err(e) => {
+            tracing::warn!(error = %e, "undecodable NODE_QUERY from imr ignored");
+            return;
+        }
+    };
+    let value = match q.ask {
+        NodeAsk::Figures { since } => crate::console::figures(node, since),
+        NodeAsk::User { appid, uid } => crate::console::user_here(node, appid, uid),
+    };
+    let payload = serde_json::to_vec(&value).unwrap_or_default();
+    let (Some(frame), Some(l)) = (
+        super::nodes::answer_frame(&q, payload),
+        node.cluster.as_ref().and_then(|c| c.links().get(link)),
+    ) else {
+        return;
+    };
+    l.send(frame);
 }
 
 /// A super-group frame from another node, to this node's connections of the

@@ -17,8 +17,10 @@
 use super::counters::{self, SubChange};
 use bytes::{Bytes, BytesMut};
 use ferry_common::link::{
-    HELLO, Hello, LINK_VERSION, MARK, MAX_LINK_BODY, PUBLISH_GROUP, RoomSubscription, SUBSCRIBE,
-    SUBSCRIBE_ROOM, Subscribe, UNSUBSCRIBE, UNSUBSCRIBE_ROOM, Unsubscribe,
+    DEVICE_OFFLINE, DEVICE_ONLINE, Device, DeviceOffline, DeviceOnline, HELLO, Hello, LINK_VERSION,
+    MARK, MAX_LINK_BODY, NODE_QUERY, NODE_REPLY, PRESENCE_QUERY, PRESENCE_REPLY, PUBLISH_GROUP,
+    PresenceQuery, PresenceReply, RoomSubscription, SUBSCRIBE, SUBSCRIBE_ROOM, Subscribe,
+    UNSUBSCRIBE, UNSUBSCRIBE_ROOM, Unsubscribe,
 };
 use ferry_common::protocol::{Frame, FrameCodec};
 use std::collections::{HashMap, VecDeque};
@@ -47,6 +49,9 @@ fn sub_frame(appid: i64, uid: i64, change: SubChange) -> Bytes {
 struct State {
     users: HashMap<(i64, i64), u32>,
     rooms: HashMap<(i64, i64), u32>,
+    /// Logged-in connections of users homed here, by connection id, for the
+    /// imr's presence table (resent whole on every connect).
+    devices: HashMap<u64, (i64, i64, Device)>,
     /// Frames to send, each flagged `true` if it is a subscription change.
     queue: VecDeque<(Bytes, bool)>,
     queued: usize,
@@ -62,7 +67,8 @@ pub struct LinkStats {
     pub last_connect: Mutex<Option<std::time::Instant>>,
     pub dropped_frames: AtomicU64,
     pub sent_frames: AtomicU64,
-    /// Routed frames received from the imr (everything but MARK echoes).
+    /// Routed frames received from the imr (everything but MARK echoes and
+    /// the admin console's NODE_QUERY / NODE_REPLY).
     pub received_frames: AtomicU64,
     /// Of those, PUBLISH_GROUP frames: shows that super-group messages
     /// reach only the nodes holding members.
@@ -71,6 +77,9 @@ pub struct LinkStats {
 
 impl LinkStats {
     fn count_received(&self, cmd: u8) {
+        if cmd == NODE_QUERY || cmd == NODE_REPLY {
+            return;
+        }
         self.received_frames.fetch_add(1, Ordering::Relaxed);
         if cmd == PUBLISH_GROUP {
             self.received_group_frames.fetch_add(1, Ordering::Relaxed);
@@ -82,21 +91,29 @@ pub struct Link {
     pub index: usize,
     pub addr: String,
     secret: Bytes,
+    /// This node's name, presented in HELLO (shown in presence answers).
+    name: Bytes,
     limit: usize,
     state: Mutex<State>,
+    /// Presence queries waiting for their PRESENCE_REPLY, by query id.
+    pending: Mutex<HashMap<u64, tokio::sync::oneshot::Sender<PresenceReply>>>,
+    next_query: AtomicU64,
     notify: Notify,
     pub up: AtomicBool,
     pub stats: LinkStats,
 }
 
 impl Link {
-    pub fn new(index: usize, addr: String, secret: Bytes, limit: usize) -> Link {
+    pub fn new(index: usize, addr: String, secret: Bytes, name: Bytes, limit: usize) -> Link {
         Link {
             index,
             addr,
             secret,
+            name,
             limit,
             state: Mutex::new(State::default()),
+            pending: Mutex::new(HashMap::new()),
+            next_query: AtomicU64::new(1),
             notify: Notify::new(),
             up: AtomicBool::new(false),
             stats: LinkStats::default(),
@@ -154,6 +171,79 @@ impl Link {
         }
     }
 
+    /// A connection of a user homed here logged in.
+    pub fn device_add(&self, appid: i64, uid: i64, device: Device) {
+        let mut st = self.lock();
+        let frame = st.connected.then(|| {
+            link_frame(
+                DEVICE_ONLINE,
+                DeviceOnline {
+                    appid,
+                    uid,
+                    device: device.clone(),
+                }
+                .encode(),
+            )
+        });
+        st.devices.insert(device.conn, (appid, uid, device));
+        if let Some(f) = frame {
+            self.enqueue(&mut st, f, true);
+        }
+    }
+
+    /// That connection ended.
+    pub fn device_remove(&self, appid: i64, uid: i64, conn: u64) {
+        let mut st = self.lock();
+        if st.devices.remove(&conn).is_some() && st.connected {
+            let f = link_frame(DEVICE_OFFLINE, DeviceOffline { appid, uid, conn }.encode());
+            self.enqueue(&mut st, f, true);
+        }
+    }
+
+    /// Asks the imr which of `uids` have devices anywhere (one round trip).
+    /// Fails at once while the link is down, and after `timeout`.
+    pub async fn query_presence(
+        &self,
+        appid: i64,
+        uids: Vec<i64>,
+        timeout: Duration,
+    ) -> Result<PresenceReply, QueryError> {
+        if !self.up.load(Ordering::Relaxed) {
+            return Err(QueryError::Down);
+        }
+        let id = self.next_query.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.pending_lock().insert(id, tx);
+        let body = PresenceQuery { id, appid, uids }.encode();
+        self.send(link_frame(PRESENCE_QUERY, body));
+        let res = tokio::time::timeout(timeout, rx).await;
+        self.pending_lock().remove(&id);
+        match res {
+            Ok(Ok(reply)) => Ok(reply),
+            Ok(Err(_)) => Err(QueryError::Lost),
+            Err(_) => Err(QueryError::Timeout),
+        }
+    }
+
+    fn pending_lock(
+        &self,
+    ) -> MutexGuard<'_, HashMap<u64, tokio::sync::oneshot::Sender<PresenceReply>>> {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn on_presence_reply(&self, body: Bytes) {
+        match PresenceReply::decode(body) {
+            Ok(r) => {
+                if let Some(tx) = self.pending_lock().remove(&r.id) {
+                    let _ = tx.send(r);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(imr = %self.addr, error = %e, "undecodable PRESENCE_REPLY ignored")
+            }
+        }
+    }
+
     pub fn room_add(&self, appid: i64, room: i64) {
         let mut st = self.lock();
         let c = st.rooms.entry((appid, room)).or_insert(0);
@@ -208,7 +298,9 @@ impl Link {
     fn connect_snapshot(&self) -> (Bytes, usize) {
         let mut st = self.lock();
         st.connected = true;
-        let mut buf = BytesMut::with_capacity(st.users.len() * 29 + st.rooms.len() * 28);
+        let mut buf = BytesMut::with_capacity(
+            st.users.len() * 29 + st.rooms.len() * 28 + st.devices.len() * 64,
+        );
         let mut n = 0;
         for (&(appid, uid), &c) in &st.users {
             let online = counters::online(c) > 0;
@@ -237,6 +329,16 @@ impl Link {
             .write_to(&mut buf);
             n += 1;
         }
+        for (appid, uid, device) in st.devices.values() {
+            let body = DeviceOnline {
+                appid: *appid,
+                uid: *uid,
+                device: device.clone(),
+            }
+            .encode();
+            Frame::new(DEVICE_ONLINE, 0, 0, 0, body).write_to(&mut buf);
+            n += 1;
+        }
         (buf.freeze(), n)
     }
 
@@ -250,6 +352,8 @@ impl Link {
         }
         drop(st);
         self.up.store(false, Ordering::Relaxed);
+        // Queries sent on the lost connection will never be answered.
+        self.pending_lock().clear();
     }
 
     /// Takes everything queued (bounded) as one write.
@@ -291,6 +395,17 @@ pub enum LinkError {
     Io(#[from] std::io::Error),
     #[error("protocol: {0}")]
     Protocol(String),
+}
+
+/// Why a presence query got no answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum QueryError {
+    #[error("link down")]
+    Down,
+    #[error("link lost before the answer")]
+    Lost,
+    #[error("no answer in time")]
+    Timeout,
 }
 
 /// Handles frames arriving from the imr.
@@ -336,6 +451,7 @@ async fn session(link: &Link, inbound: &dyn Inbound) -> Result<(), LinkError> {
     let hello = Hello {
         version: LINK_VERSION,
         secret: link.secret.clone(),
+        name: link.name.clone(),
     };
     wr.write_all(&link_frame(HELLO, hello.encode())).await?;
     let reply = match next_frame(&mut reader).await? {
@@ -370,6 +486,7 @@ async fn session(link: &Link, inbound: &dyn Inbound) -> Result<(), LinkError> {
                 // connect: clients that logged in before the link came up
                 // missed whatever other nodes routed to them meanwhile.
                 Some(frame) if frame.cmd == MARK => inbound.on_gap(link.index),
+                Some(frame) if frame.cmd == PRESENCE_REPLY => link.on_presence_reply(frame.body),
                 Some(frame) => {
                     link.stats.count_received(frame.cmd);
                     inbound.on_frame(link.index, frame);
@@ -410,9 +527,96 @@ mod tests {
             .collect()
     }
 
+    fn device(conn: u64) -> Device {
+        Device {
+            conn,
+            platform: 1,
+            transport: 1,
+            since: 0,
+            device_id: Bytes::from_static(b"d"),
+        }
+    }
+
+    #[test]
+    fn devices_are_resent_on_connect_and_dropped_frames_do_not_replay() {
+        let l = Link::new(0, "127.0.0.1:1".into(), Bytes::new(), Bytes::new(), 1 << 20);
+        // Down: nothing queued, but remembered for the snapshot.
+        l.device_add(7, 1, device(10));
+        l.device_add(7, 2, device(11));
+        assert!(queued(&l).is_empty());
+        let (_, n) = l.connect_snapshot();
+        assert_eq!(n, 2);
+        l.device_remove(7, 1, 10);
+        l.device_add(7, 3, device(12));
+        assert_eq!(queued(&l), vec![DEVICE_OFFLINE, DEVICE_ONLINE]);
+        // A drop discards them; the next snapshot holds the final state.
+        l.disconnected();
+        assert!(queued(&l).is_empty());
+        let (snap, n) = l.connect_snapshot();
+        assert_eq!(n, 2);
+        let mut buf = BytesMut::from(&snap[..]);
+        let mut conns = Vec::new();
+        while let Ok(Some(f)) = ferry_common::protocol::split_frame(&mut buf, MAX_LINK_BODY) {
+            assert_eq!(f.cmd, DEVICE_ONLINE);
+            conns.push(DeviceOnline::decode(f.body).expect("device").device.conn);
+        }
+        conns.sort_unstable();
+        assert_eq!(conns, vec![11, 12]);
+        // Removing an unknown connection sends nothing.
+        l.device_remove(7, 9, 99);
+        assert!(queued(&l).is_empty());
+    }
+
+    #[tokio::test]
+    async fn presence_queries_fail_fast_when_down_and_on_a_drop() {
+        let l = Arc::new(Link::new(
+            0,
+            "127.0.0.1:1".into(),
+            Bytes::new(),
+            Bytes::new(),
+            1 << 20,
+        ));
+        let r = l.query_presence(7, vec![1], Duration::from_secs(5)).await;
+        assert_eq!(r.unwrap_err(), QueryError::Down);
+        l.up.store(true, Ordering::Relaxed);
+        let q = tokio::spawn({
+            let l = l.clone();
+            async move { l.query_presence(7, vec![1], Duration::from_secs(5)).await }
+        });
+        while l.pending_lock().is_empty() {
+            tokio::task::yield_now().await;
+        }
+        l.disconnected();
+        assert_eq!(q.await.expect("join").unwrap_err(), QueryError::Lost);
+        // A reply completes the waiting query.
+        l.up.store(true, Ordering::Relaxed);
+        let q = tokio::spawn({
+            let l = l.clone();
+            async move { l.query_presence(7, vec![1], Duration::from_secs(5)).await }
+        });
+        let id = loop {
+            if let Some(id) = l.pending_lock().keys().next().copied() {
+                break id;
+            }
+            tokio::task::yield_now().await;
+        };
+        l.on_presence_reply(
+            PresenceReply {
+                id,
+                nodes: vec!["n".into()],
+                users: vec![],
+            }
+            .encode(),
+        );
+        assert_eq!(
+            q.await.expect("join").expect("reply").nodes,
+            vec!["n".to_string()]
+        );
+    }
+
     #[test]
     fn subscription_frames_do_not_outlive_a_drop() {
-        let l = Link::new(0, "127.0.0.1:1".into(), Bytes::new(), 1 << 20);
+        let l = Link::new(0, "127.0.0.1:1".into(), Bytes::new(), Bytes::new(), 1 << 20);
         let _ = l.connect_snapshot();
         l.user_add(7, 1, true);
         l.send(link_frame(

@@ -5,8 +5,10 @@
 mod counters;
 mod inbound;
 mod link;
+mod nodes;
 
-pub use link::{Inbound, Link, LinkError};
+pub use link::{Inbound, Link, LinkError, QueryError};
+pub use nodes::{Gathered, NodeQueries};
 
 use bytes::Bytes;
 use ferry_common::link::{
@@ -18,17 +20,31 @@ use std::sync::Arc;
 
 pub struct Cluster {
     links: Vec<Arc<Link>>,
+    /// This node's pending questions to the other nodes (admin console).
+    pub nodes: NodeQueries,
 }
 
 impl Cluster {
-    /// One link per address; `buffer` bounds each link's send buffer in bytes.
-    pub fn new(addrs: &[String], secret: Bytes, buffer: usize) -> Cluster {
+    /// One link per address; `buffer` bounds each link's send buffer in
+    /// bytes; `name` is this node's name, shown in presence answers.
+    pub fn new(addrs: &[String], secret: Bytes, name: Bytes, buffer: usize) -> Cluster {
         let links = addrs
             .iter()
             .enumerate()
-            .map(|(i, a)| Arc::new(Link::new(i, a.clone(), secret.clone(), buffer)))
+            .map(|(i, a)| {
+                Arc::new(Link::new(
+                    i,
+                    a.clone(),
+                    secret.clone(),
+                    name.clone(),
+                    buffer,
+                ))
+            })
             .collect();
-        Cluster { links }
+        Cluster {
+            links,
+            nodes: NodeQueries::default(),
+        }
     }
 
     pub fn links(&self) -> &[Arc<Link>] {
@@ -62,6 +78,50 @@ impl Cluster {
         if let Some(l) = self.user_link(uid) {
             l.user_remove(appid, uid, online);
         }
+    }
+
+    /// Reports a logged-in connection to the user's home imr (presence).
+    pub fn device_online(&self, appid: i64, uid: i64, device: ferry_common::link::Device) {
+        if let Some(l) = self.user_link(uid) {
+            l.device_add(appid, uid, device);
+        }
+    }
+
+    pub fn device_offline(&self, appid: i64, uid: i64, conn: u64) {
+        if let Some(l) = self.user_link(uid) {
+            l.device_remove(appid, uid, conn);
+        }
+    }
+
+    /// The devices of `uids` on every node: each uid's home imr is asked
+    /// once for all its share, the imrs concurrently. Fails if any imr
+    /// holding a share does not answer within `timeout`.
+    pub async fn query_presence(
+        &self,
+        appid: i64,
+        uids: &[i64],
+        timeout: std::time::Duration,
+    ) -> Result<Vec<ferry_common::link::PresenceReply>, (String, QueryError)> {
+        let mut per_link: Vec<Vec<i64>> = vec![Vec::new(); self.links.len()];
+        for &u in uids {
+            per_link[self.shard(u)].push(u);
+        }
+        let asks = per_link
+            .into_iter()
+            .enumerate()
+            .filter(|(_, share)| !share.is_empty())
+            .map(|(i, share)| {
+                let link = self.links[i].clone();
+                async move {
+                    link.query_presence(appid, share, timeout)
+                        .await
+                        .map_err(|e| (link.addr.clone(), e))
+                }
+            });
+        futures_util::future::join_all(asks)
+            .await
+            .into_iter()
+            .collect()
     }
 
     pub fn room_join(&self, appid: i64, room: i64) {
@@ -191,7 +251,7 @@ mod tests {
 
     fn cluster(n: usize) -> Cluster {
         let addrs: Vec<String> = (0..n).map(|i| format!("127.0.0.1:{}", i + 1)).collect();
-        Cluster::new(&addrs, Bytes::new(), 64 << 20)
+        Cluster::new(&addrs, Bytes::new(), Bytes::new(), 64 << 20)
     }
 
     fn rm() -> RouteMessage {

@@ -16,6 +16,28 @@ impl Node {
         }
     }
 
+    /// A "group" hook event (when enabled), for a change that was stored.
+    fn group_event(
+        &self,
+        action: &'static str,
+        appid: i64,
+        gid: i64,
+        members: impl FnOnce() -> Vec<i64>,
+    ) {
+        if let Some(h) = self
+            .hooks
+            .as_ref()
+            .filter(|h| h.wants(crate::hooks::EventKind::Group))
+        {
+            h.emit(crate::hooks::Event::Group {
+                action,
+                appid,
+                group_id: gid,
+                members: members(),
+            });
+        }
+    }
+
     /// Creates a group; `Ok(None)` when the gid is taken.
     pub async fn create_group(
         &self,
@@ -24,6 +46,7 @@ impl Node {
         is_super: bool,
         members: Vec<i64>,
     ) -> Result<Option<i64>, StoreError> {
+        let event_members = self.hooks.is_some().then(|| members.clone());
         let gid = self
             .groups
             .store
@@ -37,6 +60,7 @@ impl Node {
             .await?;
         if let Some(gid) = gid {
             self.group_changed(appid, gid);
+            self.group_event("created", appid, gid, || event_members.unwrap_or_default());
         }
         Ok(gid)
     }
@@ -54,6 +78,9 @@ impl Node {
     pub async fn delete_group(&self, appid: i64, gid: i64) -> Result<bool, StoreError> {
         let found = self.groups.store.delete(appid, gid).await?;
         self.group_changed(appid, gid);
+        if found {
+            self.group_event("deleted", appid, gid, Vec::new);
+        }
         Ok(found)
     }
 
@@ -63,12 +90,18 @@ impl Node {
         gid: i64,
         uids: Vec<i64>,
     ) -> Result<Update, StoreError> {
+        let event_members = self.hooks.is_some().then(|| uids.clone());
         let u = self
             .groups
             .store
             .add_members(appid, gid, uids, now_secs() as i64)
             .await?;
         self.group_changed(appid, gid);
+        if u == Update::Done {
+            self.group_event("members_added", appid, gid, || {
+                event_members.unwrap_or_default()
+            });
+        }
         Ok(u)
     }
 
@@ -80,6 +113,9 @@ impl Node {
     ) -> Result<Update, StoreError> {
         let u = self.groups.store.remove_member(appid, gid, uid).await?;
         self.group_changed(appid, gid);
+        if u == Update::Done {
+            self.group_event("member_removed", appid, gid, || vec![uid]);
+        }
         Ok(u)
     }
 
@@ -92,12 +128,23 @@ impl Node {
     ) -> Result<Update, StoreError> {
         let u = self.groups.store.set_mute(appid, gid, uid, mute).await?;
         self.group_changed(appid, gid);
+        if u == Update::Done {
+            let action = if mute {
+                "member_muted"
+            } else {
+                "member_unmuted"
+            };
+            self.group_event(action, appid, gid, || vec![uid]);
+        }
         Ok(u)
     }
 
     pub async fn upgrade_group(&self, appid: i64, gid: i64) -> Result<Update, StoreError> {
         let u = self.groups.store.upgrade(appid, gid).await?;
         self.group_changed(appid, gid);
+        if u == Update::Done {
+            self.group_event("upgraded", appid, gid, Vec::new);
+        }
         Ok(u)
     }
 }

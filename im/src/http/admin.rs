@@ -1,7 +1,9 @@
 //! The admin console: `/admin` (one embedded page, charts drawn by the page
 //! itself, nothing fetched from elsewhere) and the JSON it polls every
 //! second, `/admin/api/stats?since=T` (current figures plus the history
-//! samples newer than `T`) and `/admin/api/user?uid=N[&appid=A]`.
+//! samples newer than `T`) and `/admin/api/user?uid=N[&appid=A]`. On a
+//! cluster both also carry every other node's answer, asked through the
+//! imrs (`cluster::NodeQueries`), so one console shows the whole cluster.
 //!
 //! Access to the JSON: with `--api-token`, the bearer token (the page asks
 //! for it once and keeps it in the browser's local storage); without one,
@@ -11,8 +13,8 @@
 use super::error::ApiError;
 use super::params::Params;
 use crate::connection::ws::Peer;
-use crate::metrics::{self, Transport};
-use crate::node::{Node, Stats};
+use crate::console;
+use crate::node::Node;
 use crate::store::QueueId;
 use axum::Json;
 use axum::extract::connect_info::ConnectInfo;
@@ -20,14 +22,17 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use ferry_common::link::NodeAsk;
 use serde_json::{Value, json};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 const PAGE: &str = include_str!("admin.html");
-/// Rooms listed by size.
-const TOP_ROOMS: usize = 20;
+/// How long a console request waits for the other nodes' answers; normally
+/// they are all in long before (see `cluster::NodeQueries`), and the page
+/// polls every second.
+const CLUSTER_WAIT: Duration = Duration::from_millis(600);
 
 pub async fn page() -> Response {
     (
@@ -73,69 +78,22 @@ fn allowed(token: Option<&str>, headers: &HeaderMap, peer: Option<SocketAddr>) -
     }
 }
 
-/// Current figures, and the history samples after `since` (Unix seconds).
+/// Current figures, and the history samples after `since` (Unix seconds),
+/// of this node and — on a cluster — of every other node reachable through
+/// the imrs (`nodes`, each shaped like this node's top level).
 pub async fn stats(State(node): State<Arc<Node>>, p: Params) -> Result<Json<Value>, ApiError> {
     let since = p.opt_i64("since")?.unwrap_or(0).max(0) as u64;
-    let open = metrics::open_connections();
-    let connections: serde_json::Map<String, Value> = Transport::ALL
-        .iter()
-        .map(|t| (t.as_str().to_string(), open[*t as usize].into()))
-        .collect();
-    let (users, authed) = node.registry.totals(None);
-    let (rooms, room_members) = node.rooms.totals(None);
-    let top_rooms: Vec<Value> = node
-        .rooms
-        .largest(TOP_ROOMS)
-        .into_iter()
-        .map(|(appid, room, members)| json!({ "appid": appid, "room": room, "members": members }))
-        .collect();
-    let commands: Vec<Value> = node
-        .history
-        .by_command()
-        .into_iter()
-        .map(|(cmd, i, o)| json!({ "cmd": metrics::command_name(cmd), "in": i, "out": o }))
-        .collect();
-    let links: Vec<Value> = node
-        .cluster
-        .iter()
-        .flat_map(|c| c.links())
-        .map(|l| {
-            json!({
-                "imr": l.addr.to_string(),
-                "up": l.up.load(Ordering::Relaxed),
-                "queued_bytes": l.queued_bytes(),
-                "sent_frames": l.stats.sent_frames.load(Ordering::Relaxed),
-                "dropped_frames": l.stats.dropped_frames.load(Ordering::Relaxed),
-            })
-        })
-        .collect();
-    Ok(Json(json!({
-        "node": {
-            "version": env!("CARGO_PKG_VERSION"),
-            "uptime_s": node.started.elapsed().as_secs(),
-            "store": crate::config::redacted_store(&node.cfg.store).to_string(),
-            "listen": node.cfg.listen.to_string(),
-            "ws_listen": node.cfg.ws_listen.to_string(),
-            "http_listen": node.cfg.http_listen.to_string(),
-        },
-        "now": {
-            "connections": connections,
-            "users": users,
-            "authenticated_connections": authed,
-            "rooms": rooms,
-            "room_members": room_members,
-            "logins_total": Stats::get(&node.stats.logins),
-            "slow_consumer_drops_total": Stats::get(&node.stats.slow_consumer_drops),
-            "frames_by_command": commands,
-            "imr_links": links,
-            "top_rooms": top_rooms,
-        },
-        "history": node.history.since(since),
-    })))
+    let mut out = console::figures(&node, since);
+    let others = ask_others(&node, NodeAsk::Figures { since }).await;
+    if let Value::Object(m) = &mut out {
+        m.insert("cluster".into(), others);
+    }
+    Ok(Json(out))
 }
 
-/// Where a user is connected on this node, its queue head (newest message
-/// id) and the sync key its clients last stored.
+/// Where a user is connected on every node, its queue head (newest message
+/// id) and the sync key its clients last stored (the store is shared by
+/// the nodes, so this node reads those).
 pub async fn user(State(node): State<Arc<Node>>, p: Params) -> Result<Json<Value>, ApiError> {
     let uid = p.i64("uid")?;
     let appid = p.opt_i64("appid")?.unwrap_or(7);
@@ -147,16 +105,58 @@ pub async fn user(State(node): State<Arc<Node>>, p: Params) -> Result<Json<Value
         .last()
         .map_or(0, |m| m.msgid);
     let sync_key = node.store.sync_key(queue).await?;
-    let connections = node.registry.connections(appid, uid);
+    let mut nodes = vec![console::user_here(&node, appid, uid)];
+    let others = ask_others(&node, NodeAsk::User { appid, uid }).await;
+    if let Some(list) = others.get("nodes").and_then(Value::as_array) {
+        nodes.extend(list.iter().cloned());
+    }
+    let online = nodes.iter().any(|n| {
+        n.get("connections")
+            .and_then(Value::as_array)
+            .is_some_and(|c| !c.is_empty())
+    });
     Ok(Json(json!({
         "appid": appid,
         "uid": uid,
-        "online": !connections.is_empty(),
-        "nodes": [{ "node": node.cfg.listen.to_string(), "connections": connections }],
+        "online": online,
+        "nodes": nodes,
+        "cluster_complete": others.get("complete").cloned().unwrap_or(Value::Bool(true)),
         "queue_head": head,
         "sync_key": sync_key,
         "unsynced": (head - sync_key).max(0),
     })))
+}
+
+/// The other nodes' answers: `{"imrs", "complete", "nodes": [...]}`, one
+/// entry per node (a node answering through several imrs counts once),
+/// sorted by name. A single node gets an empty list.
+async fn ask_others(node: &Node, ask: NodeAsk) -> Value {
+    let Some(cluster) = &node.cluster else {
+        return json!({ "imrs": 0, "complete": true, "nodes": [] });
+    };
+    let g = cluster.nodes.ask(cluster, ask, CLUSTER_WAIT).await;
+    let mut by_name = std::collections::BTreeMap::new();
+    for a in &g.answers {
+        let Ok(v) = serde_json::from_slice::<Value>(a) else {
+            tracing::warn!("undecodable console answer from another node ignored");
+            continue;
+        };
+        let name = match v.get("node") {
+            Some(Value::String(s)) => s.clone(),
+            Some(n) => n
+                .get("name")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string(),
+            None => continue,
+        };
+        by_name.entry(name).or_insert(v);
+    }
+    json!({
+        "imrs": g.imrs,
+        "complete": g.complete,
+        "nodes": by_name.into_values().collect::<Vec<_>>(),
+    })
 }
 
 #[cfg(test)]

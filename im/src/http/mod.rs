@@ -27,6 +27,7 @@ mod load;
 mod ops;
 mod params;
 mod post;
+mod presence;
 mod relations;
 mod summary;
 
@@ -76,6 +77,8 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/load_latest_message", any(load::latest))
         .route("/load_history_message", any(load::history))
         .route("/summary", any(summary::summary))
+        .route("/users/online", any(presence::online))
+        .route("/users/{uid}/presence", any(presence::user))
         .merge(group_routes())
         .fallback(not_found);
     if let Some(token) = &node.cfg.api_token {

@@ -35,6 +35,11 @@ impl Params {
             .filter(|v| !v.is_empty())
     }
 
+    /// A raw value (empty counts as absent).
+    pub fn str(&self, name: &str) -> Option<&str> {
+        self.get(name)
+    }
+
     /// A required decimal i64.
     pub fn i64(&self, name: &str) -> Result<i64, ApiError> {
         self.opt_i64(name)?

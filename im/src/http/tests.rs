@@ -143,6 +143,7 @@ impl Api {
                 transport: crate::metrics::Transport::Tcp,
                 platform: 3,
                 outbox: outbox.clone(),
+                info: crate::presence::DeviceInfo::test(),
             },
         );
         outbox

@@ -18,6 +18,7 @@ use std::collections::HashMap;
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 /// Entries above which confirmed ones are pruned (one `TCP_INFO` read).
 const PRUNE_AT: usize = 64;
@@ -216,10 +217,19 @@ fn confirmed(stage: Stage, acked: Option<u64>, fd: Option<RawFd>) -> bool {
     }
 }
 
+/// How long the keys a closing connection marked stay answerable from
+/// memory after its ledger is gone (see [`Ledgers::closed`]).
+const CLOSED_KEPT: Duration = Duration::from_secs(60);
+
 /// The ledgers of this node's open connections, by connection serial.
 #[derive(Default)]
 pub struct Ledgers {
     map: Mutex<HashMap<ConnId, Arc<Ledger>>>,
+    /// Keys marked unconfirmed by connections that closed recently. A
+    /// verdict reads the store's record (no mark yet) and then the ledger
+    /// (gone): without this memory, a resend racing the close's mark write
+    /// would be taken for new and stored a second time.
+    closed: Mutex<HashMap<ConnId, (Instant, Vec<DedupKey>)>>,
     tickets: AtomicU64,
 }
 
@@ -250,6 +260,27 @@ impl Ledgers {
             .unwrap_or_else(PoisonError::into_inner)
             .remove(&conn);
     }
+
+    /// Remembers the keys `conn` marked at its close; called before its
+    /// ledger is removed. Entries older than [`CLOSED_KEPT`] are dropped.
+    pub fn closed_with(&self, conn: ConnId, marks: &[Unconfirmed]) {
+        if marks.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        let mut closed = self.closed.lock().unwrap_or_else(PoisonError::into_inner);
+        closed.retain(|_, (at, _)| now.duration_since(*at) < CLOSED_KEPT);
+        closed.insert(conn, (now, marks.iter().map(|m| m.key).collect()));
+    }
+
+    /// Whether `conn`, now closed, marked `key` unconfirmed at its close.
+    pub fn was_marked(&self, conn: ConnId, key: &DedupKey) -> bool {
+        self.closed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&conn)
+            .is_some_and(|(_, keys)| keys.contains(key))
+    }
 }
 
 #[cfg(test)]
@@ -267,6 +298,18 @@ mod tests {
             },
             queue: QueueId { appid: 7, uid: 2 },
         }
+    }
+
+    #[test]
+    fn a_closed_connection_remembers_what_it_marked() {
+        let ls = Ledgers::default();
+        assert!(!ls.was_marked(5, &mark(1).key));
+        ls.closed_with(5, &[mark(1)]);
+        assert!(ls.was_marked(5, &mark(1).key));
+        assert!(!ls.was_marked(5, &mark(2).key), "only the marked key");
+        assert!(!ls.was_marked(6, &mark(1).key), "only that connection");
+        ls.closed_with(6, &[]);
+        assert!(!ls.was_marked(6, &mark(1).key));
     }
 
     #[test]

@@ -78,14 +78,20 @@ impl Node {
         if e.origin.incarnation == self.incarnation {
             // Closed without a mark: its ACK was confirmed.
             let Some(l) = self.ledgers.get(e.origin.connection) else {
-                return false;
+                // Closed: its mark may have been written after the record
+                // was read; the close left the marked keys in memory.
+                return self.ledgers.was_marked(e.origin.connection, key);
             };
             // A client that read the ACK may not have acknowledged it yet
             // (delayed ACKs: 40 ms, at most 200 ms): give it that long.
             let deadline = tokio::time::Instant::now() + ACK_GRACE;
             loop {
                 match l.ack_state(key, own) {
-                    None | Some(AckState::Confirmed) => return false,
+                    Some(AckState::Confirmed) => return false,
+                    // Pruned as confirmed, or the connection closed while
+                    // we waited (its ledger is emptied after the close
+                    // remembered what it marked).
+                    None => return self.ledgers.was_marked(e.origin.connection, key),
                     Some(AckState::NotSent) => return true,
                     Some(AckState::Unacked) if tokio::time::Instant::now() >= deadline => {
                         return true;

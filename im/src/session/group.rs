@@ -3,6 +3,7 @@
 use super::writer::Writer;
 use super::{Authed, Control, Session};
 use crate::groups::send::{GroupSend, GroupSendError, group_notify_body};
+use crate::hooks::Kind;
 use crate::node::now_secs;
 use crate::outbox::OutFrame;
 use crate::store::group::{Standing, group_dedup_receiver, group_queue};
@@ -34,7 +35,14 @@ impl Session {
         if m.sender != a.uid {
             return self.ack(seq, STATUS_INVALID_SENDER, 0, w);
         }
+        if let Err(status) = self
+            .before_send(Kind::GroupIm, a, m.receiver, None, &mut m.content)
+            .await
+        {
+            return self.ack(seq, status, 0, w);
+        }
         m.timestamp = now_secs();
+        let gid = m.receiver;
         let key = DedupKey {
             appid: a.appid,
             sender: a.uid,
@@ -60,6 +68,21 @@ impl Session {
         };
         match self.node.send_group(s).await {
             Ok(sent) => {
+                if !sent.duplicate {
+                    let queue = if sent.is_super {
+                        group_queue(a.appid, gid)
+                    } else {
+                        a.queue()
+                    };
+                    let placed = sent.placed.map(|p| p.msgid);
+                    self.after_send(
+                        Kind::GroupIm,
+                        a.appid,
+                        gid,
+                        placed.map(|_| queue.into()),
+                        placed,
+                    );
+                }
                 let ack_flag = if sent.is_super { SUPER_GROUP } else { 0 };
                 let ack = Ack { seq, status: 0 }.encode(2);
                 match sent.placed {

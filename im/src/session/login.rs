@@ -3,9 +3,14 @@
 use super::writer::Writer;
 use super::{Authed, Control, Session};
 use crate::auth::Authenticator;
+use crate::node::now_secs;
+use crate::presence::{DeviceInfo, transport_code};
 use crate::registry::ClientHandle;
+use bytes::Bytes;
+use ferry_common::link::Device;
 use ferry_common::protocol::auth::{AuthToken, PLATFORM_ANDROID, PLATFORM_IOS, encode_status};
 use ferry_common::protocol::command::AUTH_STATUS;
+use std::sync::Arc;
 
 impl Session {
     pub(super) async fn login(&mut self, t: AuthToken, version: u8, w: &mut Writer) -> Control {
@@ -64,7 +69,11 @@ impl Session {
         };
         w.set_version(version);
         w.frame(AUTH_STATUS, 0, &encode_status(0));
-        node.registry.add(
+        let info = DeviceInfo {
+            since: now_secs() as i64,
+            device_id: Arc::from(t.device_id.as_str()),
+        };
+        let here = node.registry.add(
             a.appid,
             a.uid,
             ClientHandle {
@@ -74,11 +83,26 @@ impl Session {
                 transport: self.transport,
                 platform: t.platform_id,
                 outbox: self.outbox.clone(),
+                info: info.clone(),
             },
         );
         crate::node::Stats::add(&node.stats.logins, 1);
         if let Some(c) = &node.cluster {
             c.subscribe(a.appid, a.uid, a.online);
+            c.device_online(
+                a.appid,
+                a.uid,
+                Device {
+                    conn: self.conn,
+                    platform: t.platform_id,
+                    transport: transport_code(self.transport),
+                    since: info.since,
+                    device_id: Bytes::from(t.device_id.into_bytes()),
+                },
+            );
+        }
+        if here == 1 {
+            node.presence_arrived(a.appid, a.uid);
         }
         self.authed = Some(a);
         self.user_permit = Some(permit);

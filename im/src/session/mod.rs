@@ -3,6 +3,7 @@
 //! decoded frames and flushes what it writes into the [`Writer`].
 
 mod group;
+mod hooks;
 mod login;
 mod peer;
 mod realtime;
@@ -61,6 +62,7 @@ pub struct Session {
     conn: ConnId,
     outbox: Arc<Outbox>,
     peer: SocketAddr,
+    /// The transport, for presence.
     transport: crate::metrics::Transport,
     authed: Option<Authed>,
     room: Option<i64>,
@@ -171,6 +173,9 @@ impl Session {
             return;
         };
         let marks = l.unconfirmed();
+        // In memory first: a resend on this node that finds the ledger gone
+        // while the store's mark is still being written sees it there.
+        self.node.ledgers.closed_with(self.conn, &marks);
         if !marks.is_empty() {
             tracing::debug!(peer = %self.peer, sends = marks.len(), "ACKs not confirmed at close");
             if let Err(e) = self.node.store.mark_unconfirmed(marks).await {
@@ -231,7 +236,7 @@ impl Session {
             Message::Rt(m) => self.rt(a, frame.seq, m, w),
             Message::EnterRoom(r) => self.enter_room(a, r),
             Message::LeaveRoom(r) => self.leave_room(a, r),
-            Message::RoomIm(m) => self.room_im(a, frame.seq, m, w),
+            Message::RoomIm(m) => self.room_im(a, frame.seq, m, w).await,
             Message::Sync(k) => self.sync(a, k, w).await,
             Message::SyncKey(k) => self.sync_key(a, k).await,
             Message::SyncGroup(g) => self.sync_group(a, g, w).await,
@@ -258,9 +263,13 @@ impl Session {
     /// Unregisters the connection; called once when the transport ends.
     pub fn close(&mut self) {
         if let Some(a) = self.authed.take() {
-            self.node.registry.remove(a.appid, a.uid, self.conn);
+            let left = self.node.registry.remove(a.appid, a.uid, self.conn);
             if let Some(c) = &self.node.cluster {
                 c.unsubscribe(a.appid, a.uid, a.online);
+                c.device_offline(a.appid, a.uid, self.conn);
+            }
+            if left == 0 {
+                self.node.presence_left(a.appid, a.uid);
             }
             if let Some(r) = self.room.take() {
                 self.leave_current_room(a.appid, r);

@@ -2,6 +2,7 @@
 
 use super::writer::Writer;
 use super::{Authed, Control, Session};
+use crate::hooks::Kind;
 use crate::messaging::PeerSend;
 use crate::node::now_secs;
 use crate::outbox::OutFrame;
@@ -26,6 +27,12 @@ impl Session {
         }
         if let Some(c) = self.relationship_refusal(a, m.receiver, seq, w).await {
             return c;
+        }
+        if let Err(status) = self
+            .before_send(Kind::Im, a, m.receiver, None, &mut m.content)
+            .await
+        {
+            return self.ack(seq, status, 0, w);
         }
         m.timestamp = now_secs();
         let receiver = QueueId {
@@ -70,6 +77,18 @@ impl Session {
         if !valid {
             return self.ack(seq, STATUS_INVALID_SENDER, 0, w);
         }
+        if let Err(status) = self
+            .before_send(
+                Kind::Customer,
+                a,
+                m.receiver,
+                Some(m.receiver_appid),
+                &mut m.content,
+            )
+            .await
+        {
+            return self.ack(seq, status, 0, w);
+        }
         m.timestamp = now_secs();
         let p = PeerSend {
             cmd: CUSTOMER_V2,
@@ -93,9 +112,24 @@ impl Session {
     /// error nothing is ACKed: the client resends, and the ledger (ACK never
     /// written) makes the resend find what was stored, if anything.
     async fn store_and_ack(&mut self, p: PeerSend, seq: i32, w: &mut Writer) -> Control {
+        let kind = if p.cmd == CUSTOMER_V2 {
+            Kind::Customer
+        } else {
+            Kind::Im
+        };
+        let receiver = p.receiver;
         let ticket = p.ticket;
         match self.node.send_peer(p).await {
             Ok(out) => {
+                if !out.duplicate {
+                    self.after_send(
+                        kind,
+                        receiver.appid,
+                        receiver.uid,
+                        Some(receiver.into()),
+                        Some(out.receiver.msgid),
+                    );
+                }
                 let meta = Metadata {
                     sync_key: out.sender.msgid,
                     prev_sync_key: out.sender.prev,

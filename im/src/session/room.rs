@@ -2,6 +2,7 @@
 
 use super::writer::Writer;
 use super::{Authed, Control, Session};
+use crate::hooks::Kind;
 use ferry_common::protocol::ack::{STATUS_INVALID_SENDER, STATUS_MUTED, STATUS_NOT_IN_ROOM};
 use ferry_common::protocol::realtime::Realtime;
 
@@ -48,7 +49,13 @@ impl Session {
     /// Forwarded to the other members, then ACKed. A message for a room the
     /// connection is not in, or from a forbidden user, is refused with a
     /// status instead of being dropped silently.
-    pub(super) fn room_im(&mut self, a: Authed, seq: i32, m: Realtime, w: &mut Writer) -> Control {
+    pub(super) async fn room_im(
+        &mut self,
+        a: Authed,
+        seq: i32,
+        mut m: Realtime,
+        w: &mut Writer,
+    ) -> Control {
         if m.sender != a.uid {
             return self.ack(seq, STATUS_INVALID_SENDER, 0, w);
         }
@@ -61,6 +68,12 @@ impl Session {
             .is_forbidden(a.appid, a.uid, a.forbidden)
         {
             return self.ack(seq, STATUS_MUTED, 0, w);
+        }
+        if let Err(status) = self
+            .before_send(Kind::RoomIm, a, m.receiver, None, &mut m.content)
+            .await
+        {
+            return self.ack(seq, status, 0, w);
         }
         self.node
             .send_room(a.appid, m.receiver, m.encode(), Some((a.uid, a.device_id)));

@@ -329,6 +329,7 @@ pub fn hello_frame(version: u16, secret: &str) -> Bytes {
         Hello {
             version,
             secret: Bytes::copy_from_slice(secret.as_bytes()),
+            name: Bytes::new(),
         }
         .encode(),
     )
