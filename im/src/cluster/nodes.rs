@@ -140,10 +140,10 @@ impl NodeQueries {
                 p.answers.push(r.payload);
             }
         }
-        if p.complete() {
-            if let Some(tx) = p.done.take() {
-                let _ = tx.send(());
-            }
+        if p.complete()
+            && let Some(tx) = p.done.take()
+        {
+            let _ = tx.send(());
         }
     }
 }
