@@ -232,9 +232,16 @@ impl Outbox {
     }
 
     /// Wakes the connection task (a push, a close, or node shutdown).
+    ///
+    /// Only the wake that raises the signal reaches the task: while it is
+    /// raised, the task has been woken and not yet looked (it lowers the
+    /// signal in [`poll_notified`](Self::poll_notified) before it waits, or
+    /// in a drain that empties the queue), so a room's burst of pushes to a
+    /// connection that is behind costs one wake, not one per push.
     pub fn wake(&self) {
-        self.signalled.store(true, Ordering::Release);
-        self.waker.wake();
+        if !self.signalled.swap(true, Ordering::AcqRel) {
+            self.waker.wake();
+        }
     }
 
     /// Asks to be woken (once) at `at` at the latest (a little later: the
@@ -322,5 +329,44 @@ mod tests {
         o.drain_into(&mut v, usize::MAX);
         o.push([OutFrame::new(6, 0, Bytes::new())]);
         assert_eq!(o.poll_notified(&mut cx), Poll::Ready(()));
+    }
+
+    /// A waker that counts its wakes.
+    struct Count(std::sync::atomic::AtomicUsize);
+
+    impl std::task::Wake for Count {
+        fn wake(self: std::sync::Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn a_burst_of_pushes_wakes_once_and_loses_none() {
+        use std::sync::Arc;
+        let o = Outbox::new(1 << 20);
+        let count = Arc::new(Count(std::sync::atomic::AtomicUsize::new(0)));
+        let waker = std::task::Waker::from(count.clone());
+        let mut cx = Context::from_waker(&waker);
+        assert_eq!(o.poll_notified(&mut cx), Poll::Pending);
+        for i in 0..50u8 {
+            o.push([OutFrame::new(i, 0, Bytes::new())]);
+        }
+        assert_eq!(count.0.load(Ordering::SeqCst), 1, "one wake for the burst");
+        assert_eq!(o.poll_notified(&mut cx), Poll::Ready(()));
+        // Woken and looked: the next push wakes again, even before a drain.
+        o.push([OutFrame::new(50, 0, Bytes::new())]);
+        assert_eq!(count.0.load(Ordering::SeqCst), 1, "not registered: nothing to wake");
+        assert_eq!(o.poll_notified(&mut cx), Poll::Ready(()));
+        assert_eq!(o.poll_notified(&mut cx), Poll::Pending);
+        o.push([OutFrame::new(51, 0, Bytes::new())]);
+        assert_eq!(count.0.load(Ordering::SeqCst), 2);
+        let mut v = Vec::new();
+        o.drain_into(&mut v, usize::MAX);
+        let cmds: Vec<u8> = v.iter().map(|f| f.cmd).collect();
+        assert_eq!(cmds, (0..52u8).collect::<Vec<_>>(), "all, in order");
+        // A close while the signal is lowered wakes too.
+        assert_eq!(o.poll_notified(&mut cx), Poll::Pending);
+        o.close(CloseReason::Kicked);
+        assert_eq!(count.0.load(Ordering::SeqCst), 3);
     }
 }
