@@ -121,7 +121,9 @@ fn peer_push(c: &mut Criterion) {
     g.throughput(Throughput::Elements(1));
     g.bench_function("deliver_and_write", |b| {
         b.iter(|| {
-            reg.deliver(APP, 42, |_| Some(Unit::one(OutFrame::new(IM, 0, body.clone()))));
+            reg.deliver(APP, 42, |_| {
+                Some(Unit::one(OutFrame::new(IM, 0, body.clone())))
+            });
             drain(&mut m);
         })
     });

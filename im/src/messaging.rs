@@ -259,7 +259,8 @@ impl Node {
         receivers.sort_unstable();
         receivers.dedup();
         for uid in receivers {
-            self.registry.deliver(appid, uid, |_| Some(Unit::one(f.clone())));
+            self.registry
+                .deliver(appid, uid, |_| Some(Unit::one(f.clone())));
             if let Some(c) = &self.cluster {
                 c.publish_user(&RouteMessage {
                     appid,

@@ -355,7 +355,11 @@ mod tests {
         assert_eq!(o.poll_notified(&mut cx), Poll::Ready(()));
         // Woken and looked: the next push wakes again, even before a drain.
         o.push([OutFrame::new(50, 0, Bytes::new())]);
-        assert_eq!(count.0.load(Ordering::SeqCst), 1, "not registered: nothing to wake");
+        assert_eq!(
+            count.0.load(Ordering::SeqCst),
+            1,
+            "not registered: nothing to wake"
+        );
         assert_eq!(o.poll_notified(&mut cx), Poll::Ready(()));
         assert_eq!(o.poll_notified(&mut cx), Poll::Pending);
         o.push([OutFrame::new(51, 0, Bytes::new())]);
