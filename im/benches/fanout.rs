@@ -1,7 +1,7 @@
 //! The in-process fan-out path without sockets: one ROOM_IM broadcast to a
 //! room of N member outboxes (`Rooms::broadcast`), then every member's
 //! connection-side work — draining its outbox and encoding the frame with
-//! its own header and seq into its write buffer (`Writer`), as the
+//! its own header and seq into its write buffer (`Encoder`), as the
 //! connection task does before its `write` syscall. Also a peer push
 //! through the `Registry` (one user, one connection).
 //!
@@ -12,9 +12,9 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use ferry_common::protocol::command::{IM, ROOM_IM};
 use ferry_common::protocol::realtime::Realtime;
 use ferry_im::outbox::{OutFrame, Outbox, Unit};
-use ferry_im::registry::{ClientHandle, Registry};
+use ferry_im::registry::{LocalConn, Registry};
 use ferry_im::rooms::Rooms;
-use ferry_im::session::writer::Writer;
+use ferry_im::session::encoder::Encoder;
 use std::hint::black_box;
 use std::sync::Arc;
 
@@ -23,7 +23,7 @@ const ROOM: i64 = 10;
 
 struct Member {
     outbox: Arc<Outbox>,
-    writer: Writer,
+    writer: Encoder,
 }
 
 fn room_of(n: usize) -> (Rooms, Vec<Member>) {
@@ -32,7 +32,7 @@ fn room_of(n: usize) -> (Rooms, Vec<Member>) {
         .map(|i| {
             let outbox = Arc::new(Outbox::new(4 << 20));
             rooms.join(APP, ROOM, i as u64 + 1, i as i64 + 1, 0, outbox.clone());
-            let mut writer = Writer::default();
+            let mut writer = Encoder::default();
             writer.set_version(2);
             Member { outbox, writer }
         })
@@ -101,7 +101,7 @@ fn peer_push(c: &mut Criterion) {
     reg.add(
         APP,
         42,
-        ClientHandle {
+        LocalConn {
             conn: 1,
             device_id: 0,
             online: true,
@@ -113,7 +113,7 @@ fn peer_push(c: &mut Criterion) {
     );
     let mut m = Member {
         outbox,
-        writer: Writer::default(),
+        writer: Encoder::default(),
     };
     m.writer.set_version(2);
     let body = Bytes::from(vec![b'x'; 100]);

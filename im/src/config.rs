@@ -4,6 +4,7 @@
 
 mod gobelieve;
 
+pub use crate::hooks::{HookFail, HookStream};
 pub use ferry_common::redact_url;
 use serde::Deserialize;
 use std::net::SocketAddr;
@@ -173,22 +174,6 @@ pub struct ImOptions {
     /// events are dropped and counted [default: 100000].
     #[arg(long, env = "FERRY_HOOK_QUEUE")]
     pub hook_queue: Option<usize>,
-}
-
-/// `--hook-fail`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum HookFail {
-    Open,
-    Closed,
-}
-
-/// `--hook-stream`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum HookStream {
-    Http,
-    Redis,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]

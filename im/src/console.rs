@@ -4,8 +4,9 @@
 //! so a console on any node shows every node alike.
 
 use crate::metrics::{self, Transport};
-use crate::node::{Node, Stats};
+use crate::node::Node;
 use serde_json::{Value, json};
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 /// Rooms listed by size.
@@ -39,14 +40,15 @@ pub fn identity(node: &Node) -> Value {
 /// Identity, current figures and the history samples after Unix second
 /// `since`: `{"node", "now", "history"}`.
 pub fn figures(node: &Node, since: u64) -> Value {
-    let open = metrics::open_connections();
+    let open = node.metrics.open_connections();
     let connections: serde_json::Map<String, Value> = Transport::ALL
         .iter()
         .map(|t| (t.as_str().to_string(), open[*t as usize].into()))
         .collect();
-    let (users, authed) = node.registry.totals(None);
-    let (rooms, room_members) = node.rooms.totals(None);
+    let (users, authed) = node.delivery.registry.totals(None);
+    let (rooms, room_members) = node.delivery.rooms.totals(None);
     let top_rooms: Vec<Value> = node
+        .delivery
         .rooms
         .largest(TOP_ROOMS)
         .into_iter()
@@ -59,6 +61,7 @@ pub fn figures(node: &Node, since: u64) -> Value {
         .map(|(cmd, i, o)| json!({ "cmd": metrics::command_name(cmd), "in": i, "out": o }))
         .collect();
     let links: Vec<Value> = node
+        .delivery
         .cluster
         .iter()
         .flat_map(|c| c.links())
@@ -80,8 +83,8 @@ pub fn figures(node: &Node, since: u64) -> Value {
             "authenticated_connections": authed,
             "rooms": rooms,
             "room_members": room_members,
-            "logins_total": Stats::get(&node.stats.logins),
-            "slow_consumer_drops_total": Stats::get(&node.stats.slow_consumer_drops),
+            "logins_total": node.metrics.logins.get(),
+            "slow_consumer_drops_total": node.metrics.slow_consumer_drops(),
             "frames_by_command": commands,
             "imr_links": links,
             "top_rooms": top_rooms,
@@ -94,6 +97,30 @@ pub fn figures(node: &Node, since: u64) -> Value {
 pub fn user_here(node: &Node, appid: i64, uid: i64) -> Value {
     json!({
         "node": node_name(node),
-        "connections": node.registry.connections(appid, uid),
+        "connections": node.delivery.registry.connections(appid, uid),
     })
+}
+
+/// Samples the node's figures into its [`crate::history`] every second
+/// until it shuts down.
+pub async fn sample_history(node: Arc<Node>) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = node.shutdown.cancelled() => return,
+        }
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let queued: u64 = node
+            .delivery
+            .cluster
+            .iter()
+            .flat_map(|c| c.links())
+            .map(|l| l.queued_bytes() as u64)
+            .sum();
+        node.history.sample(&node.metrics, queued, t);
+    }
 }

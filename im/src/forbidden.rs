@@ -14,8 +14,8 @@
 
 use futures_util::StreamExt;
 use std::collections::HashMap;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, Weak};
 use std::time::Duration;
 
 /// The Redis pub/sub channel gobelieve's API server publishes on.
@@ -72,12 +72,14 @@ pub fn parse(payload: &[u8]) -> Result<(i64, i64, bool), String> {
     Ok((appid, uid, flag))
 }
 
-/// Follows the channel until the node is gone or shuts down, reconnecting
-/// with capped backoff.
-pub async fn follow(node: Weak<crate::node::Node>, url: String) {
-    let Some(shutdown) = node.upgrade().map(|n| n.shutdown.clone()) else {
-        return;
-    };
+/// Follows the channel until `shutdown` or until `apply` (given each mute
+/// as `(appid, uid, forbidden)`) answers false (the node is gone),
+/// reconnecting with capped backoff.
+pub async fn follow(
+    shutdown: tokio_util::sync::CancellationToken,
+    url: String,
+    apply: impl Fn(i64, i64, bool) -> bool + Send,
+) {
     let client = match redis::Client::open(url.as_str()) {
         Ok(c) => c,
         Err(e) => {
@@ -93,13 +95,11 @@ pub async fn follow(node: Weak<crate::node::Node>, url: String) {
             tracing::info!(channel = CHANNEL, "following mutes");
             let mut stream = pubsub.on_message();
             while let Some(msg) = stream.next().await {
-                let Some(node) = node.upgrade() else {
-                    return Ok(());
-                };
                 match parse(msg.get_payload_bytes()) {
                     Ok((appid, uid, flag)) => {
-                        let here = node.registry.count(appid, uid) > 0;
-                        node.forbidden.apply(appid, uid, flag, here);
+                        if !apply(appid, uid, flag) {
+                            return Ok(());
+                        }
                         tracing::info!(appid, uid, forbidden = flag, "speak_forbidden");
                     }
                     Err(e) => tracing::warn!(error = %e, "speak_forbidden: ignored a bad message"),

@@ -8,11 +8,9 @@
 //! `/metrics` renders, once a second from one task; the message path gains
 //! nothing but the login counter.
 
-use crate::metrics;
-use crate::node::{Node, Stats};
+use crate::metrics::{self, Metrics};
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::Mutex;
 
 /// Samples kept: ten minutes at one a second.
 pub const KEEP: usize = 600;
@@ -77,22 +75,17 @@ pub struct Columns {
 
 impl History {
     /// Takes one sample of `node` at Unix time `t`. The first call only
-    /// records the totals (a rate needs two readings).
-    pub fn sample(&self, node: &Node, t: u64) {
-        let open = metrics::open_connections();
+    /// records the totals (a rate needs two readings). `queued`: bytes
+    /// waiting for the imrs now.
+    pub fn sample(&self, m: &Metrics, queued: u64, t: u64) {
+        let open = m.open_connections();
         let now = Box::new(Totals {
-            logins: Stats::get(&node.stats.logins),
+            logins: m.logins.get(),
             frames_in: metrics::frames_by_command(true),
             frames_out: metrics::frames_by_command(false),
-            drops: Stats::get(&node.stats.slow_consumer_drops),
+            drops: m.slow_consumer_drops(),
             latency: metrics::append_latency_buckets(),
         });
-        let queued: u64 = node
-            .cluster
-            .iter()
-            .flat_map(|c| c.links())
-            .map(|l| l.queued_bytes() as u64)
-            .sum();
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         let Some(prev) = inner.prev.replace(now.clone()) else {
             return;
@@ -198,22 +191,6 @@ fn percentile(buckets: &[u64; 13], q: f64) -> u64 {
         seen += n;
     }
     bounds[bounds.len() - 1]
-}
-
-/// Samples `node` every second until it shuts down.
-pub async fn run(node: Arc<Node>) {
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = node.shutdown.cancelled() => return,
-        }
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        node.history.sample(&node, t);
-    }
 }
 
 /// How long the ring's storage is, in bytes (for the docs and a test).

@@ -5,6 +5,8 @@ pub mod cluster;
 pub mod config;
 pub mod connection;
 pub mod console;
+pub mod delivery;
+pub mod disconnect;
 pub mod feed;
 pub mod forbidden;
 /// The mutation fuzzer shared with `common/tests/fuzz_decoders.rs`.

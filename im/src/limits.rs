@@ -4,12 +4,16 @@
 //!
 //! Each admitted connection (or login) holds a permit whose `Drop` gives the
 //! slot back, so a slot can never leak on an early return or a panic in the
-//! connection task. Refusals are counted in [`Stats`] and logged at most once
-//! per second per kind, so a connection storm cannot flood the log.
+//! connection task. Refusals are counted in [`Metrics`] and logged at most
+//! once per second per kind, so a connection storm cannot flood the log.
+//!
+//! The open-connection count admitted against is the `ferry_connections`
+//! gauge itself ([`Metrics::open_connections`]): a permit is the only way in
+//! or out of it.
 
-use crate::node::Stats;
+use crate::metrics::{Counter, Metrics, Transport};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -54,7 +58,7 @@ const RSS_TTL: Duration = Duration::from_millis(100);
 
 pub struct Limits {
     cfg: LimitsConfig,
-    open: AtomicUsize,
+    metrics: Arc<Metrics>,
     per_user: Mutex<HashMap<(i64, i64), usize>>,
     rss: Mutex<(Instant, u64)>,
     /// Unix second of the last refusal log line, per [`Refusal`] kind.
@@ -62,10 +66,10 @@ pub struct Limits {
 }
 
 impl Limits {
-    pub fn new(cfg: LimitsConfig) -> Arc<Limits> {
+    pub fn new(cfg: LimitsConfig, metrics: Arc<Metrics>) -> Arc<Limits> {
         Arc::new(Limits {
             cfg,
-            open: AtomicUsize::new(0),
+            metrics,
             per_user: Mutex::new(HashMap::new()),
             rss: Mutex::new((Instant::now() - RSS_TTL * 2, 0)),
             logged: Default::default(),
@@ -76,45 +80,31 @@ impl Limits {
         &self.cfg
     }
 
-    /// Open connections currently holding a permit.
-    pub fn open(&self) -> usize {
-        self.open.load(Ordering::Relaxed)
-    }
-
-    /// Admits a new client connection, or refuses it (counted and logged).
-    pub fn admit(self: &Arc<Self>, stats: &Stats) -> Result<ConnPermit, Refusal> {
+    /// Admits a new client connection over `transport`, or refuses it
+    /// (counted and logged).
+    pub fn admit(self: &Arc<Self>, transport: Transport) -> Result<ConnPermit, Refusal> {
         if self.cfg.max_rss_bytes > 0 {
             let rss = self.rss_bytes();
             if rss > self.cfg.max_rss_bytes {
-                Stats::add(&stats.refused_memory, 1);
-                self.log(Refusal::Memory, Stats::get(&stats.refused_memory), rss);
+                self.refuse(Refusal::Memory, rss);
                 return Err(Refusal::Memory);
             }
         }
-        let max = self.cfg.max_connections;
-        let prev = self.open.fetch_add(1, Ordering::AcqRel);
-        if max > 0 && prev >= max {
-            self.open.fetch_sub(1, Ordering::AcqRel);
-            Stats::add(&stats.refused_connections, 1);
-            self.log(
-                Refusal::NodeFull,
-                Stats::get(&stats.refused_connections),
-                max as u64,
-            );
+        let max = self.cfg.max_connections as u64;
+        let open = self.metrics.open(transport);
+        if max > 0 && open > max {
+            self.metrics.close(transport);
+            self.refuse(Refusal::NodeFull, max);
             return Err(Refusal::NodeFull);
         }
         Ok(ConnPermit {
             limits: self.clone(),
+            transport,
         })
     }
 
     /// Admits one more logged-in connection of (appid, uid).
-    pub fn admit_user(
-        self: &Arc<Self>,
-        stats: &Stats,
-        appid: i64,
-        uid: i64,
-    ) -> Result<UserPermit, Refusal> {
+    pub fn admit_user(self: &Arc<Self>, appid: i64, uid: i64) -> Result<UserPermit, Refusal> {
         let max = self.cfg.max_connections_per_user;
         {
             let mut m = self.per_user.lock().unwrap_or_else(|e| e.into_inner());
@@ -127,12 +117,7 @@ impl Limits {
                 });
             }
         }
-        Stats::add(&stats.refused_user_connections, 1);
-        self.log(
-            Refusal::UserFull,
-            Stats::get(&stats.refused_user_connections),
-            max as u64,
-        );
+        self.refuse(Refusal::UserFull, max as u64);
         Err(Refusal::UserFull)
     }
 
@@ -152,7 +137,19 @@ impl Limits {
         c.1
     }
 
-    fn log(&self, why: Refusal, total: u64, limit_or_value: u64) {
+    fn counter(&self, why: Refusal) -> &Counter {
+        match why {
+            Refusal::NodeFull => &self.metrics.refused_connections,
+            Refusal::UserFull => &self.metrics.refused_user_connections,
+            Refusal::Memory => &self.metrics.refused_memory,
+        }
+    }
+
+    /// Counts a refusal and logs it (at most once a second per kind).
+    fn refuse(&self, why: Refusal, limit_or_value: u64) {
+        let counter = self.counter(why);
+        counter.inc();
+        let total = counter.get();
         if !once_per_second(&self.logged[why as usize]) {
             return;
         }
@@ -202,11 +199,12 @@ fn parse_vmrss(status: &str) -> Option<u64> {
 /// One node connection slot; released on drop.
 pub struct ConnPermit {
     limits: Arc<Limits>,
+    transport: Transport,
 }
 
 impl Drop for ConnPermit {
     fn drop(&mut self) {
-        self.limits.open.fetch_sub(1, Ordering::AcqRel);
+        self.limits.metrics.close(self.transport);
     }
 }
 
@@ -239,45 +237,43 @@ mod tests {
     fn limits(f: impl FnOnce(&mut LimitsConfig)) -> Arc<Limits> {
         let mut c = LimitsConfig::default();
         f(&mut c);
-        Limits::new(c)
+        Limits::new(c, Arc::default())
     }
 
     #[test]
     fn node_limit_refuses_and_releases() {
-        let stats = Stats::default();
         let l = limits(|c| c.max_connections = 2);
-        let a = l.admit(&stats).expect("first");
-        let _b = l.admit(&stats).expect("second");
-        assert_eq!(l.admit(&stats).err(), Some(Refusal::NodeFull));
-        assert_eq!(Stats::get(&stats.refused_connections), 1);
-        assert_eq!(l.open(), 2);
+        let a = l.admit(Transport::Tcp).expect("first");
+        let _b = l.admit(Transport::Ws).expect("second");
+        assert_eq!(l.admit(Transport::Tcp).err(), Some(Refusal::NodeFull));
+        assert_eq!(l.metrics.refused_connections.get(), 1);
+        assert_eq!(l.metrics.open_connections(), [1, 0, 1, 0]);
         drop(a);
-        assert!(l.admit(&stats).is_ok());
+        assert_eq!(l.metrics.open_total(), 1);
+        assert!(l.admit(Transport::Tls).is_ok());
     }
 
     #[test]
     fn user_limit_is_per_user_and_released() {
-        let stats = Stats::default();
         let l = limits(|c| c.max_connections_per_user = 1);
-        let a = l.admit_user(&stats, 1, 10).expect("first");
-        assert!(l.admit_user(&stats, 1, 11).is_ok(), "other uid");
-        assert!(l.admit_user(&stats, 2, 10).is_ok(), "other appid");
-        assert_eq!(l.admit_user(&stats, 1, 10).err(), Some(Refusal::UserFull));
-        assert_eq!(Stats::get(&stats.refused_user_connections), 1);
+        let a = l.admit_user(1, 10).expect("first");
+        assert!(l.admit_user(1, 11).is_ok(), "other uid");
+        assert!(l.admit_user(2, 10).is_ok(), "other appid");
+        assert_eq!(l.admit_user(1, 10).err(), Some(Refusal::UserFull));
+        assert_eq!(l.metrics.refused_user_connections.get(), 1);
         drop(a);
         assert_eq!(l.user_connections(1, 10), 0);
-        assert!(l.admit_user(&stats, 1, 10).is_ok());
+        assert!(l.admit_user(1, 10).is_ok());
     }
 
     #[test]
     fn memory_guard_refuses_above_bound() {
-        let stats = Stats::default();
         let l = limits(|c| c.max_rss_bytes = 1024);
-        assert_eq!(l.admit(&stats).err(), Some(Refusal::Memory));
-        assert_eq!(Stats::get(&stats.refused_memory), 1);
-        assert_eq!(l.open(), 0);
+        assert_eq!(l.admit(Transport::Tcp).err(), Some(Refusal::Memory));
+        assert_eq!(l.metrics.refused_memory.get(), 1);
+        assert_eq!(l.metrics.open_total(), 0);
         let l = limits(|c| c.max_rss_bytes = 1 << 50);
-        assert!(l.admit(&stats).is_ok());
+        assert!(l.admit(Transport::Tcp).is_ok());
     }
 
     #[test]

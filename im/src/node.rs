@@ -1,60 +1,36 @@
-//! Everything one im node shares between its connections and its HTTP API.
+//! Where one im node is wired together: everything its connections and its
+//! HTTP API share, built once at start ([`crate::server`]) and handed around
+//! as `Arc<Node>`.
+//!
+//! The parts keep to their own concerns — [`Delivery`] reaches connected
+//! users, [`Store`] keeps messages, [`Metrics`] counts, [`Limits`] admits —
+//! and the flows that need several of them (store, then deliver) are
+//! methods of `Node` in their own modules: [`crate::messaging`],
+//! [`crate::groups`], [`crate::presence`].
 
 use crate::auth::Authenticator;
 use crate::cluster::Cluster;
 use crate::config::ImConfig;
+use crate::delivery::Delivery;
 use crate::groups::Groups;
-use crate::registry::Registry;
-use crate::rooms::Rooms;
+use crate::limits::Limits;
+use crate::metrics::Metrics;
 use crate::store::Store;
 use crate::store::group::GroupStore;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-
-/// Counters for `/summary` (and later `/metrics`).
-#[derive(Default)]
-pub struct Stats {
-    pub connections: AtomicU64,
-    pub in_messages: AtomicU64,
-    pub out_messages: AtomicU64,
-    pub slow_consumer_drops: AtomicU64,
-    /// Connections refused by `--max-connections`.
-    pub refused_connections: AtomicU64,
-    /// Logins refused by `--max-connections-per-user`.
-    pub refused_user_connections: AtomicU64,
-    /// Connections refused by the `--max-rss` memory guard.
-    pub refused_memory: AtomicU64,
-    /// Connections closed for not logging in within `--auth-timeout`.
-    pub auth_timeouts: AtomicU64,
-    /// Connections closed for exceeding `--max-frames-per-sec`.
-    pub rate_limited: AtomicU64,
-    /// Successful logins (AUTH_TOKEN accepted), for the admin console.
-    pub logins: AtomicU64,
-}
-
-impl Stats {
-    pub fn add(counter: &AtomicU64, n: u64) {
-        counter.fetch_add(n, Ordering::Relaxed);
-    }
-
-    pub fn get(counter: &AtomicU64) -> u64 {
-        counter.load(Ordering::Relaxed)
-    }
-}
 
 pub struct Node {
     pub cfg: ImConfig,
     pub store: Arc<dyn Store>,
     pub auth: Authenticator,
-    pub registry: Registry,
-    pub rooms: Rooms,
+    /// Connections, rooms and imr links: how frames reach people.
+    pub delivery: Delivery,
     /// Group membership cache and store.
     pub groups: Groups,
-    pub stats: Stats,
+    /// Every counter `/metrics`, `/summary` and the console report.
+    pub metrics: Arc<Metrics>,
     /// Admission limits (connections per node and per user, memory guard).
-    pub limits: std::sync::Arc<crate::limits::Limits>,
-    /// Links to the imrs; `None` on a single node.
-    pub cluster: Option<Cluster>,
+    pub limits: Arc<Limits>,
     /// Random per-process prefix that makes ephemeral device numbers unique
     /// across nodes.
     pub node_tag: i64,
@@ -63,11 +39,11 @@ pub struct Node {
     /// Every client connection task, so shutdown can wait for them.
     pub conns: tokio_util::task::TaskTracker,
     /// Every open connection's outbox, so shutdown can wake them.
-    pub live: crate::connection::live::Live,
+    pub wake_list: crate::connection::wake_list::WakeList,
     /// `--hook-url` and friends; `None` without hooks.
     pub hooks: Option<crate::hooks::Hooks>,
     /// Users waiting out `--presence-grace` before an offline event.
-    pub presence_tracker: crate::hooks::presence::Tracker,
+    pub presence_tracker: crate::hooks::grace::Tracker,
     /// `--word-file` dictionary, applied to TEXT messages from clients.
     pub word_filter: Option<Arc<crate::wordfilter::WordFilter>>,
     /// Mutes announced on Redis `speak_forbidden`.
@@ -99,20 +75,19 @@ impl Node {
             .hooks
             .clone()
             .map(|h| crate::hooks::Hooks::new(h, &cfg.node_name));
+        let metrics = Arc::new(Metrics::default());
         Node {
-            limits: crate::limits::Limits::new(cfg.limits.clone()),
+            limits: Limits::new(cfg.limits.clone(), metrics.clone()),
+            metrics,
             cfg,
             store,
             auth,
-            registry: Registry::default(),
-            rooms: Rooms::default(),
+            delivery: Delivery::new(cluster),
             groups: Groups::new(groups),
-            stats: Stats::default(),
-            cluster,
             node_tag: (u32::from_be_bytes(tag) & 0x7fff_ffff) as i64,
             shutdown: tokio_util::sync::CancellationToken::new(),
             conns: tokio_util::task::TaskTracker::new(),
-            live: Default::default(),
+            wake_list: Default::default(),
             hooks,
             presence_tracker: Default::default(),
             word_filter: None,

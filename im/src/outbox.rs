@@ -10,6 +10,7 @@
 //!
 //! An idle connection's queue holds at most [`IDLE_SLOTS`] slots of heap memory.
 
+use crate::disconnect::Disconnect;
 use bytes::Bytes;
 use ferry_common::protocol::metadata::Metadata;
 use futures_util::task::AtomicWaker;
@@ -82,29 +83,11 @@ impl IntoIterator for Unit {
     }
 }
 
-/// Why an outbox stopped accepting frames.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CloseReason {
-    SlowConsumer,
-    Kicked,
-    Shutdown,
-}
-
-impl CloseReason {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CloseReason::SlowConsumer => "slow_consumer",
-            CloseReason::Kicked => "kicked",
-            CloseReason::Shutdown => "shutdown",
-        }
-    }
-}
-
 #[derive(Default)]
 struct State {
     queue: VecDeque<OutFrame>,
     bytes: usize,
-    closed: Option<CloseReason>,
+    closed: Option<Disconnect>,
 }
 
 pub struct Outbox {
@@ -118,7 +101,7 @@ pub struct Outbox {
     signalled: AtomicBool,
     /// When the connection task wants to be woken at the latest (a timeout
     /// of its own), in [`millis`]; checked by the node-wide timer
-    /// (`connection::live`) instead of a timer per connection.
+    /// (`connection::wake_list`) instead of a timer per connection.
     deadline: AtomicU64,
     limit: usize,
 }
@@ -155,7 +138,7 @@ impl Outbox {
             st.queue.push_back(f);
         }
         if st.bytes > self.limit {
-            st.closed = Some(CloseReason::SlowConsumer);
+            st.closed = Some(Disconnect::SlowConsumer);
             st.queue = VecDeque::new();
             st.bytes = 0;
         }
@@ -174,11 +157,7 @@ impl Outbox {
     /// taken, all under one lock (the connection task encodes them straight
     /// into its write buffer: no intermediate vector that an idle connection
     /// would keep). A closed outbox hands out nothing and returns why.
-    pub fn drain_with(
-        &self,
-        budget: usize,
-        mut f: impl FnMut(OutFrame),
-    ) -> Result<(), CloseReason> {
+    pub fn drain_with(&self, budget: usize, mut f: impl FnMut(OutFrame)) -> Result<(), Disconnect> {
         let mut st = self.lock();
         if let Some(r) = st.closed {
             return Err(r);
@@ -209,7 +188,7 @@ impl Outbox {
         Ok(())
     }
 
-    pub fn close(&self, reason: CloseReason) {
+    pub fn close(&self, reason: Disconnect) {
         let mut st = self.lock();
         if st.closed.is_none() {
             st.closed = Some(reason);
@@ -218,7 +197,7 @@ impl Outbox {
         self.wake();
     }
 
-    pub fn closed(&self) -> Option<CloseReason> {
+    pub fn closed(&self) -> Option<Disconnect> {
         self.lock().closed
     }
 
@@ -245,7 +224,7 @@ impl Outbox {
     }
 
     /// Asks to be woken (once) at `at` at the latest (a little later: the
-    /// node-wide timer ticks every `connection::live::TICK`).
+    /// node-wide timer ticks every `connection::wake_list::TICK`).
     pub fn set_deadline(&self, at: tokio::time::Instant) {
         self.deadline.store(millis(at), Ordering::Relaxed);
     }
@@ -285,7 +264,7 @@ mod tests {
         let o = Outbox::new(100);
         assert!(o.push([OutFrame::new(4, 0, Bytes::from(vec![0u8; 50]))]));
         assert!(!o.push([OutFrame::new(4, 0, Bytes::from(vec![0u8; 50]))]));
-        assert_eq!(o.closed(), Some(CloseReason::SlowConsumer));
+        assert_eq!(o.closed(), Some(Disconnect::SlowConsumer));
         assert!(!o.push([OutFrame::new(4, 0, Bytes::new())]));
     }
 
@@ -370,7 +349,7 @@ mod tests {
         assert_eq!(cmds, (0..52u8).collect::<Vec<_>>(), "all, in order");
         // A close while the signal is lowered wakes too.
         assert_eq!(o.poll_notified(&mut cx), Poll::Pending);
-        o.close(CloseReason::Kicked);
+        o.close(Disconnect::SlowConsumer);
         assert_eq!(count.0.load(Ordering::SeqCst), 3);
     }
 }

@@ -9,33 +9,12 @@
 
 use crate::metrics::Transport;
 use crate::node::Node;
-use crate::registry::ClientHandle;
-use std::sync::Arc;
+pub use crate::registry::DeviceInfo;
+use crate::registry::LocalConn;
 use std::time::Duration;
 
 /// How long a presence query waits for the imrs.
 pub const QUERY_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// What presence needs of a connection beyond its platform and transport
-/// (which the registry keeps for the admin console too).
-#[derive(Debug, Clone)]
-pub struct DeviceInfo {
-    /// Unix seconds of the login.
-    pub since: i64,
-    /// The client's device id string (empty when it sent none).
-    pub device_id: Arc<str>,
-}
-
-impl DeviceInfo {
-    /// A connection without a device id, logged in at time 0 (tests and benches).
-    #[doc(hidden)]
-    pub fn test() -> DeviceInfo {
-        DeviceInfo {
-            since: 0,
-            device_id: Arc::from(""),
-        }
-    }
-}
 
 /// A device somewhere in the cluster.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,7 +71,7 @@ pub fn platform_name(p: u8) -> std::borrow::Cow<'static, str> {
     }
 }
 
-fn local(node: &Node, h: &ClientHandle) -> DeviceAt {
+fn local(node: &Node, h: &LocalConn) -> DeviceAt {
     DeviceAt {
         node: node.cfg.node_name.clone(),
         platform: h.platform,
@@ -110,12 +89,15 @@ impl Node {
         appid: i64,
         uids: &[i64],
     ) -> Result<Vec<UserDevices>, PresenceError> {
-        let Some(cluster) = &self.cluster else {
+        let Some(cluster) = &self.delivery.cluster else {
             return Ok(uids
                 .iter()
                 .map(|&uid| UserDevices {
                     uid,
-                    devices: self.registry.map_user(appid, uid, |h| local(self, h)),
+                    devices: self
+                        .delivery
+                        .registry
+                        .map_user(appid, uid, |h| local(self, h)),
                 })
                 .collect());
         };

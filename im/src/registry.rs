@@ -10,9 +10,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 pub type ConnId = u64;
 
-/// One connection as seen by the rest of the node.
+/// One connection on this node, as the rest of the node sees it (the
+/// client library's `ClientHandle` is the other end of the wire).
 #[derive(Clone)]
-pub struct ClientHandle {
+pub struct LocalConn {
     pub conn: ConnId,
     pub device_id: i64,
     /// Counts as online for offline-push suppression (spec §3.1 step 6).
@@ -23,7 +24,28 @@ pub struct ClientHandle {
     pub platform: u8,
     pub outbox: Arc<Outbox>,
     /// Login time and device id, for presence.
-    pub info: crate::presence::DeviceInfo,
+    pub info: DeviceInfo,
+}
+
+/// What presence needs of a connection beyond its platform and transport
+/// (which the registry keeps for the admin console too).
+#[derive(Debug, Clone)]
+pub struct DeviceInfo {
+    /// Unix seconds of the login.
+    pub since: i64,
+    /// The client's device id string (empty when it sent none).
+    pub device_id: Arc<str>,
+}
+
+impl DeviceInfo {
+    /// A connection without a device id, logged in at time 0 (tests and benches).
+    #[doc(hidden)]
+    pub fn test() -> DeviceInfo {
+        DeviceInfo {
+            since: 0,
+            device_id: Arc::from(""),
+        }
+    }
 }
 
 /// One connection of a user, as the admin console shows it.
@@ -42,7 +64,7 @@ type Key = (i64, i64);
 const SHARDS: usize = 64;
 
 pub struct Registry {
-    shards: Vec<Mutex<HashMap<Key, Vec<ClientHandle>>>>,
+    shards: Vec<Mutex<HashMap<Key, Vec<LocalConn>>>>,
     next_conn: AtomicU64,
 }
 
@@ -61,7 +83,7 @@ impl Registry {
         self.next_conn.fetch_add(1, Ordering::Relaxed)
     }
 
-    fn shard(&self, uid: i64) -> MutexGuard<'_, HashMap<Key, Vec<ClientHandle>>> {
+    fn shard(&self, uid: i64) -> MutexGuard<'_, HashMap<Key, Vec<LocalConn>>> {
         let i = (uid.unsigned_abs() % SHARDS as u64) as usize;
         self.shards[i].lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -86,7 +108,7 @@ impl Registry {
     }
 
     /// Registers a connection; returns how many the user now has here.
-    pub fn add(&self, appid: i64, uid: i64, h: ClientHandle) -> usize {
+    pub fn add(&self, appid: i64, uid: i64, h: LocalConn) -> usize {
         let mut s = self.shard(uid);
         // Most users have one connection: don't let the first push reserve four.
         let v = s
@@ -116,7 +138,7 @@ impl Registry {
         &self,
         appid: i64,
         uid: i64,
-        mut make: impl FnMut(&ClientHandle) -> Option<Unit>,
+        mut make: impl FnMut(&LocalConn) -> Option<Unit>,
     ) -> usize {
         let s = self.shard(uid);
         let Some(v) = s.get(&(appid, uid)) else {
@@ -134,7 +156,7 @@ impl Registry {
     }
 
     /// `f` of each of the user's connections here.
-    pub fn map_user<T>(&self, appid: i64, uid: i64, f: impl FnMut(&ClientHandle) -> T) -> Vec<T> {
+    pub fn map_user<T>(&self, appid: i64, uid: i64, f: impl FnMut(&LocalConn) -> T) -> Vec<T> {
         self.shard(uid)
             .get(&(appid, uid))
             .map_or_else(Vec::new, |v| v.iter().map(f).collect())

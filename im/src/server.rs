@@ -6,6 +6,7 @@ use crate::cluster::{Cluster, NodeInbound};
 use crate::config::{AuthMethod, ImConfig, StoreSpec, redact_url};
 use crate::connection;
 use crate::http;
+use crate::metrics::Transport as Kind;
 use crate::node::Node;
 use crate::store::group::GroupStore;
 use crate::store::{
@@ -147,7 +148,6 @@ pub async fn run(cfg: ImConfig, shutdown: impl Future<Output = ()>) -> Result<()
             cfg.link_buffer,
         )
     });
-    let store: Arc<dyn Store> = Arc::new(crate::metrics::TimedStore(store));
     let word_filter = load_word_filter(&cfg)?;
     let relations = match &cfg.mysql {
         Some(url) if cfg.enable_friendship || cfg.enable_blacklist => Some(Arc::new(
@@ -169,7 +169,7 @@ pub async fn run(cfg: ImConfig, shutdown: impl Future<Output = ()>) -> Result<()
     crate::resend::announce(store.clone(), node.incarnation)
         .await
         .map_err(|e| StartError::Announce(e.to_string()))?;
-    let links = match &node.cluster {
+    let links = match &node.delivery.cluster {
         Some(c) => c.start(Arc::new(NodeInbound(Arc::downgrade(&node)))),
         None => Vec::new(),
     };
@@ -182,8 +182,9 @@ pub async fn run(cfg: ImConfig, shutdown: impl Future<Output = ()>) -> Result<()
     );
     // Connection timeouts, and appends a crashed node left half-written
     // (shared stores); both end with the runtime.
-    tokio::spawn(connection::live::run_timers(node.clone()));
-    tokio::spawn(crate::history::run(node.clone()));
+    let timers = node.clone();
+    tokio::spawn(async move { timers.wake_list.run_timers().await });
+    tokio::spawn(crate::console::sample_history(node.clone()));
     tokio::spawn(recover_interrupted(store.clone()));
     // Hook events outlive the connections' shutdown flush: stopped last.
     let hook_stop = tokio_util::sync::CancellationToken::new();
@@ -210,9 +211,18 @@ pub async fn run(cfg: ImConfig, shutdown: impl Future<Output = ()>) -> Result<()
         ));
     }
     if node.cfg.follow_mutes {
+        let weak = Arc::downgrade(&node);
         tokio::spawn(crate::forbidden::follow(
-            Arc::downgrade(&node),
+            node.shutdown.clone(),
             node.cfg.redis.clone(),
+            move |appid, uid, flag| {
+                let Some(node) = weak.upgrade() else {
+                    return false;
+                };
+                let here = node.delivery.registry.count(appid, uid) > 0;
+                node.forbidden.apply(appid, uid, flag, here);
+                true
+            },
         ));
     }
     let mut accepts = vec![tokio::spawn(accept_loop(node.clone(), tcp, None))];
@@ -283,7 +293,7 @@ async fn stop(
     }
     node.shutdown.cancel();
     // After the cancel: a connection opening now sees the token instead.
-    node.live.wake_all();
+    node.wake_list.wake_all();
     node.conns.close();
     let grace = connection::drive::CLOSE_FLUSH + Duration::from_secs(5);
     let all_closed = tokio::time::timeout(grace, node.conns.wait()).await.is_ok();
@@ -302,7 +312,7 @@ async fn stop(
         }
     }
     // Closed sessions queued their unsubscribes; let connected links send them.
-    if let Some(c) = &node.cluster {
+    if let Some(c) = &node.delivery.cluster {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
         while tokio::time::Instant::now() < deadline
             && c.links()
@@ -412,7 +422,8 @@ async fn accept_loop(
         match listener.accept().await {
             Ok((stream, peer)) => {
                 // Refused connections are dropped at once (counted and logged by `limits`).
-                let Ok(permit) = node.limits.admit(&node.stats) else {
+                let kind = if tls.is_some() { Kind::Tls } else { Kind::Tcp };
+                let Ok(permit) = node.limits.admit(kind) else {
                     continue;
                 };
                 let node2 = node.clone();

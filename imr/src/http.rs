@@ -13,7 +13,7 @@
 //!
 //! Bad parameters → 400 `{"meta":{"code":400,"message":"…"}}`.
 
-use crate::server::Shared;
+use crate::state::ImrState;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
@@ -26,7 +26,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-pub(crate) fn router(sh: Arc<Shared>) -> Router {
+pub(crate) fn router(sh: Arc<ImrState>) -> Router {
     Router::new()
         .route("/online", get(online))
         .route("/all_online", get(all_online))
@@ -56,7 +56,7 @@ fn int_param(q: &HashMap<String, String>, name: &str) -> Result<i64, String> {
 }
 
 async fn online(
-    State(sh): State<Arc<Shared>>,
+    State(sh): State<Arc<ImrState>>,
     q: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Response {
     let Ok(Query(q)) = q else {
@@ -71,7 +71,7 @@ async fn online(
 }
 
 async fn subscribers(
-    State(sh): State<Arc<Shared>>,
+    State(sh): State<Arc<ImrState>>,
     q: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Response {
     let Ok(Query(q)) = q else {
@@ -102,7 +102,7 @@ struct AppUsers {
     users: Vec<i64>,
 }
 
-async fn all_online(State(sh): State<Arc<Shared>>) -> Json<Vec<AppUsers>> {
+async fn all_online(State(sh): State<Arc<ImrState>>) -> Json<Vec<AppUsers>> {
     Json(
         sh.registry
             .all_users()
@@ -125,7 +125,7 @@ struct Health {
     subscriptions: usize,
 }
 
-async fn health(State(sh): State<Arc<Shared>>) -> Json<Health> {
+async fn health(State(sh): State<Arc<ImrState>>) -> Json<Health> {
     let redis = if sh.push.is_none() {
         "disabled"
     } else if sh.stats.redis_up.load(Ordering::Relaxed) {
@@ -142,14 +142,14 @@ async fn health(State(sh): State<Arc<Shared>>) -> Json<Health> {
     })
 }
 
-async fn stats(State(sh): State<Arc<Shared>>) -> Json<crate::stats::StatsSnapshot> {
+async fn stats(State(sh): State<Arc<ImrState>>) -> Json<crate::stats::StatsSnapshot> {
     Json(sh.stats.snapshot())
 }
 
 /// Every counter of [`crate::stats::StatsSnapshot`] as `ferry_imr_<name>`;
 /// the levels (links, push buffer depth, Redis state) are gauges, the rest
 /// monotonic counters with a `_total` suffix.
-async fn metrics(State(sh): State<Arc<Shared>>) -> Response {
+async fn metrics(State(sh): State<Arc<ImrState>>) -> Response {
     use std::fmt::Write;
     const GAUGES: [&str; 3] = ["links", "push_buffered", "redis_up"];
     let snap = serde_json::to_value(sh.stats.snapshot()).unwrap_or_default();

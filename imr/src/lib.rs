@@ -19,6 +19,7 @@ pub mod push;
 pub mod registry;
 pub mod relay;
 pub mod server;
+mod state;
 pub mod stats;
 pub mod table;
 

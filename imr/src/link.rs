@@ -8,10 +8,11 @@
 //! subscription table is removed with it. Nothing here can stall another
 //! link: relaying only ever queues without waiting.
 
+pub use crate::outbox::link_frame;
 use crate::push;
 use crate::registry::Peer;
 use crate::relay::{self, Route};
-use crate::server::Shared;
+use crate::state::ImrState;
 use crate::stats;
 use bytes::{Bytes, BytesMut};
 use ferry_common::link::{
@@ -44,16 +45,11 @@ const KEEP_WRITE_BUF: usize = 1 << 20;
 
 type Reader = FramedRead<OwnedReadHalf, FrameCodec>;
 
-/// Encodes one link frame (header version 0, flag 0, seq 0).
-pub fn link_frame(cmd: u8, body: Bytes) -> Bytes {
-    Frame::new(cmd, 0, 0, 0, body).to_bytes()
-}
-
 /// Serves one accepted connection until it ends.
 pub(crate) async fn serve(
     stream: TcpStream,
     addr: SocketAddr,
-    sh: Arc<Shared>,
+    sh: Arc<ImrState>,
     shutdown: CancellationToken,
 ) {
     configure_socket(&stream);
@@ -121,7 +117,7 @@ struct Refused;
 async fn handshake(
     reader: &mut Reader,
     wr: &mut OwnedWriteHalf,
-    sh: &Shared,
+    sh: &ImrState,
     addr: SocketAddr,
 ) -> Result<Option<String>, Refused> {
     let first = match tokio::time::timeout(HANDSHAKE_TIMEOUT, reader.next()).await {
@@ -220,7 +216,7 @@ enum End {
     Cancelled,
 }
 
-async fn read_loop(reader: &mut Reader, peer: &Arc<Peer>, sh: &Arc<Shared>) -> End {
+async fn read_loop(reader: &mut Reader, peer: &Arc<Peer>, sh: &Arc<ImrState>) -> End {
     loop {
         let next = tokio::select! {
             biased;
@@ -244,7 +240,7 @@ async fn read_loop(reader: &mut Reader, peer: &Arc<Peer>, sh: &Arc<Shared>) -> E
 }
 
 /// Applies one frame. An error means the frame was malformed.
-async fn handle(frame: Frame, peer: &Arc<Peer>, sh: &Arc<Shared>) -> Result<(), ProtocolError> {
+async fn handle(frame: Frame, peer: &Arc<Peer>, sh: &Arc<ImrState>) -> Result<(), ProtocolError> {
     match frame.cmd {
         SUBSCRIBE => {
             let s = Subscribe::decode(frame.body)?;
@@ -332,7 +328,7 @@ async fn handle(frame: Frame, peer: &Arc<Peer>, sh: &Arc<Shared>) -> Result<(), 
     Ok(())
 }
 
-async fn write_loop(mut wr: OwnedWriteHalf, peer: Arc<Peer>, sh: Arc<Shared>) {
+async fn write_loop(mut wr: OwnedWriteHalf, peer: Arc<Peer>, sh: Arc<ImrState>) {
     let mut buf = BytesMut::new();
     loop {
         let more = tokio::select! {

@@ -3,7 +3,7 @@
 //! imr only routes; it keeps no state per query, so a lost asker costs
 //! nothing but the replies dropped on arrival.
 
-use crate::link::link_frame;
+use crate::outbox::link_frame;
 use crate::registry::{Peer, Registry};
 use bytes::Bytes;
 use ferry_common::link::{NODE_QUERY, NODE_REPLY, NodeQuery, NodeReply};

@@ -8,6 +8,11 @@ use std::collections::VecDeque;
 use std::sync::{Mutex, MutexGuard};
 use tokio::sync::Notify;
 
+/// Encodes one link frame (header version 0, flag 0, seq 0), as queued here.
+pub fn link_frame(cmd: u8, body: Bytes) -> Bytes {
+    ferry_common::protocol::Frame::new(cmd, 0, 0, 0, body).to_bytes()
+}
+
 /// Why a frame was not queued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PushError {

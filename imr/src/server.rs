@@ -3,9 +3,10 @@
 //! (links and HTTP first, then a bounded final flush of the push buffer).
 
 use crate::config::ImrConfig;
-use crate::push::queue::{self, PushQueue, PushReceiver};
+use crate::push::queue::{self, PushReceiver};
 use crate::push::writer;
 use crate::registry::Registry;
+use crate::state::ImrState;
 use crate::stats::Stats;
 use crate::{http, link};
 use ferry_common::redact_url;
@@ -37,22 +38,12 @@ pub enum StartError {
     Http(std::io::Error),
 }
 
-/// State shared by links, the HTTP API and the server.
-pub(crate) struct Shared {
-    pub registry: Registry,
-    pub stats: Arc<Stats>,
-    /// None when push is disabled.
-    pub push: Option<PushQueue>,
-    pub secret: String,
-    pub link_queue: usize,
-}
-
 /// A bound, not yet serving imr. Binding first lets callers (tests, the
 /// `ferry` binary) learn the real addresses when they asked for port 0.
 pub struct Server {
     link: TcpListener,
     http: TcpListener,
-    shared: Arc<Shared>,
+    shared: Arc<ImrState>,
     writer: Option<(PushReceiver, redis::aio::ConnectionManager)>,
 }
 
@@ -104,7 +95,7 @@ impl Server {
         Ok(Server {
             link,
             http,
-            shared: Arc::new(Shared {
+            shared: Arc::new(ImrState {
                 registry: Registry::new(),
                 stats,
                 push,

@@ -3,9 +3,9 @@
 //! time, in arrival order.
 
 use super::ack::Ack;
-use super::connection::{Shared, lock};
 use super::error::CloseReason;
 use super::event::Event;
+use super::state::{ClientState, lock};
 use crate::protocol::command::{METADATA, SYNC, SYNC_KEY};
 use crate::protocol::flag::SUPER_GROUP;
 use crate::protocol::metadata::Metadata;
@@ -17,7 +17,7 @@ use std::time::Instant;
 use tokio::sync::mpsc;
 
 pub(crate) struct Dispatcher {
-    shared: Arc<Shared>,
+    shared: Arc<ClientState>,
     events: mpsc::UnboundedSender<Event>,
     /// The last METADATA frame and its seq. It belongs to the next frame only
     /// if that frame's seq is exactly one more (spec §1.5); otherwise the
@@ -30,7 +30,10 @@ pub(crate) struct Dispatcher {
 }
 
 impl Dispatcher {
-    pub(crate) fn new(shared: Arc<Shared>, events: mpsc::UnboundedSender<Event>) -> Dispatcher {
+    pub(crate) fn new(
+        shared: Arc<ClientState>,
+        events: mpsc::UnboundedSender<Event>,
+    ) -> Dispatcher {
         Dispatcher {
             shared,
             events,

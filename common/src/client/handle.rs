@@ -2,10 +2,11 @@
 //! plus an [`Events`] receiver for what arrives.
 
 use super::ack::Ack;
-use super::connection::{self, Connection, Outgoing, Shared, lock};
+use super::connection::Connection;
 use super::error::ClientError;
 use super::event::Event;
 use super::options::ClientOptions;
+use super::state::{self, ClientState, Outgoing, lock};
 use super::sync::SyncMachine;
 use crate::protocol::auth::AuthToken;
 use crate::protocol::command::{AUTH_TOKEN, PING, SYNC};
@@ -39,7 +40,7 @@ pub struct Client {
 /// handle can be shared by tasks.
 #[derive(Clone)]
 pub struct ClientHandle {
-    shared: Arc<Shared>,
+    shared: Arc<ClientState>,
     guard: Arc<CloseGuard>,
 }
 
@@ -131,7 +132,7 @@ impl Client {
         let sync = options
             .sync
             .then(|| SyncMachine::new(options.sync_key, options.sync_timeout));
-        let (shared, rx) = connection::shared(sync, options.request_timeout);
+        let (shared, rx) = state::shared(sync, options.request_timeout);
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let (close_tx, close_rx) = oneshot::channel();
         let conn = Connection {

@@ -19,8 +19,8 @@
 //! ```
 //!
 //! Layout: [`sync`] is the personal sync loop as a pure state machine,
-//! `connection` the socket task, `dispatch` the per-frame logic, `handle` the
-//! API.
+//! `connection` the socket task, `dispatch` the per-frame logic, `state`
+//! what those two and the API share, `handle` the API.
 
 mod ack;
 mod connection;
@@ -29,6 +29,7 @@ mod error;
 mod event;
 mod handle;
 mod options;
+mod state;
 pub mod sync;
 
 #[cfg(test)]

@@ -10,7 +10,6 @@ use ferry_common::link::{GROUP_CHANGED, GroupPublish, PUBLISH_APP};
 use ferry_common::link::{MAX_LINK_BODY, PUBLISH, PUBLISH_GROUP, PUBLISH_ROOM, RouteMessage};
 use ferry_common::link::{NODE_QUERY, NODE_REPLY, NodeAsk, NodeQuery, NodeReply};
 use ferry_common::protocol::command::SYNC_NOTIFY;
-use ferry_common::protocol::metadata::Metadata;
 use ferry_common::protocol::scalar::encode_i64;
 use ferry_common::protocol::{Frame, split_frame};
 use std::sync::{Arc, Weak};
@@ -38,7 +37,7 @@ impl Inbound for NodeInbound {
             NODE_REPLY => {
                 match NodeReply::decode(frame.body) {
                     Ok(r) => {
-                        if let Some(c) = &node.cluster {
+                        if let Some(c) = &node.delivery.cluster {
                             c.nodes.on_reply(r);
                         }
                     }
@@ -67,7 +66,7 @@ impl Inbound for NodeInbound {
             return;
         };
         match frame.cmd {
-            PUBLISH => node.deliver_routed(&rm, inner),
+            PUBLISH => node.delivery.routed_here(&rm, inner),
             PUBLISH_ROOM => {
                 let sender = inner
                     .body
@@ -75,7 +74,7 @@ impl Inbound for NodeInbound {
                     .and_then(|b| b.try_into().ok())
                     .map(i64::from_be_bytes);
                 let exclude = sender.map(|s| (s, rm.device_id));
-                node.rooms.broadcast(
+                node.delivery.rooms.broadcast(
                     rm.appid,
                     rm.receiver,
                     &OutFrame::new(inner.cmd, inner.flag, inner.body),
@@ -84,7 +83,7 @@ impl Inbound for NodeInbound {
             }
             PUBLISH_APP => {
                 let f = OutFrame::new(inner.cmd, inner.flag, inner.body);
-                node.deliver_app_local(rm.appid, Some(link), &f);
+                node.delivery.to_app_here(rm.appid, Some(link), &f);
             }
             other => tracing::warn!(cmd = other, "unexpected command from imr ignored"),
         }
@@ -116,7 +115,10 @@ fn answer_node_query(node: &Node, link: usize, body: bytes::Bytes) {
     let payload = serde_json::to_vec(&value).unwrap_or_default();
     let (Some(frame), Some(l)) = (
         super::nodes::answer_frame(&q, payload),
-        node.cluster.as_ref().and_then(|c| c.links().get(link)),
+        node.delivery
+            .cluster
+            .as_ref()
+            .and_then(|c| c.links().get(link)),
     ) else {
         return;
     };
@@ -132,7 +134,7 @@ fn deliver_group(node: &Node, link: usize, mut g: GroupPublish) {
         tracing::warn!("PUBLISH_GROUP without a valid embedded frame ignored");
         return;
     };
-    if let Some(c) = node.cluster.as_ref() {
+    if let Some(c) = node.delivery.cluster.as_ref() {
         g.members.retain(|&uid| c.home(uid) == link);
     }
     let rm = &g.route;
@@ -146,16 +148,18 @@ fn deliver_group(node: &Node, link: usize, mut g: GroupPublish) {
         .and_then(|b| b.try_into().ok())
         .map(i64::from_be_bytes);
     let skip = sender.map(|s| (s, rm.device_id));
-    node.deliver_super_local(rm.appid, rm.receiver, &g.members, &inner, placed, skip);
+    node.delivery
+        .to_group_members_here(rm.appid, rm.receiver, &g.members, &inner, placed, skip);
 }
 
 /// After a link gap, frames routed to our users may have been lost: tell
 /// every local user homed on that link to sync (with its real queue head).
 async fn notify_after_gap(node: Arc<Node>, link: usize) {
-    let Some(cluster) = node.cluster.as_ref() else {
+    let Some(cluster) = node.delivery.cluster.as_ref() else {
         return;
     };
     let users: Vec<(i64, i64)> = node
+        .delivery
         .registry
         .users()
         .into_iter()
@@ -169,37 +173,12 @@ async fn notify_after_gap(node: Arc<Node>, link: usize) {
             Err(_) => i64::MAX,
         };
         if head > 0 {
-            node.registry.deliver(appid, uid, |_| {
+            node.delivery.registry.deliver(appid, uid, |_| {
                 Some(Unit::one(OutFrame::new(SYNC_NOTIFY, 0, encode_i64(head))))
             });
         }
     }
     if n > 0 {
         tracing::info!(link, users = n, "sent SYNC_NOTIFY after imr link gap");
-    }
-}
-
-impl Node {
-    /// Delivers a frame relayed from another node to this node's connections
-    /// of `rm.receiver`, with exact METADATA when it is a stored message.
-    pub fn deliver_routed(&self, rm: &RouteMessage, inner: Frame) {
-        let stored = rm.msgid > 0 && inner.cmd != SYNC_NOTIFY;
-        let meta = Metadata {
-            sync_key: rm.msgid,
-            prev_sync_key: rm.prev_msgid,
-        };
-        self.registry.deliver(rm.appid, rm.receiver, |h| {
-            if rm.device_id != 0 && h.device_id == rm.device_id {
-                return None;
-            }
-            Some(if stored {
-                Unit::two(
-                    OutFrame::with_meta(inner.cmd, inner.flag, inner.body.clone(), meta),
-                    OutFrame::new(SYNC_NOTIFY, 0, encode_i64(rm.msgid)),
-                )
-            } else {
-                Unit::one(OutFrame::new(inner.cmd, inner.flag, inner.body.clone()))
-            })
-        });
     }
 }

@@ -6,16 +6,14 @@
 //! `frame_rate_exceeded`).
 //!
 //! Both close with a reason the transport logs at info level, with the peer
-//! address, and count in the node's stats.
+//! address, and count in the node's [`Metrics`].
 
+use crate::disconnect::Disconnect;
 use crate::limits::{LimitsConfig, once_per_second};
-use crate::node::Stats;
+use crate::metrics::Metrics;
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
 use tokio::time::Instant;
-
-pub const AUTH_TIMEOUT: &str = "auth_timeout";
-pub const FRAME_RATE_EXCEEDED: &str = "frame_rate_exceeded";
 
 /// Last second a close of each kind was logged (see [`once_per_second`]).
 static LOGGED_AUTH_TIMEOUT: AtomicU64 = AtomicU64::new(0);
@@ -62,12 +60,12 @@ impl Guard {
     }
 
     /// Whether the login deadline has passed (checked when a timer fires).
-    pub fn auth_expired(&self, stats: &Stats, peer: SocketAddr) -> bool {
+    pub fn auth_expired(&self, metrics: &Metrics, peer: SocketAddr) -> bool {
         let expired = self.auth_deadline.is_some_and(|d| d <= Instant::now());
         if expired {
-            Stats::add(&stats.auth_timeouts, 1);
+            metrics.auth_timeouts.inc();
             if once_per_second(&LOGGED_AUTH_TIMEOUT) {
-                tracing::info!(%peer, reason = AUTH_TIMEOUT, total = Stats::get(&stats.auth_timeouts), "closing a connection that did not log in");
+                tracing::info!(%peer, reason = Disconnect::AuthTimeout.label(), total = metrics.auth_timeouts.get(), "closing a connection that did not log in");
             }
         }
         expired
@@ -77,19 +75,19 @@ impl Guard {
     pub fn charge(
         &mut self,
         n: usize,
-        stats: &Stats,
+        metrics: &Metrics,
         peer: SocketAddr,
-    ) -> Result<(), &'static str> {
-        self.charge_at(n, Instant::now(), stats, peer)
+    ) -> Result<(), Disconnect> {
+        self.charge_at(n, Instant::now(), metrics, peer)
     }
 
     fn charge_at(
         &mut self,
         n: usize,
         now: Instant,
-        stats: &Stats,
+        metrics: &Metrics,
         peer: SocketAddr,
-    ) -> Result<(), &'static str> {
+    ) -> Result<(), Disconnect> {
         let Some(b) = &mut self.rate else {
             return Ok(());
         };
@@ -101,11 +99,11 @@ impl Guard {
         b.at = now;
         b.tokens -= n as f64;
         if b.tokens < 0.0 {
-            Stats::add(&stats.rate_limited, 1);
+            metrics.rate_limited.inc();
             if once_per_second(&LOGGED_RATE) {
-                tracing::info!(%peer, reason = FRAME_RATE_EXCEEDED, limit = b.per_sec, total = Stats::get(&stats.rate_limited), "closing a connection that sends too many frames");
+                tracing::info!(%peer, reason = Disconnect::FrameRateExceeded.label(), limit = b.per_sec, total = metrics.rate_limited.get(), "closing a connection that sends too many frames");
             }
-            return Err(FRAME_RATE_EXCEEDED);
+            return Err(Disconnect::FrameRateExceeded);
         }
         Ok(())
     }
@@ -130,43 +128,46 @@ mod tests {
 
     #[test]
     fn bucket_allows_one_second_burst_then_refills() {
-        let stats = Stats::default();
+        let metrics = Metrics::default();
         let mut g = Guard::new(&cfg(100));
         let t0 = Instant::now();
-        assert!(g.charge_at(100, t0, &stats, peer()).is_ok());
-        assert_eq!(g.charge_at(1, t0, &stats, peer()), Err(FRAME_RATE_EXCEEDED));
-        assert_eq!(Stats::get(&stats.rate_limited), 1);
+        assert!(g.charge_at(100, t0, &metrics, peer()).is_ok());
+        assert_eq!(
+            g.charge_at(1, t0, &metrics, peer()),
+            Err(Disconnect::FrameRateExceeded)
+        );
+        assert_eq!(metrics.rate_limited.get(), 1);
         let mut g = Guard::new(&cfg(100));
         let t0 = Instant::now();
-        assert!(g.charge_at(100, t0, &stats, peer()).is_ok());
+        assert!(g.charge_at(100, t0, &metrics, peer()).is_ok());
         let t1 = t0 + Duration::from_millis(500);
-        assert!(g.charge_at(50, t1, &stats, peer()).is_ok());
-        assert!(g.charge_at(1, t1, &stats, peer()).is_err());
+        assert!(g.charge_at(50, t1, &metrics, peer()).is_ok());
+        assert!(g.charge_at(1, t1, &metrics, peer()).is_err());
         // Idle for a long time: the bucket holds at most one second's worth.
         let mut g = Guard::new(&cfg(100));
         let later = Instant::now() + Duration::from_secs(60);
-        assert!(g.charge_at(101, later, &stats, peer()).is_err());
+        assert!(g.charge_at(101, later, &metrics, peer()).is_err());
     }
 
     #[test]
     fn zero_rate_means_unlimited() {
-        let stats = Stats::default();
+        let metrics = Metrics::default();
         let mut g = Guard::new(&cfg(0));
-        assert!(g.charge(10_000_000, &stats, peer()).is_ok());
+        assert!(g.charge(10_000_000, &metrics, peer()).is_ok());
     }
 
     #[test]
     fn auth_deadline_expires_unless_authenticated() {
-        let stats = Stats::default();
+        let metrics = Metrics::default();
         let mut g = Guard::new(&cfg(0));
         let far = Instant::now() + Duration::from_secs(360);
         assert!(g.earliest(far) < far);
-        assert!(!g.auth_expired(&stats, peer()));
+        assert!(!g.auth_expired(&metrics, peer()));
         g.auth_deadline = Some(Instant::now());
-        assert!(g.auth_expired(&stats, peer()));
-        assert_eq!(Stats::get(&stats.auth_timeouts), 1);
+        assert!(g.auth_expired(&metrics, peer()));
+        assert_eq!(metrics.auth_timeouts.get(), 1);
         g.authenticated();
         assert_eq!(g.earliest(far), far);
-        assert!(!g.auth_expired(&stats, peer()));
+        assert!(!g.auth_expired(&metrics, peer()));
     }
 }

@@ -6,10 +6,10 @@ pub mod drive;
 #[cfg(test)]
 mod fuzz;
 pub mod guard;
-pub mod live;
 mod read;
 pub mod tcp;
 pub mod tls;
+pub mod wake_list;
 pub mod ws;
 
 pub use drive::{Io, Transport, serve};

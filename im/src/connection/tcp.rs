@@ -1,13 +1,14 @@
 //! Raw TCP: readiness-based, so an idle connection holds no buffer at all —
 //! reads go through the per-thread scratch buffer (see [`super::read`]) and
-//! writes straight from the session's [`Writer`].
+//! writes straight from the session's [`Encoder`].
 
-use super::drive::{Io, Transport, Wire};
+use super::drive::{Io, Transport};
 use super::read::{ReadError, ReadOutcome, read_frames};
+use crate::disconnect::Disconnect;
 use crate::limits::ConnPermit;
 use crate::metrics::Transport as Kind;
 use crate::node::Node;
-use crate::session::writer::Writer;
+use crate::session::encoder::{Encoder, Wire};
 use bytes::BytesMut;
 use ferry_common::protocol::Frame;
 use std::io;
@@ -46,14 +47,14 @@ impl Transport for Tcp {
     }
 
     /// Bytes leave the writer only by `try_write` into the socket.
-    fn wire(&self, w: &Writer) -> Wire {
+    fn wire(&self, w: &Encoder) -> Wire {
         Wire::At(w.written())
     }
 
     fn poll_io(
         &mut self,
         cx: &mut Context<'_>,
-        w: &mut Writer,
+        w: &mut Encoder,
         read: bool,
         out: &mut Vec<Frame>,
     ) -> Poll<Io> {
@@ -61,35 +62,35 @@ impl Transport for Tcp {
         while w.pending() > 0 {
             match self.stream.poll_write_ready(cx) {
                 Poll::Pending => break,
-                Poll::Ready(Err(_)) => return Poll::Ready(Io::Failed("write_error")),
+                Poll::Ready(Err(_)) => return Poll::Ready(Io::Failed(Disconnect::WriteError)),
                 Poll::Ready(Ok(())) => {}
             }
             match self.stream.try_write(w.bytes()) {
-                Ok(0) => return Poll::Ready(Io::Failed("write_error")),
+                Ok(0) => return Poll::Ready(Io::Failed(Disconnect::WriteError)),
                 Ok(n) => {
                     w.advance(n);
                     progress = true;
                 }
                 // Readiness was cleared; the next poll registers the waker.
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(_) => return Poll::Ready(Io::Failed("write_error")),
+                Err(_) => return Poll::Ready(Io::Failed(Disconnect::WriteError)),
             }
         }
         if read {
             loop {
                 match self.stream.poll_read_ready(cx) {
                     Poll::Pending => break,
-                    Poll::Ready(Err(_)) => return Poll::Ready(Io::Failed("read_error")),
+                    Poll::Ready(Err(_)) => return Poll::Ready(Io::Failed(Disconnect::ReadError)),
                     Poll::Ready(Ok(())) => {}
                 }
                 match read_frames(&self.stream, &mut self.partial, out) {
                     Ok(ReadOutcome::Data) => return Poll::Ready(Io::Progress),
                     Ok(ReadOutcome::WouldBlock) => {}
                     Ok(ReadOutcome::Eof) => return Poll::Ready(Io::Eof),
-                    Err(ReadError::Io(_)) => return Poll::Ready(Io::Failed("read_error")),
+                    Err(ReadError::Io(_)) => return Poll::Ready(Io::Failed(Disconnect::ReadError)),
                     Err(ReadError::Protocol(e)) => {
                         tracing::debug!(error = %e, "protocol error");
-                        return Poll::Ready(Io::Closing("protocol_error"));
+                        return Poll::Ready(Io::Closing(Disconnect::ProtocolError));
                     }
                 }
             }
@@ -101,7 +102,7 @@ impl Transport for Tcp {
         }
     }
 
-    async fn close(mut self, _reason: &'static str) {
+    async fn close(mut self, _reason: Disconnect) {
         // FIN after everything written, then a lingering close.
         let _ = self.stream.shutdown().await;
         super::read::linger(&mut self.stream).await;

@@ -14,12 +14,13 @@
 //! transport also counts the ciphertext bytes written to the TCP socket
 //! ([`Counted`]) for the ACK ledger.
 
-use super::drive::{Io, Transport, Wire};
+use super::drive::{Io, Transport};
 use super::read::{absorb, with_scratch};
+use crate::disconnect::Disconnect;
 use crate::limits::ConnPermit;
 use crate::metrics::Transport as Kind;
 use crate::node::Node;
-use crate::session::writer::Writer;
+use crate::session::encoder::{Encoder, Wire};
 use bytes::BytesMut;
 use ferry_common::protocol::Frame;
 use rustls_pki_types::pem::PemObject;
@@ -215,7 +216,7 @@ impl Transport for Stream {
         Some(self.io.get_ref().0.inner.as_raw_fd())
     }
 
-    fn wire(&self, _w: &Writer) -> Wire {
+    fn wire(&self, _w: &Encoder) -> Wire {
         if self.unflushed {
             Wire::Unflushed
         } else {
@@ -226,7 +227,7 @@ impl Transport for Stream {
     fn poll_io(
         &mut self,
         cx: &mut Context<'_>,
-        w: &mut Writer,
+        w: &mut Encoder,
         read: bool,
         out: &mut Vec<Frame>,
     ) -> Poll<Io> {
@@ -238,7 +239,7 @@ impl Transport for Stream {
             let chunk = &w.bytes()[..self.frame_left.min(w.pending())];
             match Pin::new(&mut self.io).poll_write(cx, chunk) {
                 Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => {
-                    return Poll::Ready(Io::Failed("write_error"));
+                    return Poll::Ready(Io::Failed(Disconnect::WriteError));
                 }
                 Poll::Ready(Ok(n)) => {
                     w.advance(n);
@@ -252,7 +253,7 @@ impl Transport for Stream {
         if self.unflushed {
             match Pin::new(&mut self.io).poll_flush(cx) {
                 Poll::Ready(Ok(())) => self.unflushed = false,
-                Poll::Ready(Err(_)) => return Poll::Ready(Io::Failed("write_error")),
+                Poll::Ready(Err(_)) => return Poll::Ready(Io::Failed(Disconnect::WriteError)),
                 Poll::Pending => {}
             }
         }
@@ -263,13 +264,13 @@ impl Transport for Stream {
                 let mut buf = ReadBuf::new(scratch);
                 match Pin::new(io).poll_read(cx, &mut buf) {
                     Poll::Pending => None,
-                    Poll::Ready(Err(_)) => Some(Io::Failed("read_error")),
+                    Poll::Ready(Err(_)) => Some(Io::Failed(Disconnect::ReadError)),
                     Poll::Ready(Ok(())) if buf.filled().is_empty() => Some(Io::Eof),
                     Poll::Ready(Ok(())) => match absorb(buf.filled(), partial, out) {
                         Ok(()) => Some(Io::Progress),
                         Err(e) => {
                             tracing::debug!(error = %e, "protocol error");
-                            Some(Io::Closing("protocol_error"))
+                            Some(Io::Closing(Disconnect::ProtocolError))
                         }
                     },
                 }
@@ -285,7 +286,7 @@ impl Transport for Stream {
         }
     }
 
-    async fn close(mut self, _reason: &'static str) {
+    async fn close(mut self, _reason: Disconnect) {
         // Sends close_notify and flushes; bounded so a stuck peer can't hold us.
         let _ = tokio::time::timeout(Duration::from_secs(5), self.io.shutdown()).await;
         super::read::linger(&mut self.io).await;

@@ -9,9 +9,10 @@
 
 use super::drive::{Io, Transport};
 use super::read::parse_message;
+use crate::disconnect::Disconnect;
 use crate::metrics::Transport as Kind;
 use crate::node::Node;
-use crate::session::writer::Writer;
+use crate::session::encoder::Encoder;
 use axum::Router;
 use axum::extract::State;
 use axum::extract::connect_info::{ConnectInfo, Connected};
@@ -101,7 +102,7 @@ async fn upgrade(
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response();
     }
     // Refusals are counted and logged by `limits`.
-    let Ok(permit) = s.node.limits.admit(&s.node.stats) else {
+    let Ok(permit) = s.node.limits.admit(s.kind) else {
         return (StatusCode::SERVICE_UNAVAILABLE, "connection limit reached").into_response();
     };
     let node = s.node.clone();
@@ -133,7 +134,7 @@ impl Transport for Ws {
     fn poll_io(
         &mut self,
         cx: &mut Context<'_>,
-        w: &mut Writer,
+        w: &mut Encoder,
         read: bool,
         out: &mut Vec<Frame>,
     ) -> Poll<Io> {
@@ -141,7 +142,7 @@ impl Transport for Ws {
         while w.pending() > 0 {
             match Pin::new(&mut self.ws).poll_ready(cx) {
                 Poll::Ready(Ok(())) => {}
-                Poll::Ready(Err(_)) => return Poll::Ready(Io::Failed("write_error")),
+                Poll::Ready(Err(_)) => return Poll::Ready(Io::Failed(Disconnect::WriteError)),
                 Poll::Pending => break,
             }
             // Every server frame is its own binary message (the JS SDK
@@ -151,7 +152,7 @@ impl Transport for Ws {
                 .start_send(Message::Binary(frame))
                 .is_err()
             {
-                return Poll::Ready(Io::Failed("write_error"));
+                return Poll::Ready(Io::Failed(Disconnect::WriteError));
             }
             self.unflushed = true;
             progress = true;
@@ -159,7 +160,7 @@ impl Transport for Ws {
         if self.unflushed {
             match Pin::new(&mut self.ws).poll_flush(cx) {
                 Poll::Ready(Ok(())) => self.unflushed = false,
-                Poll::Ready(Err(_)) => return Poll::Ready(Io::Failed("write_error")),
+                Poll::Ready(Err(_)) => return Poll::Ready(Io::Failed(Disconnect::WriteError)),
                 Poll::Pending => {}
             }
         }
@@ -170,7 +171,9 @@ impl Transport for Ws {
                     Poll::Ready(None) | Poll::Ready(Some(Ok(Message::Close(_)))) => {
                         return Poll::Ready(Io::Eof);
                     }
-                    Poll::Ready(Some(Err(_))) => return Poll::Ready(Io::Failed("read_error")),
+                    Poll::Ready(Some(Err(_))) => {
+                        return Poll::Ready(Io::Failed(Disconnect::ReadError));
+                    }
                     Poll::Ready(Some(Ok(Message::Binary(b)))) => match parse_message(b) {
                         Ok(f) => {
                             out.push(f);
@@ -178,11 +181,11 @@ impl Transport for Ws {
                         }
                         Err(e) => {
                             tracing::debug!(error = %e, "protocol error");
-                            return Poll::Ready(Io::Closing("protocol_error"));
+                            return Poll::Ready(Io::Closing(Disconnect::ProtocolError));
                         }
                     },
                     Poll::Ready(Some(Ok(Message::Text(_)))) => {
-                        return Poll::Ready(Io::Closing(TEXT_MESSAGE));
+                        return Poll::Ready(Io::Closing(Disconnect::TextMessage));
                     }
                     // tungstenite answers pings itself; pongs are ignored.
                     Poll::Ready(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => {}
@@ -196,13 +199,13 @@ impl Transport for Ws {
         }
     }
 
-    async fn close(mut self, reason: &'static str) {
+    async fn close(mut self, reason: Disconnect) {
         let bounded = Duration::from_secs(2);
-        if matches!(reason, "read_error" | "write_error") {
+        if matches!(reason, Disconnect::ReadError | Disconnect::WriteError) {
             return;
         }
-        if reason != "eof" {
-            let (code, text) = close_frame(reason);
+        if reason.tells_peer() {
+            let (code, text) = reason.close_frame();
             let frame = CloseFrame {
                 code,
                 reason: text.into(),
@@ -216,26 +219,5 @@ impl Transport for Ws {
             while let Some(Ok(_)) = self.ws.next().await {}
         })
         .await;
-    }
-}
-
-/// Close reason of a connection that sent a text message.
-pub const TEXT_MESSAGE: &str = "text_message";
-
-/// WebSocket close code and reason text for a close reason.
-pub fn close_frame(reason: &str) -> (u16, &'static str) {
-    match reason {
-        TEXT_MESSAGE => (
-            1003,
-            "text messages are not supported: send each protocol frame as one binary message",
-        ),
-        "protocol_error" => (1002, "protocol error: malformed or forbidden frame"),
-        "shutdown" => (1001, "server shutting down"),
-        "idle_timeout" => (1000, "idle timeout"),
-        "write_timeout" => (1008, "client too slow to read"),
-        "slow_consumer" => (1008, "client too slow to read: outbox overflow"),
-        "kicked" => (1008, "kicked"),
-        "refused_v1" => (1008, "message refused"),
-        _ => (1000, "closing"),
     }
 }

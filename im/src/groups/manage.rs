@@ -11,7 +11,7 @@ impl Node {
     /// Drops the cached group here and on every other node.
     pub fn group_changed(&self, appid: i64, gid: i64) {
         self.groups.invalidate(appid, gid);
-        if let Some(c) = &self.cluster {
+        if let Some(c) = &self.delivery.cluster {
             c.group_changed(appid, gid);
         }
     }

@@ -35,18 +35,15 @@
 //! learn about it by METADATA + GROUP_IM + SYNC_GROUP_NOTIFY and sync the
 //! group queue.
 
-use crate::messaging::UserFrame;
+use crate::delivery::UserFrame;
+use crate::delivery::group::group_notify_body;
 use crate::node::Node;
-use crate::outbox::{OutFrame, Unit};
 use crate::store::group::{Standing, group_queue};
 use crate::store::{AppendRequest, Dedup, NewEntry, Placed, QueueId, StoreError};
 use bytes::Bytes;
-use ferry_common::link::RouteMessage;
 use ferry_common::protocol::Frame;
 use ferry_common::protocol::command::{GROUP_IM, GROUP_NOTIFICATION, SYNC_GROUP_NOTIFY};
 use ferry_common::protocol::flag::{PUSH, SUPER_GROUP, TEXT};
-use ferry_common::protocol::group_sync::GroupSyncKey;
-use ferry_common::protocol::metadata::Metadata;
 
 /// One GROUP_IM to send.
 #[derive(Debug, Clone)]
@@ -95,21 +92,6 @@ pub struct GroupSent {
     /// [`crate::store::Unconfirmed::queue`]).
     pub first_queue: Option<QueueId>,
     pub duplicate: bool,
-}
-
-/// SYNC_GROUP_NOTIFY body.
-pub fn group_notify_body(gid: i64, msgid: i64) -> Bytes {
-    GroupSyncKey {
-        group_id: gid,
-        sync_key: msgid,
-    }
-    .encode()
-}
-
-fn now_nanos() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as i64)
 }
 
 impl Node {
@@ -210,10 +192,10 @@ impl Node {
                 sender_placed = Some(*p);
             }
             if out.duplicate {
-                self.notify_sync(queue, p.msgid);
+                self.delivery.notify_sync(queue, p.msgid);
                 continue;
             }
-            self.to_user(UserFrame {
+            self.delivery.to_user(UserFrame {
                 queue,
                 cmd: GROUP_IM,
                 flag: s.flag | PUSH,
@@ -224,7 +206,8 @@ impl Node {
         }
         if !out.duplicate {
             let offline: Vec<i64> = members.iter().copied().filter(|&u| u != s.sender).collect();
-            self.offline_push(appid, &offline, GROUP_IM, s.flag, &s.body);
+            self.delivery
+                .offline_push(appid, &offline, GROUP_IM, s.flag, &s.body);
         }
         Ok(GroupSent {
             is_super: false,
@@ -279,24 +262,12 @@ impl Node {
             Frame::new(SYNC_GROUP_NOTIFY, 2, 0, 0, group_notify_body(gid, p.msgid))
         };
         let skip = (s.sender, s.device_id);
-        self.deliver_super_local(appid, gid, members, &inner, p, Some(skip));
-        if let Some(c) = &self.cluster {
-            c.publish_group(
-                &RouteMessage {
-                    appid,
-                    receiver: gid,
-                    msgid: p.msgid,
-                    prev_msgid: p.prev,
-                    device_id: s.device_id,
-                    timestamp: now_nanos(),
-                    msg: inner.to_bytes(),
-                },
-                members,
-            );
-        }
+        self.delivery
+            .to_group_members(appid, gid, members, &inner, p, Some(skip));
         if !out.duplicate {
             let offline: Vec<i64> = members.iter().copied().filter(|&u| u != s.sender).collect();
-            self.offline_push(appid, &offline, GROUP_IM, s.flag, &s.body);
+            self.delivery
+                .offline_push(appid, &offline, GROUP_IM, s.flag, &s.body);
         }
         Ok(GroupSent {
             is_super: true,
@@ -312,40 +283,6 @@ impl Node {
             return None;
         }
         Some(self.groups.order_lock(appid, gid).lock().await)
-    }
-
-    /// Hands a super-group frame to this node's member connections: a
-    /// GROUP_IM goes with METADATA and is followed by SYNC_GROUP_NOTIFY; any
-    /// other frame (a notify) goes alone. `skip` = the sending (uid, device).
-    pub fn deliver_super_local(
-        &self,
-        appid: i64,
-        gid: i64,
-        members: &[i64],
-        inner: &Frame,
-        p: Placed,
-        skip: Option<(i64, i64)>,
-    ) {
-        let meta = Metadata {
-            sync_key: p.msgid,
-            prev_sync_key: p.prev,
-        };
-        let notify = OutFrame::new(SYNC_GROUP_NOTIFY, 0, group_notify_body(gid, p.msgid));
-        for &uid in members {
-            self.registry.deliver(appid, uid, |h| {
-                if skip.is_some_and(|(su, sd)| su == uid && sd != 0 && sd == h.device_id) {
-                    return None;
-                }
-                Some(if inner.cmd == GROUP_IM {
-                    Unit::two(
-                        OutFrame::with_meta(GROUP_IM, inner.flag, inner.body.clone(), meta),
-                        notify.clone(),
-                    )
-                } else {
-                    Unit::one(OutFrame::new(inner.cmd, inner.flag, inner.body.clone()))
-                })
-            });
-        }
     }
 
     /// `/post_group_notification`: a GROUP_NOTIFICATION to `members`. Normal
@@ -379,21 +316,8 @@ impl Node {
                 .first()
                 .ok_or_else(|| StoreError::Backend("empty append result".into()))?;
             let inner = Frame::new(SYNC_GROUP_NOTIFY, 2, 0, 0, group_notify_body(gid, p.msgid));
-            self.deliver_super_local(appid, gid, members, &inner, p, None);
-            if let Some(c) = &self.cluster {
-                c.publish_group(
-                    &RouteMessage {
-                        appid,
-                        receiver: gid,
-                        msgid: p.msgid,
-                        prev_msgid: p.prev,
-                        device_id: 0,
-                        timestamp: now_nanos(),
-                        msg: inner.to_bytes(),
-                    },
-                    members,
-                );
-            }
+            self.delivery
+                .to_group_members(appid, gid, members, &inner, p, None);
             return Ok(());
         }
         if members.is_empty() {
@@ -409,7 +333,7 @@ impl Node {
             })
             .await?;
         for (&uid, p) in members.iter().zip(&out.placed) {
-            self.notify_sync(QueueId { appid, uid }, p.msgid);
+            self.delivery.notify_sync(QueueId { appid, uid }, p.msgid);
         }
         Ok(())
     }

@@ -14,8 +14,8 @@
 //! `--hook-fail` decides: `open` allows, `closed` rejects with
 //! [`STATUS_HOOK_UNAVAILABLE`].
 
+use super::HookFail;
 use super::{HookStats, Hooks};
-use crate::config::HookFail;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 

@@ -16,16 +16,32 @@
 pub mod before;
 mod client;
 pub mod events;
+pub mod grace;
 pub mod presence;
 
 pub use before::{Kind, Verdict};
 pub use client::{HookClient, HookError, sign};
 pub use events::{Event, EventKind};
 
-use crate::config::{HookFail, HookStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+
+/// `--hook-fail`: what a before-send call that times out or fails means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum HookFail {
+    Open,
+    Closed,
+}
+
+/// `--hook-stream`: where events go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum HookStream {
+    Http,
+    Redis,
+}
 
 /// Resolved hook configuration.
 #[derive(Clone)]
@@ -58,7 +74,7 @@ pub enum Sink {
 impl std::fmt::Debug for HookConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HookConfig")
-            .field("url", &self.url.as_deref().map(crate::config::redact_url))
+            .field("url", &self.url.as_deref().map(ferry_common::redact_url))
             .field("secret", &self.secret.as_ref().map(|_| "<set>"))
             .field("timeout", &self.timeout)
             .field("fail", &self.fail)
@@ -69,7 +85,7 @@ impl std::fmt::Debug for HookConfig {
                 &match &self.sink {
                     Sink::Http => "http".to_string(),
                     Sink::Redis { url, key } => {
-                        format!("redis {} {key}", crate::config::redact_url(url))
+                        format!("redis {} {key}", ferry_common::redact_url(url))
                     }
                 },
             )
@@ -136,7 +152,7 @@ impl HookConfig {
                 if let Err(e) = redis::Client::open(url.as_str()) {
                     return Err(format!(
                         "--hook-redis {}: {e}",
-                        crate::config::redact_url(&url)
+                        ferry_common::redact_url(&url)
                     ));
                 }
                 Sink::Redis {

@@ -15,25 +15,12 @@
 
 use super::events::{Event, EventKind};
 use crate::node::Node;
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 
 /// How often expired grace periods are looked for.
 const TICK: Duration = Duration::from_millis(100);
-
-#[derive(Default)]
-pub struct Tracker {
-    /// Users whose last connection here ended, with their grace deadline.
-    pending: Mutex<HashMap<(i64, i64), Instant>>,
-}
-
-impl Tracker {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(i64, i64), Instant>> {
-        self.pending.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
 
 impl Node {
     fn presence_events(&self) -> bool {
@@ -76,7 +63,7 @@ impl Node {
     /// Whether the user has devices on another node (cluster only). An
     /// unanswered query counts as "no": the event is sent rather than lost.
     async fn online_elsewhere(&self, appid: i64, uid: i64) -> bool {
-        if self.cluster.is_none() {
+        if self.delivery.cluster.is_none() {
             return false;
         }
         match self.presence(appid, &[uid]).await {
@@ -121,7 +108,9 @@ pub async fn run_timer(node: Arc<Node>) {
         for (appid, uid) in expired {
             let n = node.clone();
             tokio::spawn(async move {
-                if n.registry.count(appid, uid) == 0 && !n.online_elsewhere(appid, uid).await {
+                if n.delivery.registry.count(appid, uid) == 0
+                    && !n.online_elsewhere(appid, uid).await
+                {
                     n.emit_presence(appid, uid, false);
                 }
                 if let Some(h) = &n.hooks {

@@ -131,7 +131,7 @@ pub async fn user(State(node): State<Arc<Node>>, p: Params) -> Result<Json<Value
 /// entry per node (a node answering through several imrs counts once),
 /// sorted by name. A single node gets an empty list.
 async fn ask_others(node: &Node, ask: NodeAsk) -> Value {
-    let Some(cluster) = &node.cluster else {
+    let Some(cluster) = &node.delivery.cluster else {
         return json!({ "imrs": 0, "complete": true, "nodes": [] });
     };
     let g = cluster.nodes.ask(cluster, ask, CLUSTER_WAIT).await;

@@ -21,12 +21,13 @@ pub async fn ready(State(node): State<Arc<Node>>) -> Response {
         Ok(Ok(_))
     );
     let links: Vec<_> = node
+        .delivery
         .cluster
         .iter()
         .flat_map(|c| c.links())
         .map(|l| json!({ "imr": l.addr, "up": l.up.load(Ordering::Relaxed) }))
         .collect();
-    let links_ok = node.cluster.as_ref().is_none_or(|c| c.all_up());
+    let links_ok = node.delivery.cluster.as_ref().is_none_or(|c| c.all_up());
     let shutting_down = node.shutdown.is_cancelled();
     let ok = store_ok && links_ok && !shutting_down;
     let body = json!({

@@ -91,12 +91,13 @@ pub async fn notification(
     if p.opt_i64("uid")?.is_none() {
         let m: Notifications = parse_json(&body)?;
         check_content(m.content.len(), 0)?;
-        node.send_notifications(m.appid, &m.receivers, m.content.into());
+        node.delivery
+            .notifications(m.appid, &m.receivers, m.content.into());
         return Ok(StatusCode::OK);
     }
     let (appid, uid) = (p.i64("appid")?, p.i64("uid")?);
     check_content(body.len(), 0)?;
-    node.send_notification(appid, uid, body);
+    node.delivery.notification(appid, uid, body);
     Ok(StatusCode::OK)
 }
 
@@ -116,7 +117,7 @@ pub async fn broadcast(
 ) -> Result<StatusCode, ApiError> {
     let appid = p.i64("appid")?;
     check_content(content.len(), 0)?;
-    node.broadcast_notification(appid, content);
+    node.delivery.to_app(appid, content);
     Ok(StatusCode::OK)
 }
 
@@ -135,7 +136,7 @@ pub async fn room_message(
         content,
     }
     .encode();
-    node.send_room(appid, room, body, None);
+    node.delivery.to_room(appid, room, body, None);
     Ok(StatusCode::OK)
 }
 
@@ -148,7 +149,7 @@ pub async fn realtime_message(
 ) -> Result<StatusCode, ApiError> {
     let (appid, sender, receiver) = (p.i64("appid")?, p.i64("sender")?, p.i64("receiver")?);
     check_content(content.len(), RT_HEADER)?;
-    node.send_rt(
+    node.delivery.rt(
         appid,
         receiver,
         Realtime {

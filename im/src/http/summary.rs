@@ -2,7 +2,7 @@
 
 use super::error::ApiError;
 use super::params::Params;
-use crate::node::{Node, Stats};
+use crate::node::Node;
 use axum::Json;
 use axum::extract::State;
 use serde_json::{Map, Value, json};
@@ -14,7 +14,7 @@ use std::sync::Arc;
 /// alive tasks, the closest equivalent.
 pub async fn summary(State(node): State<Arc<Node>>, p: Params) -> Result<Json<Value>, ApiError> {
     let appid = p.opt_i64("appid")?;
-    let (users, clients) = node.registry.totals(None);
+    let (users, clients) = node.delivery.registry.totals(None);
     let mut obj = Map::new();
     obj.insert(
         "goroutine_count".into(),
@@ -23,39 +23,34 @@ pub async fn summary(State(node): State<Arc<Node>>, p: Params) -> Result<Json<Va
             .num_alive_tasks()
             .into(),
     );
-    obj.insert(
-        "connection_count".into(),
-        Stats::get(&node.stats.connections).into(),
-    );
+    obj.insert("connection_count".into(), node.metrics.open_total().into());
     obj.insert("client_count".into(), clients.into());
     obj.insert("clientset_count".into(), users.into());
     obj.insert(
         "in_message_count".into(),
-        Stats::get(&node.stats.in_messages).into(),
+        crate::metrics::frames_total(true).into(),
     );
     obj.insert(
         "out_message_count".into(),
-        Stats::get(&node.stats.out_messages).into(),
+        crate::metrics::frames_total(false).into(),
     );
     obj.insert(
         "slow_consumer_drops".into(),
-        Stats::get(&node.stats.slow_consumer_drops).into(),
+        node.metrics.slow_consumer_drops().into(),
     );
+    let m = &node.metrics;
     for (name, c) in [
-        ("refused_connections", &node.stats.refused_connections),
-        (
-            "refused_user_connections",
-            &node.stats.refused_user_connections,
-        ),
-        ("refused_memory", &node.stats.refused_memory),
-        ("auth_timeouts", &node.stats.auth_timeouts),
-        ("rate_limited", &node.stats.rate_limited),
+        ("refused_connections", &m.refused_connections),
+        ("refused_user_connections", &m.refused_user_connections),
+        ("refused_memory", &m.refused_memory),
+        ("auth_timeouts", &m.auth_timeouts),
+        ("rate_limited", &m.rate_limited),
     ] {
-        obj.insert(name.into(), Stats::get(c).into());
+        obj.insert(name.into(), c.get().into());
     }
     if let Some(appid) = appid.filter(|&a| a != 0) {
-        let (users, clients) = node.registry.totals(Some(appid));
-        let (rooms, room_clients) = node.rooms.totals(Some(appid));
+        let (users, clients) = node.delivery.registry.totals(Some(appid));
+        let (rooms, room_clients) = node.delivery.rooms.totals(Some(appid));
         obj.insert(
             format!("app_{appid}"),
             json!({

@@ -5,7 +5,7 @@ use super::*;
 use crate::auth::{Authenticator, JwtAuth};
 use crate::config::ImOptions;
 use crate::outbox::{OutFrame, Outbox};
-use crate::registry::ClientHandle;
+use crate::registry::LocalConn;
 use crate::store::{
     AppendOutcome, AppendRequest, FjallOptions, FjallStore, QueueId, Store, StoreError,
     StoreFuture, StoredMessage, Window,
@@ -132,11 +132,11 @@ impl Api {
     /// A logged-in connection of `(appid, uid)` whose outbox the test reads.
     fn connect_user(&self, appid: i64, uid: i64, device_id: i64) -> Arc<Outbox> {
         let outbox = Arc::new(Outbox::new(1 << 20));
-        let conn = self.node.registry.next_conn_id();
-        self.node.registry.add(
+        let conn = self.node.delivery.registry.next_conn_id();
+        self.node.delivery.registry.add(
             appid,
             uid,
-            ClientHandle {
+            LocalConn {
                 conn,
                 device_id,
                 online: true,
@@ -415,7 +415,10 @@ async fn realtime_kinds_reach_connections() {
     );
 
     let member = Arc::new(Outbox::new(1 << 20));
-    api.node.rooms.join(1, 77, 1000, 20, 5, member.clone());
+    api.node
+        .delivery
+        .rooms
+        .join(1, 77, 1000, 20, 5, member.clone());
     assert_eq!(
         api.post("/post_room_message?appid=1&uid=20&room=77", b"room")
             .await
@@ -594,7 +597,7 @@ async fn api_token_guards_everything_but_health() {
 struct BrokenStore;
 
 impl Store for BrokenStore {
-    fn append(&self, _: AppendRequest) -> StoreFuture<'_, AppendOutcome> {
+    fn put(&self, _: AppendRequest) -> StoreFuture<'_, AppendOutcome> {
         broken()
     }
     fn window(&self, _: QueueId, _: i64, _: usize) -> StoreFuture<'_, Window> {
@@ -736,8 +739,8 @@ async fn admin_console_json_and_user_lookup() {
 
     // Two samples a second apart make one history point; the sampler task
     // does not run in this harness, so sample by hand.
-    api.node.history.sample(&api.node, 1000);
-    api.node.history.sample(&api.node, 1001);
+    api.node.history.sample(&api.node.metrics, 0, 1000);
+    api.node.history.sample(&api.node.metrics, 0, 1001);
     let v = api.call("GET", "/admin/api/stats", auth, b"").await.json();
     assert_eq!(v["history"]["t"], json!([1001]), "{v}");
     assert_eq!(v["now"]["authenticated_connections"], 1);

@@ -2,7 +2,7 @@
 //!
 //! A client send with a msgid gets a dedup record: its key `(appid, sender,
 //! device, msgid, receiver)`, a digest of its content and its origin (this
-//! node's [incarnation](Node::incarnation) and the connection). A later
+//! node's [incarnation](crate::node::Node::incarnation) and the connection). A later
 //! send whose key and digest match a record inside `--dedup-window` is a
 //! *candidate*; it is a resend (ACKed with the original ids, not stored)
 //! only when the earlier ACK may not have reached the client:
@@ -21,10 +21,9 @@
 
 pub mod ledger;
 mod tcp_info;
+mod verdict;
 
-use crate::node::Node;
-use crate::store::{DedupKey, Earlier, INCARNATION_MASK, Store, StoreError};
-use ledger::AckState;
+use crate::store::{INCARNATION_MASK, Store, StoreError};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -65,55 +64,4 @@ pub async fn announce(store: Arc<dyn Store>, incarnation: u64) -> Result<(), Sto
         });
     }
     Ok(())
-}
-
-impl Node {
-    /// The verdict on a candidate (see the module docs): true = resend.
-    /// `own`: the send's ledger ticket, so its own entry is not taken for
-    /// the earlier send's.
-    pub(crate) async fn is_resend(&self, key: &DedupKey, e: Earlier, own: Option<u64>) -> bool {
-        if e.unconfirmed {
-            return true;
-        }
-        if e.origin.incarnation == self.incarnation {
-            // Closed without a mark: its ACK was confirmed.
-            let Some(l) = self.ledgers.get(e.origin.connection) else {
-                // Closed: its mark may have been written after the record
-                // was read; the close left the marked keys in memory.
-                return self.ledgers.was_marked(e.origin.connection, key);
-            };
-            // A client that read the ACK may not have acknowledged it yet
-            // (delayed ACKs: 40 ms, at most 200 ms): give it that long.
-            let deadline = tokio::time::Instant::now() + ACK_GRACE;
-            loop {
-                match l.ack_state(key, own) {
-                    Some(AckState::Confirmed) => return false,
-                    // Pruned as confirmed, or the connection closed while
-                    // we waited (its ledger is emptied after the close
-                    // remembered what it marked).
-                    None => return self.ledgers.was_marked(e.origin.connection, key),
-                    Some(AckState::NotSent) => return true,
-                    Some(AckState::Unacked) if tokio::time::Instant::now() >= deadline => {
-                        return true;
-                    }
-                    Some(AckState::Unacked) => tokio::time::sleep(ACK_POLL).await,
-                }
-            }
-        }
-        match self.store.node_state(e.origin.incarnation).await {
-            Ok(Some(s)) if s.clean => false,
-            Ok(Some(s)) if self.store.shared() => {
-                // Alive elsewhere → new; silent → crashed → resend.
-                let now = crate::node::now_secs() as i64;
-                now.saturating_sub(s.seen_secs) >= DEAD_AFTER_SECS
-            }
-            // Unclean and not running (one process per embedded store), or
-            // never recorded: crashed.
-            Ok(_) => true,
-            Err(err) => {
-                tracing::warn!(error = %err, "cannot read a node's state; taking the send for new");
-                false
-            }
-        }
-    }
 }

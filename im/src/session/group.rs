@@ -1,8 +1,9 @@
 //! GROUP_IM (spec §3.7) and super-group sync (SYNC_GROUP, §3.7 and §10.10).
 
-use super::writer::Writer;
+use super::encoder::Encoder;
 use super::{Authed, Control, Session};
-use crate::groups::send::{GroupSend, GroupSendError, group_notify_body};
+use crate::delivery::group::group_notify_body;
+use crate::groups::send::{GroupSend, GroupSendError};
 use crate::hooks::Kind;
 use crate::node::now_secs;
 use crate::outbox::OutFrame;
@@ -30,7 +31,7 @@ impl Session {
         seq: i32,
         flag: u8,
         mut m: Im,
-        w: &mut Writer,
+        w: &mut Encoder,
     ) -> Control {
         if m.sender != a.uid {
             return self.ack(seq, STATUS_INVALID_SENDER, 0, w);
@@ -128,7 +129,7 @@ impl Session {
         &mut self,
         a: Authed,
         g: GroupSyncKey,
-        w: &mut Writer,
+        w: &mut Encoder,
     ) -> Control {
         match self.group_window(a, g).await {
             Ok(Some((messages, new_key, more))) => {

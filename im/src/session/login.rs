@@ -1,11 +1,12 @@
 //! AUTH_TOKEN handling (spec §3.1).
 
-use super::writer::Writer;
+use super::encoder::Encoder;
 use super::{Authed, Control, Session};
 use crate::auth::Authenticator;
+use crate::disconnect::Disconnect;
 use crate::node::now_secs;
 use crate::presence::{DeviceInfo, transport_code};
-use crate::registry::ClientHandle;
+use crate::registry::LocalConn;
 use bytes::Bytes;
 use ferry_common::link::Device;
 use ferry_common::protocol::auth::{AuthToken, PLATFORM_ANDROID, PLATFORM_IOS, encode_status};
@@ -13,22 +14,22 @@ use ferry_common::protocol::command::AUTH_STATUS;
 use std::sync::Arc;
 
 impl Session {
-    pub(super) async fn login(&mut self, t: AuthToken, version: u8, w: &mut Writer) -> Control {
+    pub(super) async fn login(&mut self, t: AuthToken, version: u8, w: &mut Encoder) -> Control {
         let node = self.node.clone();
         let id = match node.auth.authenticate(&t.token).await {
             Ok(id) => id,
             Err(e) => {
                 tracing::info!(peer = %self.peer, reason = %e, "login failed");
                 w.frame(AUTH_STATUS, 0, &encode_status(1));
-                return Control::CloseAfterFlush("auth_failed");
+                return Control::Close(Disconnect::AuthFailed);
             }
         };
-        let permit = match node.limits.admit_user(&node.stats, id.appid, id.uid) {
+        let permit = match node.limits.admit_user(id.appid, id.uid) {
             Ok(p) => p,
             Err(e) => {
                 tracing::info!(peer = %self.peer, appid = id.appid, uid = id.uid, reason = %e, "login refused");
                 w.frame(AUTH_STATUS, 0, &encode_status(1));
-                return Control::CloseAfterFlush("too_many_user_connections");
+                return Control::Close(Disconnect::TooManyUserConnections);
             }
         };
         let device_id = if t.device_id.is_empty() {
@@ -50,7 +51,7 @@ impl Session {
                 Err(e) => {
                     tracing::warn!(peer = %self.peer, error = %e, "device number allocation failed");
                     w.frame(AUTH_STATUS, 0, &encode_status(1));
-                    return Control::CloseAfterFlush("auth_failed");
+                    return Control::Close(Disconnect::AuthFailed);
                 }
             }
         };
@@ -73,10 +74,10 @@ impl Session {
             since: now_secs() as i64,
             device_id: Arc::from(t.device_id.as_str()),
         };
-        let here = node.registry.add(
+        let here = node.delivery.registry.add(
             a.appid,
             a.uid,
-            ClientHandle {
+            LocalConn {
                 conn: self.conn,
                 device_id,
                 online: a.online,
@@ -86,8 +87,8 @@ impl Session {
                 info: info.clone(),
             },
         );
-        crate::node::Stats::add(&node.stats.logins, 1);
-        if let Some(c) = &node.cluster {
+        node.metrics.logins.inc();
+        if let Some(c) = &node.delivery.cluster {
             c.subscribe(a.appid, a.uid, a.online);
             c.device_online(
                 a.appid,

@@ -1,7 +1,9 @@
-//! One client's protocol state machine, independent of the transport (TCP
-//! now; TLS and WebSocket drive the same `Session`). The transport feeds it
-//! decoded frames and flushes what it writes into the [`Writer`].
+//! One client's protocol state machine, independent of the transport (TCP,
+//! TLS, WebSocket and secure WebSocket all drive the same `Session`). The
+//! transport feeds it decoded frames and flushes what it writes into the
+//! [`Encoder`].
 
+pub mod encoder;
 mod group;
 mod hooks;
 mod login;
@@ -11,29 +13,31 @@ mod relations;
 mod room;
 mod sync;
 mod words;
-pub mod writer;
 
-use crate::connection::drive::Wire;
-use crate::node::{Node, Stats};
+use crate::disconnect::Disconnect;
+use crate::node::Node;
 use crate::outbox::Outbox;
 use crate::registry::ConnId;
 use crate::resend::ledger::Ledger;
 use crate::store::{Dedup, DedupKey, Origin, QueueId, Unconfirmed, record};
+use encoder::{Encoder, Wire};
 use ferry_common::protocol::ack::Ack;
 use ferry_common::protocol::command::{ACK, PONG};
 use ferry_common::protocol::{Frame, Message};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use writer::Writer;
 
 /// What the transport should do after a frame was handled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Control {
     Continue,
-    /// Write what is pending, then close (e.g. failed login).
-    CloseAfterFlush(&'static str),
-    /// Close now.
-    Close(&'static str),
+    /// Stop reading, write every reply already produced (e.g. the ACK or
+    /// AUTH_STATUS that explains the close), then close for this reason.
+    /// There is no "close without flushing": a reply the session produced
+    /// is always worth the bounded [`CLOSE_FLUSH`] wait.
+    ///
+    /// [`CLOSE_FLUSH`]: crate::connection::drive::CLOSE_FLUSH
+    Close(Disconnect),
 }
 
 /// State of an authenticated connection.
@@ -82,9 +86,8 @@ impl Session {
         transport: crate::metrics::Transport,
         wire_fd: Option<std::os::fd::RawFd>,
     ) -> Session {
-        let conn = node.registry.next_conn_id();
-        Stats::add(&node.stats.connections, 1);
-        node.live.insert(conn, &outbox);
+        let conn = node.delivery.registry.next_conn_id();
+        node.wake_list.insert(conn, &outbox);
         Session {
             node,
             conn,
@@ -141,7 +144,7 @@ impl Session {
     }
 
     /// The ACK of send `ticket` was just appended to `w`.
-    fn acked(&self, ticket: Option<u64>, first_queue: Option<QueueId>, w: &Writer) {
+    fn acked(&self, ticket: Option<u64>, first_queue: Option<QueueId>, w: &Encoder) {
         if let (Some(t), Some(l)) = (ticket, &self.ledger) {
             l.acked(t, first_queue, w.appended());
         }
@@ -201,13 +204,12 @@ impl Session {
     }
 
     /// Handles one decoded frame from the client.
-    pub async fn handle(&mut self, frame: Frame, w: &mut Writer) -> Control {
-        Stats::add(&self.node.stats.in_messages, 1);
+    pub async fn handle(&mut self, frame: Frame, w: &mut Encoder) -> Control {
         let msg = match Message::decode_client(&frame) {
             Ok(m) => m,
             Err(e) => {
                 tracing::debug!(peer = %self.peer, error = %e, "undecodable frame, closing");
-                return Control::Close("protocol_error");
+                return Control::Close(Disconnect::ProtocolError);
             }
         };
         let Some(a) = self.authed else {
@@ -251,10 +253,10 @@ impl Session {
     /// Replies ACK(seq, status). A refusal (status ≠ 0) cannot be seen by a
     /// version-1 client, so instead of a misleading ACK it gets its
     /// connection closed (documented in README, "Refused messages").
-    pub(super) fn ack(&self, seq: i32, status: u8, flag: u8, w: &mut Writer) -> Control {
+    pub(super) fn ack(&self, seq: i32, status: u8, flag: u8, w: &mut Encoder) -> Control {
         if status != 0 && w.version() < 2 {
             tracing::info!(peer = %self.peer, status, "refusing a v1 client's frame: closing");
-            return Control::CloseAfterFlush("refused_v1");
+            return Control::Close(Disconnect::RefusedV1);
         }
         w.frame(ACK, flag, &Ack { seq, status }.encode(2));
         Control::Continue
@@ -263,8 +265,12 @@ impl Session {
     /// Unregisters the connection; called once when the transport ends.
     pub fn close(&mut self) {
         if let Some(a) = self.authed.take() {
-            let left = self.node.registry.remove(a.appid, a.uid, self.conn);
-            if let Some(c) = &self.node.cluster {
+            let left = self
+                .node
+                .delivery
+                .registry
+                .remove(a.appid, a.uid, self.conn);
+            if let Some(c) = &self.node.delivery.cluster {
                 c.unsubscribe(a.appid, a.uid, a.online);
                 c.device_offline(a.appid, a.uid, self.conn);
             }
@@ -276,16 +282,12 @@ impl Session {
             }
         }
         self.user_permit = None;
-        self.node
-            .stats
-            .connections
-            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
 impl Drop for Session {
     fn drop(&mut self) {
-        self.node.live.remove(self.conn);
+        self.node.wake_list.remove(self.conn);
         if let Some(l) = self.ledger.take() {
             self.node.ledgers.remove(self.conn);
             l.detach();

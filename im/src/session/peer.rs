@@ -1,6 +1,6 @@
 //! IM (spec §3.5) and CUSTOMER_V2 (§3.9).
 
-use super::writer::Writer;
+use super::encoder::Encoder;
 use super::{Authed, Control, Session};
 use crate::hooks::Kind;
 use crate::messaging::PeerSend;
@@ -20,7 +20,7 @@ impl Session {
         seq: i32,
         flag: u8,
         mut m: Im,
-        w: &mut Writer,
+        w: &mut Encoder,
     ) -> Control {
         if m.sender != a.uid || m.receiver == 0 {
             return self.ack(seq, STATUS_INVALID_SENDER, 0, w);
@@ -66,7 +66,7 @@ impl Session {
         seq: i32,
         flag: u8,
         mut m: CustomerV2,
-        w: &mut Writer,
+        w: &mut Encoder,
     ) -> Control {
         let kefu = self.node.cfg.kefu_appid;
         let valid = m.sender_appid == a.appid
@@ -111,7 +111,7 @@ impl Session {
     /// Stores, then ACKs with the sender-queue METADATA in front. On a store
     /// error nothing is ACKed: the client resends, and the ledger (ACK never
     /// written) makes the resend find what was stored, if anything.
-    async fn store_and_ack(&mut self, p: PeerSend, seq: i32, w: &mut Writer) -> Control {
+    async fn store_and_ack(&mut self, p: PeerSend, seq: i32, w: &mut Encoder) -> Control {
         let kind = if p.cmd == CUSTOMER_V2 {
             Kind::Customer
         } else {

@@ -1,6 +1,6 @@
 //! RT (spec §3.9) and UNREAD_COUNT.
 
-use super::writer::Writer;
+use super::encoder::Encoder;
 use super::{Authed, Control, Session};
 use ferry_common::protocol::ack::STATUS_INVALID_SENDER;
 use ferry_common::protocol::realtime::Realtime;
@@ -8,11 +8,11 @@ use ferry_common::protocol::realtime::Realtime;
 impl Session {
     /// Forwarded to the receiver's connections; not stored, not ACKed —
     /// except that a forged sender is refused like any other frame.
-    pub(super) fn rt(&mut self, a: Authed, seq: i32, m: Realtime, w: &mut Writer) -> Control {
+    pub(super) fn rt(&mut self, a: Authed, seq: i32, m: Realtime, w: &mut Encoder) -> Control {
         if m.sender != a.uid {
             return self.ack(seq, STATUS_INVALID_SENDER, 0, w);
         }
-        self.node.send_rt(a.appid, m.receiver, m.encode());
+        self.node.delivery.rt(a.appid, m.receiver, m.encode());
         Control::Continue
     }
 

@@ -2,7 +2,7 @@
 //! §3.11): gobelieve's MySQL tables ([`crate::relations`]) with `--mysql`,
 //! else Ferry's own lists ([`crate::own_relations`]).
 
-use super::writer::Writer;
+use super::encoder::Encoder;
 use super::{Authed, Control, Session};
 use crate::own_relations::OwnRelations;
 
@@ -16,7 +16,7 @@ impl Session {
         a: Authed,
         receiver: i64,
         seq: i32,
-        w: &mut Writer,
+        w: &mut Encoder,
     ) -> Option<Control> {
         let cfg = &self.node.cfg;
         if !cfg.enable_friendship && !cfg.enable_blacklist {

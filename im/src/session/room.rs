@@ -1,6 +1,6 @@
 //! Chat rooms (spec §3.8): one room per connection, memory only.
 
-use super::writer::Writer;
+use super::encoder::Encoder;
 use super::{Authed, Control, Session};
 use crate::hooks::Kind;
 use ferry_common::protocol::ack::{STATUS_INVALID_SENDER, STATUS_MUTED, STATUS_NOT_IN_ROOM};
@@ -14,7 +14,7 @@ impl Session {
         if let Some(old) = self.room.take() {
             self.leave_current_room(a.appid, old);
         }
-        self.node.rooms.join(
+        self.node.delivery.rooms.join(
             a.appid,
             room,
             self.conn,
@@ -22,7 +22,7 @@ impl Session {
             a.device_id,
             self.outbox.clone(),
         );
-        if let Some(c) = &self.node.cluster {
+        if let Some(c) = &self.node.delivery.cluster {
             c.room_join(a.appid, room);
         }
         self.room = Some(room);
@@ -40,8 +40,8 @@ impl Session {
     /// Leaves locally and, in cluster mode, drops this connection's share of
     /// the node's room subscription.
     pub(super) fn leave_current_room(&self, appid: i64, room: i64) {
-        self.node.rooms.leave(appid, room, self.conn);
-        if let Some(c) = &self.node.cluster {
+        self.node.delivery.rooms.leave(appid, room, self.conn);
+        if let Some(c) = &self.node.delivery.cluster {
             c.room_leave(appid, room);
         }
     }
@@ -54,7 +54,7 @@ impl Session {
         a: Authed,
         seq: i32,
         mut m: Realtime,
-        w: &mut Writer,
+        w: &mut Encoder,
     ) -> Control {
         if m.sender != a.uid {
             return self.ack(seq, STATUS_INVALID_SENDER, 0, w);
@@ -76,7 +76,8 @@ impl Session {
             return self.ack(seq, status, 0, w);
         }
         self.node
-            .send_room(a.appid, m.receiver, m.encode(), Some((a.uid, a.device_id)));
+            .delivery
+            .to_room(a.appid, m.receiver, m.encode(), Some((a.uid, a.device_id)));
         self.ack(seq, 0, 0, w)
     }
 }

@@ -1,6 +1,6 @@
 //! Personal sync (spec §3.6) and sync keys.
 
-use super::writer::Writer;
+use super::encoder::Encoder;
 use super::{Authed, Control, Session};
 use crate::store::StoredMessage;
 use ferry_common::protocol::command::{CUSTOMER_V2, SYNC_BEGIN, SYNC_END, SYNC_NOTIFY};
@@ -13,7 +13,7 @@ impl Session {
     /// SYNC_BEGIN(key) and SYNC_END(new key); SYNC_NOTIFY when more remain.
     /// On a store error nothing is sent and the client retries on its next
     /// notify (as SDKs do).
-    pub(super) async fn sync(&mut self, a: Authed, key: i64, w: &mut Writer) -> Control {
+    pub(super) async fn sync(&mut self, a: Authed, key: i64, w: &mut Encoder) -> Control {
         let store = self.node.store.clone();
         let q = a.queue();
         let key = if key == 0 {

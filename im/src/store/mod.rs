@@ -206,9 +206,28 @@ pub struct Window {
 }
 
 /// Storage backend.
+///
+/// Backends implement [`put`](Store::put) (and [`put_ordered`] if they
+/// keep an order); callers use [`append`](Store::append) and
+/// [`append_ordered`](Store::append_ordered), provided here so every append
+/// is timed and counted in [`crate::metrics`] by construction — a backend
+/// cannot forget it, and no wrapper has to forward every other method.
+///
+/// [`put_ordered`]: Store::put_ordered
 pub trait Store: Send + Sync + 'static {
-    /// Append atomically and durably; see the module docs.
-    fn append(&self, req: AppendRequest) -> StoreFuture<'_, AppendOutcome>;
+    /// Append atomically and durably; see the module docs. Not to be
+    /// overridden (it only adds timing to [`put`](Store::put)).
+    fn append(&self, req: AppendRequest) -> StoreFuture<'_, AppendOutcome> {
+        let entries = req.entries.len() as u64;
+        Box::pin(async move {
+            let start = std::time::Instant::now();
+            let r = self.put(req).await;
+            crate::metrics::record_append(start, entries, r.is_ok());
+            r
+        })
+    }
+    /// The backend's append, untimed; callers use [`Store::append`].
+    fn put(&self, req: AppendRequest) -> StoreFuture<'_, AppendOutcome>;
     /// Up to `limit` oldest messages with id > `after`.
     fn window(&self, queue: QueueId, after: i64, limit: usize) -> StoreFuture<'_, Window>;
     /// The newest `limit` messages, returned oldest first.
@@ -265,13 +284,28 @@ pub trait Store: Send + Sync + 'static {
     /// requests in order ([`Store::orders_appends`]) also returns the
     /// request's position among those with the same `stream` (1, 2, …,
     /// counted since the process started). `None` from stores that do not.
+    /// Not to be overridden (it only adds timing to [`Store::put_ordered`]).
     fn append_ordered(
         &self,
         req: AppendRequest,
         stream: (i64, i64),
     ) -> StoreFuture<'_, (AppendOutcome, Option<u64>)> {
+        let entries = req.entries.len() as u64;
+        Box::pin(async move {
+            let start = std::time::Instant::now();
+            let r = self.put_ordered(req, stream).await;
+            crate::metrics::record_append(start, entries, r.is_ok());
+            r
+        })
+    }
+    /// The backend's [`Store::append_ordered`], untimed.
+    fn put_ordered(
+        &self,
+        req: AppendRequest,
+        stream: (i64, i64),
+    ) -> StoreFuture<'_, (AppendOutcome, Option<u64>)> {
         let _ = stream;
-        Box::pin(async move { Ok((self.append(req).await?, None)) })
+        Box::pin(async move { Ok((self.put(req).await?, None)) })
     }
     /// Completes appends a crashed node left half-written (see the Redis
     /// store's fan-out log); returns how many it completed. Run by every node

@@ -6,18 +6,15 @@
 //! over the next batch it built meanwhile. A request never waits for a batch
 //! it does not belong to, except the one in flight when it arrived.
 
-use super::Shared;
+use super::EngineState;
 use super::kv::Kv;
-use super::writer::{Done, Msg};
+use super::message::{Done, Msg, Reply};
 use crate::store::StoreError;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc as std_mpsc;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tracing::warn;
-
-/// Where an operation's result goes.
-pub(crate) type Reply = oneshot::Sender<Result<Done, StoreError>>;
 
 /// Test hooks carried by one batch.
 #[cfg(test)]
@@ -75,7 +72,7 @@ pub(crate) fn spawn<K: Kv>(
     rx: std_mpsc::Receiver<Prepared<K>>,
     done: std_mpsc::Sender<Outcome>,
     wake: mpsc::WeakSender<Msg>,
-    shared: Arc<Shared<K>>,
+    shared: Arc<EngineState<K>>,
 ) -> Result<std::thread::JoinHandle<()>, StoreError> {
     std::thread::Builder::new()
         .name("ferry-store-commit".into())
@@ -96,7 +93,7 @@ pub(crate) fn spawn<K: Kv>(
 }
 
 /// Commits one batch and, if it is durable, answers its requests.
-fn commit<K: Kv>(p: Prepared<K>, shared: &Shared<K>) -> Outcome {
+fn commit<K: Kv>(p: Prepared<K>, shared: &EngineState<K>) -> Outcome {
     #[cfg(test)]
     let result = {
         std::thread::sleep(p.test.stall);

@@ -17,6 +17,7 @@ pub(crate) mod commit;
 pub(crate) mod dedup;
 pub mod kv;
 pub(crate) mod layout;
+pub(crate) mod message;
 mod reader;
 pub(crate) mod sync_keys;
 pub(crate) mod writer;
@@ -29,6 +30,7 @@ use crate::store::{
     Unconfirmed, Window,
 };
 use kv::{Kv, Space, Write};
+use message::{Done, Msg, Op};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
@@ -37,7 +39,7 @@ use std::time::Duration;
 use sync_keys::PendingSyncKeys;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tracing::{info, warn};
-use writer::{Done, Msg, Op, Writer};
+use writer::Writer;
 
 /// Tuning knobs of the engine; `Default` suits a production node.
 #[derive(Debug, Clone)]
@@ -78,7 +80,7 @@ pub struct StoreStats {
 }
 
 /// State shared between the store handle, its read tasks and its threads.
-pub(crate) struct Shared<K> {
+pub(crate) struct EngineState<K> {
     closed: AtomicBool,
     batches: AtomicU64,
     requests: AtomicU64,
@@ -92,7 +94,7 @@ pub(crate) struct Shared<K> {
 pub struct Engine<K: Kv> {
     /// `None` only while dropping: releasing it lets the writer drain and stop.
     tx: Option<mpsc::Sender<Msg>>,
-    shared: Arc<Shared<K>>,
+    shared: Arc<EngineState<K>>,
     /// Bounds concurrent reads (each holds a blocking-pool thread).
     read_permits: Arc<Semaphore>,
     thread: Option<JoinHandle<()>>,
@@ -207,7 +209,7 @@ impl<K: Kv> Engine<K> {
         std::fs::create_dir_all(dir)
             .map_err(|e| StoreError::Backend(format!("cannot create {}: {e}", dir.display())))?;
         let db = Arc::new(open_kv::<K>(dir, &config)?);
-        let shared = Arc::new(Shared {
+        let shared = Arc::new(EngineState {
             closed: AtomicBool::new(false),
             batches: AtomicU64::new(0),
             requests: AtomicU64::new(0),
@@ -327,7 +329,7 @@ impl<K: Kv> Engine<K> {
 /// once the store's handle is gone.
 fn spawn_flush_tick<K: Kv>(
     wake: mpsc::WeakSender<Msg>,
-    shared: Arc<Shared<K>>,
+    shared: Arc<EngineState<K>>,
 ) -> Result<(), StoreError> {
     std::thread::Builder::new()
         .name("ferry-store-flush".into())
@@ -352,7 +354,7 @@ fn mismatch() -> StoreError {
 }
 
 impl<K: Kv> Store for Engine<K> {
-    fn append(&self, req: AppendRequest) -> StoreFuture<'_, AppendOutcome> {
+    fn put(&self, req: AppendRequest) -> StoreFuture<'_, AppendOutcome> {
         Box::pin(async move {
             match self.write(Op::Append(req)).await? {
                 Done::Append(outcome) => Ok(outcome),
@@ -361,7 +363,7 @@ impl<K: Kv> Store for Engine<K> {
         })
     }
 
-    fn append_ordered(
+    fn put_ordered(
         &self,
         req: AppendRequest,
         stream: (i64, i64),

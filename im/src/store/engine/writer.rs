@@ -23,11 +23,12 @@
 //! crash between sync and reply: a resend with the same dedup key is answered
 //! as a duplicate with the original ids.
 
-use super::commit::{Outcome, Prepared, Reply};
+use super::commit::{Outcome, Prepared};
 use super::dedup::{self, BatchRef, DedupIndex, DedupRecord, Slot};
 use super::kv::{Kv, Order, Space, Write};
 use super::layout::{self, dec_value};
-use super::{EngineOptions, Shared};
+use super::message::{Done, Msg, Op, Reply};
+use super::{EngineOptions, EngineState};
 use crate::store::record::Record;
 use crate::store::{AppendOutcome, AppendRequest, DedupKey, Earlier, Placed, QueueId, StoreError};
 use std::collections::{HashMap, HashSet};
@@ -37,65 +38,6 @@ use std::sync::{Arc, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
-
-/// A write operation for the writer thread.
-pub(crate) enum Op {
-    Append(AppendRequest),
-    /// An append that also gets its position in `stream` (see
-    /// [`crate::store::Store::append_ordered`]).
-    AppendOrdered(AppendRequest, (i64, i64)),
-    DeviceNumber {
-        device_id: String,
-        platform: u8,
-    },
-    /// Sets the "ACK unconfirmed" mark of these records.
-    Mark(Vec<DedupKey>),
-    /// Raises a `meta` integer (a node state) and answers once it is durable.
-    RaiseDurable {
-        key: Vec<u8>,
-        value: i64,
-    },
-    /// Test hook: make the next `n` batches fail before anything is written.
-    #[cfg(test)]
-    FailCommits(u32),
-    /// Test hook: make the next `n` batches reach the OS (no sync) and then
-    /// fail, like a sync error.
-    #[cfg(test)]
-    FailAfterWrite(u32),
-    /// Test hook: keep the writer busy so the next requests form one batch.
-    #[cfg(test)]
-    Stall(Duration),
-    /// Test hook: the committer sleeps this long before committing the batch
-    /// holding this op (a slow sync), so the next batch is built meanwhile.
-    #[cfg(test)]
-    StallCommit(Duration),
-    /// Test hook: number of dedup records in the in-memory index.
-    #[cfg(test)]
-    DedupIndexLen,
-}
-
-/// Result of a successful [`Op`].
-#[derive(Debug)]
-pub(crate) enum Done {
-    Append(AppendOutcome),
-    Ordered(AppendOutcome, u64),
-    Unit,
-    Number(i64),
-}
-
-/// What travels over the writer's channel.
-pub(crate) enum Msg {
-    Job {
-        op: Op,
-        reply: Reply,
-    },
-    /// Finish everything queued, close the database, then signal.
-    Close(oneshot::Sender<()>),
-    /// Something to look at: a batch was committed.
-    Wake,
-    /// Write pending sync keys even if no request comes.
-    FlushSyncKeys,
-}
 
 /// Forget the cached queue heads when this many queues are cached, so a
 /// long-running node touching millions of queues keeps bounded memory (a
@@ -194,7 +136,7 @@ pub(crate) struct Writer<K: Kv> {
     /// `None` after a failed reopen: the next request tries again.
     db: Option<Arc<K>>,
     rx: mpsc::Receiver<Msg>,
-    shared: Arc<Shared<K>>,
+    shared: Arc<EngineState<K>>,
     batch_max: usize,
     dedup_window_ms: i64,
     cache: Cache,
@@ -234,7 +176,7 @@ impl<K: Kv> Writer<K> {
         db: Arc<K>,
         rx: mpsc::Receiver<Msg>,
         wake: mpsc::WeakSender<Msg>,
-        shared: Arc<Shared<K>>,
+        shared: Arc<EngineState<K>>,
     ) -> Result<Self, StoreError> {
         let (to_committer, committer_rx) = std_mpsc::sync_channel(1);
         let (done_tx, from_committer) = std_mpsc::channel();

@@ -572,7 +572,7 @@ impl RedisStore {
 }
 
 impl Store for RedisStore {
-    fn append(&self, req: AppendRequest) -> StoreFuture<'_, AppendOutcome> {
+    fn put(&self, req: AppendRequest) -> StoreFuture<'_, AppendOutcome> {
         Box::pin(self.call(self.do_append(req)))
     }
 

@@ -1,6 +1,8 @@
-//! Serialises outgoing frames for one connection: assigns the per-connection
-//! seq numbers, adapts bodies to the connection's version, and keeps a
-//! METADATA frame and the frame it describes adjacent (seq n, n + 1).
+//! Encodes one connection's outgoing frames into the bytes its transport
+//! writes: assigns the per-connection seq numbers, adapts bodies to the
+//! connection's version, and keeps a METADATA frame and the frame it
+//! describes adjacent (seq n, n + 1). (Named for what it does to frames;
+//! the store's writers are something else.)
 //!
 //! The buffer exists only while there is output, so idle connections hold none.
 
@@ -12,19 +14,30 @@ use ferry_common::protocol::header::Header;
 use ferry_common::protocol::im::body_for_version;
 use ferry_common::protocol::metadata::{METADATA_LEN, Metadata};
 
+/// How far the bytes taken from the [`Encoder`] got, for the ACK ledger
+/// ([`crate::resend::ledger`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wire {
+    /// Some are still buffered above the TCP socket (in the TLS layer).
+    Unflushed,
+    /// The transport cannot tell (WebSocket): taken as delivered.
+    Untracked,
+    /// All reached the TCP socket, which has carried this many bytes.
+    At(u64),
+}
+
 #[derive(Default)]
-pub struct Writer {
+pub struct Encoder {
     seq: i32,
     version: u8,
     buf: Option<BytesMut>,
-    frames: u64,
     /// Bytes handed to the transport so far ([`advance`](Self::advance)d or
     /// [`take_frame`](Self::take_frame)n): the output offset an ACK ledger
     /// counts in.
     written: u64,
 }
 
-impl Writer {
+impl Encoder {
     /// Version used for every later frame (the AUTH_TOKEN frame's version).
     pub fn set_version(&mut self, v: u8) {
         self.version = v;
@@ -51,7 +64,6 @@ impl Writer {
         // One 12-byte copy: field-by-field `put_*` calls cost a bounds
         // check and a memcpy call each, per frame and per recipient.
         buf.extend_from_slice(&h.to_bytes());
-        self.frames += 1;
     }
 
     /// Appends a frame whose body is in version-2 form. Only version-0/1
@@ -166,11 +178,6 @@ impl Writer {
         }
         Some(frame)
     }
-
-    /// Frames written so far (for stats).
-    pub fn frames(&self) -> u64 {
-        self.frames
-    }
 }
 
 /// One spare write buffer per worker thread. A connection's buffer exists
@@ -226,7 +233,7 @@ mod tests {
 
     #[test]
     fn metadata_is_adjacent_and_acks_shrink_for_v1() {
-        let mut w = Writer::default();
+        let mut w = Encoder::default();
         w.set_version(1);
         let ack = Bytes::from_static(&[0, 0, 0, 7, 0]);
         w.push(&OutFrame::with_meta(
@@ -250,7 +257,7 @@ mod tests {
 
     #[test]
     fn take_frame_splits_whole_frames() {
-        let mut w = Writer::default();
+        let mut w = Encoder::default();
         w.set_version(2);
         w.frame(ACK, 0, &Bytes::from_static(&[0, 0, 0, 7, 0]));
         w.frame(14, 0, &Bytes::new());

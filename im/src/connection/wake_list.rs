@@ -9,38 +9,37 @@
 //!   here; a connection listed after the wake sees the cancelled token the
 //!   first time its loop runs.
 //! * Timeouts (login, idle, write, close flush) are deadlines stored in the
-//!   outbox; [`run_timers`] wakes the connections whose deadline has passed,
+//!   outbox; [`WakeList::run_timers`] wakes the connections whose deadline has passed,
 //!   every [`TICK`]. A timeout therefore fires up to one tick late, which is
 //!   nothing against timeouts of seconds. The scan costs about 20 ns per
 //!   connection per tick.
 
-use crate::node::Node;
 use crate::outbox::{Outbox, millis};
 use crate::registry::ConnId;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-/// How often [`run_timers`] looks for connections whose deadline passed.
+/// How often [`WakeList::run_timers`] looks for connections whose deadline passed.
 pub const TICK: Duration = Duration::from_millis(100);
 
 /// Shards, so connects and disconnects on different workers rarely meet on
 /// one lock.
 const SHARDS: usize = 16;
 
-pub struct Live {
+pub struct WakeList {
     shards: [Mutex<HashMap<ConnId, Arc<Outbox>>>; SHARDS],
 }
 
-impl Default for Live {
-    fn default() -> Live {
-        Live {
+impl Default for WakeList {
+    fn default() -> WakeList {
+        WakeList {
             shards: std::array::from_fn(|_| Mutex::new(HashMap::new())),
         }
     }
 }
 
-impl Live {
+impl WakeList {
     fn shard(&self, id: ConnId) -> MutexGuard<'_, HashMap<ConnId, Arc<Outbox>>> {
         // A poisoned shard only means a panic elsewhere mid-insert; the map
         // itself is consistent.
@@ -92,23 +91,24 @@ impl Live {
         }
     }
 
+    /// The node-wide timer: wakes connections whose deadline passed, until
+    /// the process ends (connections still closing after shutdown need it
+    /// too).
+    pub async fn run_timers(&self) {
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            self.wake_due(millis(tokio::time::Instant::now()));
+        }
+    }
+
     #[cfg(test)]
     fn count(&self) -> usize {
         self.shards
             .iter()
             .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).len())
             .sum()
-    }
-}
-
-/// The node-wide timer: wakes connections whose deadline passed, until the
-/// process ends (connections still closing after shutdown need it too).
-pub async fn run_timers(node: Arc<Node>) {
-    let mut tick = tokio::time::interval(TICK);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        node.live.wake_due(millis(tokio::time::Instant::now()));
     }
 }
 
@@ -120,14 +120,14 @@ mod tests {
 
     #[tokio::test]
     async fn wake_all_reaches_listed_outboxes_only() {
-        let live = Live::default();
+        let list = WakeList::default();
         let a = Arc::new(Outbox::new(1024));
         let b = Arc::new(Outbox::new(1024));
-        live.insert(1, &a);
-        live.insert(2, &b);
-        live.remove(2);
-        assert_eq!(live.count(), 1);
-        live.wake_all();
+        list.insert(1, &a);
+        list.insert(2, &b);
+        list.remove(2);
+        assert_eq!(list.count(), 1);
+        list.wake_all();
         // `a` was woken (the wake is kept until polled); `b` was not.
         poll_fn(|cx| a.poll_notified(cx)).await;
         let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
@@ -136,7 +136,7 @@ mod tests {
 
     #[test]
     fn wake_due_wakes_only_passed_deadlines() {
-        let live = Live::default();
+        let list = WakeList::default();
         let now = tokio::time::Instant::now();
         let soon = Arc::new(Outbox::new(1024));
         let later = Arc::new(Outbox::new(1024));
@@ -144,12 +144,12 @@ mod tests {
         soon.set_deadline(now + Duration::from_millis(10));
         later.set_deadline(now + Duration::from_secs(60));
         for (i, o) in [&soon, &later, &none].into_iter().enumerate() {
-            live.insert(i as u64, o);
+            list.insert(i as u64, o);
         }
         let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-        live.wake_due(millis(now));
+        list.wake_due(millis(now));
         assert_eq!(soon.poll_notified(&mut cx), Poll::Pending, "not yet due");
-        live.wake_due(millis(now + Duration::from_millis(10)));
+        list.wake_due(millis(now + Duration::from_millis(10)));
         assert_eq!(soon.poll_notified(&mut cx), Poll::Ready(()));
         assert_eq!(later.poll_notified(&mut cx), Poll::Pending);
         assert_eq!(none.poll_notified(&mut cx), Poll::Pending);
