@@ -614,6 +614,95 @@ async fn forged_sender_v1_closes_the_connection() {
 
 // ---------------------------------------------------------------- 7. rooms and RT
 
+/// Pushes queued for one connection leave in as few socket writes as the
+/// reader allows (coalesced across senders): a reader that falls far behind
+/// (a small receive buffer, not reading while three senders pipeline 300
+/// room messages each) and one that reads as it can both get every message
+/// exactly once, each sender's in its sending order, numbered 1, 2, 3, ….
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_burst_reaches_slow_and_fast_readers_whole_and_in_order() {
+    const PER_SENDER: usize = 300;
+    const SENDERS: i64 = 3;
+    let im = Im::start(&[]);
+    let mut slow = Raw::connect_small_rcvbuf(im.tcp, 4096).await.named("slow");
+    assert_eq!(
+        slow.auth(&token(20), 1, "slow", 2).await,
+        0,
+        "slow reader logged in"
+    );
+    let mut fast = Raw::login(im.tcp, 21, "fast", 2).await.named("fast");
+    slow.enter_room(600).await;
+    fast.enter_room(600).await;
+    slow.assert_quiet().await;
+    fast.assert_quiet().await;
+    let mut senders = Vec::new();
+    for uid in 1..=SENDERS {
+        let mut s = Raw::login(im.tcp, uid, &format!("s{uid}"), 2).await;
+        s.enter_room(600).await;
+        s.assert_quiet().await;
+        senders.push(s);
+    }
+    // The fast reader reads while the burst is sent.
+    let fast_reader = tokio::spawn(async move {
+        let mut got = Vec::new();
+        while got.len() < PER_SENDER * SENDERS as usize {
+            let f = fast.expect(ROOM_IM).await;
+            got.push(rt_of(&f));
+        }
+        fast.assert_quiet().await;
+        got
+    });
+    let mut sending = Vec::new();
+    for (i, mut s) in senders.into_iter().enumerate() {
+        let uid = i as i64 + 1;
+        sending.push(tokio::spawn(async move {
+            // Pipelined: all frames first, then all ACKs.
+            let mut seqs = Vec::new();
+            for k in 0..PER_SENDER {
+                seqs.push(s.send_room_im(uid, 600, &format!("{uid}-{k}")).await);
+            }
+            // The other senders' messages reach this sender too (a member).
+            for seq in seqs {
+                let ack = loop {
+                    let f = s.recv().await;
+                    if f.cmd != ROOM_IM {
+                        break f;
+                    }
+                };
+                assert_eq!(ack.cmd, ACK);
+                assert_eq!(ack_of(&ack), (seq, Some(0)));
+            }
+            s
+        }));
+    }
+    let mut keep = Vec::new();
+    for t in sending {
+        keep.push(t.await.expect("sender"));
+    }
+    // Every message was ACKed, so every push is queued or in the socket.
+    let mut got = Vec::new();
+    while got.len() < PER_SENDER * SENDERS as usize {
+        got.push(rt_of(&slow.expect(ROOM_IM).await));
+    }
+    slow.assert_quiet().await;
+    for (who, got) in [("slow", got), ("fast", fast_reader.await.expect("fast"))] {
+        let mut next = [0usize; SENDERS as usize];
+        for m in got {
+            assert_eq!(m.receiver, 600);
+            let i = (m.sender - 1) as usize;
+            assert_eq!(
+                std::str::from_utf8(&m.content).expect("utf-8"),
+                format!("{}-{}", m.sender, next[i]),
+                "{who}: sender {}'s messages in order, none lost or repeated",
+                m.sender
+            );
+            next[i] += 1;
+        }
+        assert_eq!(next, [PER_SENDER; SENDERS as usize], "{who}: all arrived");
+    }
+    drop(keep);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn room_messages_reach_other_members_and_are_acked() {
     let im = Im::start(&[]);

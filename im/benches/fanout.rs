@@ -11,7 +11,7 @@ use bytes::Bytes;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use ferry_common::protocol::command::{IM, ROOM_IM};
 use ferry_common::protocol::realtime::Realtime;
-use ferry_im::outbox::{OutFrame, Outbox};
+use ferry_im::outbox::{OutFrame, Outbox, Unit};
 use ferry_im::registry::{LocalConn, Registry};
 use ferry_im::rooms::Rooms;
 use ferry_im::session::encoder::Encoder;
@@ -121,7 +121,9 @@ fn peer_push(c: &mut Criterion) {
     g.throughput(Throughput::Elements(1));
     g.bench_function("deliver_and_write", |b| {
         b.iter(|| {
-            reg.deliver(APP, 42, |_| Some(vec![OutFrame::new(IM, 0, body.clone())]));
+            reg.deliver(APP, 42, |_| {
+                Some(Unit::one(OutFrame::new(IM, 0, body.clone())))
+            });
             drain(&mut m);
         })
     });

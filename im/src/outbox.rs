@@ -59,6 +59,30 @@ impl OutFrame {
     }
 }
 
+/// One or two frames queued as a unit (a message and the SYNC_NOTIFY after
+/// it), built per recipient without a heap allocation.
+#[derive(Debug, Clone)]
+pub struct Unit(OutFrame, Option<OutFrame>);
+
+impl Unit {
+    pub fn one(f: OutFrame) -> Unit {
+        Unit(f, None)
+    }
+
+    pub fn two(first: OutFrame, then: OutFrame) -> Unit {
+        Unit(first, Some(then))
+    }
+}
+
+impl IntoIterator for Unit {
+    type Item = OutFrame;
+    type IntoIter = std::iter::Chain<std::iter::Once<OutFrame>, std::option::IntoIter<OutFrame>>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        std::iter::once(self.0).chain(self.1)
+    }
+}
+
 #[derive(Default)]
 struct State {
     queue: VecDeque<OutFrame>,
@@ -148,11 +172,18 @@ impl Outbox {
             st.bytes -= c;
             f(frame);
         }
-        // A burst must not leave its queue capacity behind on an idle
-        // connection (64 slots would be 4 KiB); a few slots are kept so
-        // steady one-frame traffic does not allocate per frame.
-        if st.queue.is_empty() && st.queue.capacity() > IDLE_SLOTS {
-            st.queue = VecDeque::new();
+        if st.queue.is_empty() {
+            // Every push signalled so far has been taken: its wake would
+            // only make the connection task look again at an empty queue.
+            // A push after this lock sets the flag again; the timer re-wakes
+            // a due deadline every tick.
+            self.signalled.store(false, Ordering::Release);
+            // A burst must not leave its queue capacity behind on an idle
+            // connection (64 slots would be 4 KiB); a few slots are kept so
+            // steady one-frame traffic does not allocate per frame.
+            if st.queue.capacity() > IDLE_SLOTS {
+                st.queue = VecDeque::new();
+            }
         }
         Ok(())
     }
@@ -180,9 +211,16 @@ impl Outbox {
     }
 
     /// Wakes the connection task (a push, a close, or node shutdown).
+    ///
+    /// Only the wake that raises the signal reaches the task: while it is
+    /// raised, the task has been woken and not yet looked (it lowers the
+    /// signal in [`poll_notified`](Self::poll_notified) before it waits, or
+    /// in a drain that empties the queue), so a room's burst of pushes to a
+    /// connection that is behind costs one wake, not one per push.
     pub fn wake(&self) {
-        self.signalled.store(true, Ordering::Release);
-        self.waker.wake();
+        if !self.signalled.swap(true, Ordering::AcqRel) {
+            self.waker.wake();
+        }
     }
 
     /// Asks to be woken (once) at `at` at the latest (a little later: the
@@ -244,5 +282,74 @@ mod tests {
         assert!(o.is_empty());
         // The burst's queue capacity is not kept by the now idle outbox.
         assert!(o.lock().queue.capacity() <= IDLE_SLOTS);
+    }
+
+    #[test]
+    fn a_drained_push_does_not_wake_again() {
+        use futures_util::task::noop_waker;
+        let o = Outbox::new(1 << 20);
+        let waker = noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        o.push([OutFrame::new(1, 0, Bytes::new())]);
+        o.push([OutFrame::new(2, 0, Bytes::new())]);
+        assert_eq!(o.poll_notified(&mut cx), Poll::Ready(()));
+        o.push([OutFrame::new(3, 0, Bytes::new())]);
+        let mut v = Vec::new();
+        o.drain_into(&mut v, usize::MAX);
+        assert_eq!(v.len(), 3);
+        // The third push's signal was taken with its frame.
+        assert_eq!(o.poll_notified(&mut cx), Poll::Pending);
+        // A partial drain keeps the signal: frames are still waiting.
+        o.push([OutFrame::new(4, 0, Bytes::new())]);
+        o.push([OutFrame::new(5, 0, Bytes::new())]);
+        o.drain_into(&mut v, 1);
+        assert_eq!(o.poll_notified(&mut cx), Poll::Ready(()));
+        // A push after the drain wakes again.
+        o.drain_into(&mut v, usize::MAX);
+        o.push([OutFrame::new(6, 0, Bytes::new())]);
+        assert_eq!(o.poll_notified(&mut cx), Poll::Ready(()));
+    }
+
+    /// A waker that counts its wakes.
+    struct Count(std::sync::atomic::AtomicUsize);
+
+    impl std::task::Wake for Count {
+        fn wake(self: std::sync::Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn a_burst_of_pushes_wakes_once_and_loses_none() {
+        use std::sync::Arc;
+        let o = Outbox::new(1 << 20);
+        let count = Arc::new(Count(std::sync::atomic::AtomicUsize::new(0)));
+        let waker = std::task::Waker::from(count.clone());
+        let mut cx = Context::from_waker(&waker);
+        assert_eq!(o.poll_notified(&mut cx), Poll::Pending);
+        for i in 0..50u8 {
+            o.push([OutFrame::new(i, 0, Bytes::new())]);
+        }
+        assert_eq!(count.0.load(Ordering::SeqCst), 1, "one wake for the burst");
+        assert_eq!(o.poll_notified(&mut cx), Poll::Ready(()));
+        // Woken and looked: the next push wakes again, even before a drain.
+        o.push([OutFrame::new(50, 0, Bytes::new())]);
+        assert_eq!(
+            count.0.load(Ordering::SeqCst),
+            1,
+            "not registered: nothing to wake"
+        );
+        assert_eq!(o.poll_notified(&mut cx), Poll::Ready(()));
+        assert_eq!(o.poll_notified(&mut cx), Poll::Pending);
+        o.push([OutFrame::new(51, 0, Bytes::new())]);
+        assert_eq!(count.0.load(Ordering::SeqCst), 2);
+        let mut v = Vec::new();
+        o.drain_into(&mut v, usize::MAX);
+        let cmds: Vec<u8> = v.iter().map(|f| f.cmd).collect();
+        assert_eq!(cmds, (0..52u8).collect::<Vec<_>>(), "all, in order");
+        // A close while the signal is lowered wakes too.
+        assert_eq!(o.poll_notified(&mut cx), Poll::Pending);
+        o.close(Disconnect::SlowConsumer);
+        assert_eq!(count.0.load(Ordering::SeqCst), 3);
     }
 }

@@ -3,7 +3,7 @@
 //! Sharded by uid so unrelated users never contend on one lock. Deliveries
 //! run under the shard lock but never await: they only push to outboxes.
 
-use crate::outbox::{OutFrame, Outbox};
+use crate::outbox::{OutFrame, Outbox, Unit};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -138,7 +138,7 @@ impl Registry {
         &self,
         appid: i64,
         uid: i64,
-        mut make: impl FnMut(&LocalConn) -> Option<Vec<OutFrame>>,
+        mut make: impl FnMut(&LocalConn) -> Option<Unit>,
     ) -> usize {
         let s = self.shard(uid);
         let Some(v) = s.get(&(appid, uid)) else {

@@ -4,7 +4,7 @@
 
 use super::link::Inbound;
 use crate::node::Node;
-use crate::outbox::OutFrame;
+use crate::outbox::{OutFrame, Unit};
 use crate::store::QueueId;
 use ferry_common::link::{GROUP_CHANGED, GroupPublish, PUBLISH_APP};
 use ferry_common::link::{MAX_LINK_BODY, PUBLISH, PUBLISH_GROUP, PUBLISH_ROOM, RouteMessage};
@@ -174,7 +174,7 @@ async fn notify_after_gap(node: Arc<Node>, link: usize) {
         };
         if head > 0 {
             node.delivery.registry.deliver(appid, uid, |_| {
-                Some(vec![OutFrame::new(SYNC_NOTIFY, 0, encode_i64(head))])
+                Some(Unit::one(OutFrame::new(SYNC_NOTIFY, 0, encode_i64(head))))
             });
         }
     }

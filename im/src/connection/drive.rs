@@ -135,7 +135,12 @@ async fn drive<T: Transport>(
         // One lock: the close check and the frames, encoded straight into
         // the write buffer (nothing when the buffer is at its high water).
         let budget = WRITE_HIGH_WATER.saturating_sub(w.pending());
-        if let Err(r) = outbox.drain_with(budget, |f| w.push(&f)) {
+        // Per-command frame counters are added to once per batch.
+        let drained = {
+            let mut count = metrics::FramesOut::default();
+            outbox.drain_with(budget, |f| w.push_counted(&f, &mut count))
+        };
+        if let Err(r) = drained {
             return r;
         }
         if let Some((r, _)) = closing
@@ -152,51 +157,71 @@ async fn drive<T: Transport>(
             .unwrap_or(idle_deadline);
         let deadline = guard.earliest(deadline);
         // Shutdown and the node-wide timer wake the outbox (see `wake_list`).
-        let wake = if closing.is_none() && node.shutdown.is_cancelled() {
-            Wake::Shutdown
-        } else {
-            // One hand-written wait instead of a `select!` over futures:
-            // everything a waiting connection holds is part of its task for
-            // as long as it idles.
-            outbox.set_deadline(deadline);
-            poll_fn(|cx| {
-                if let Poll::Ready(io) = t.poll_io(cx, &mut w, can_read, &mut frames) {
-                    return Poll::Ready(Wake::Io(io));
+        // A block, so that what it computes (the wake, the clock) is not
+        // kept across the coalescing wait below: every local alive at an
+        // `.await` is part of the connection's task while it idles.
+        let (mut failure, coalesce) = {
+            let wake = if closing.is_none() && node.shutdown.is_cancelled() {
+                Wake::Shutdown
+            } else {
+                // One hand-written wait instead of a `select!` over futures:
+                // everything a waiting connection holds is part of its task for
+                // as long as it idles.
+                outbox.set_deadline(deadline);
+                poll_fn(|cx| {
+                    if let Poll::Ready(io) = t.poll_io(cx, &mut w, can_read, &mut frames) {
+                        return Poll::Ready(Wake::Io(io));
+                    }
+                    outbox.poll_notified(cx).map(|()| Wake::Outbox)
+                })
+                .await
+            };
+            session.on_wire(t.wire(&w), w.written());
+            if w.pending() == 0 {
+                write_deadline = None;
+            } else {
+                write_deadline.get_or_insert_with(|| Instant::now() + WRITE_TIMEOUT);
+            }
+            match wake {
+                Wake::Io(Io::Progress) => (None, false),
+                Wake::Io(Io::Eof) => (Some(Disconnect::Eof), false),
+                Wake::Io(Io::Closing(r)) => (Some(r), false),
+                Wake::Io(Io::Failed(r)) => return r,
+                Wake::Shutdown => (Some(Disconnect::Shutdown), false),
+                // A push, a close, or the timer: see which deadline passed.
+                Wake::Outbox => {
+                    let now = Instant::now();
+                    if let Some((r, by)) = closing
+                        && by <= now
+                    {
+                        return r;
+                    }
+                    if write_deadline.is_some_and(|d| d <= now) {
+                        return Disconnect::WriteTimeout;
+                    }
+                    if guard.auth_expired(&node.metrics, session.peer()) {
+                        return Disconnect::AuthTimeout;
+                    }
+                    if idle_deadline <= now {
+                        return Disconnect::IdleTimeout;
+                    }
+                    (None, w.pending() == 0 && closing.is_none())
                 }
-                outbox.poll_notified(cx).map(|()| Wake::Outbox)
-            })
-            .await
+            }
         };
-        session.on_wire(t.wire(&w), w.written());
-        if w.pending() == 0 {
-            write_deadline = None;
-        } else {
-            write_deadline.get_or_insert_with(|| Instant::now() + WRITE_TIMEOUT);
-        }
-        let mut failure = None;
-        match wake {
-            Wake::Io(Io::Progress) => {}
-            Wake::Io(Io::Eof) => failure = Some(Disconnect::Eof),
-            Wake::Io(Io::Closing(r)) => failure = Some(r),
-            Wake::Io(Io::Failed(r)) => return r,
-            Wake::Shutdown => failure = Some(Disconnect::Shutdown),
-            // A push, a close, or the timer: see which deadline passed.
-            Wake::Outbox => {
-                let now = Instant::now();
-                if let Some((r, by)) = closing
-                    && by <= now
-                {
-                    return r;
-                }
-                if write_deadline.is_some_and(|d| d <= now) {
-                    return Disconnect::WriteTimeout;
-                }
-                if guard.auth_expired(&node.metrics, session.peer()) {
-                    return Disconnect::AuthTimeout;
-                }
-                if idle_deadline <= now {
-                    return Disconnect::IdleTimeout;
-                }
+        // A push woke us with nothing of ours in flight. Frames the client
+        // sent are handled first (a sender's next message must not wait
+        // behind the fan-out); otherwise the tasks ready right now (the
+        // fan-out still pushing, other senders' fan-outs) run first, so what
+        // they queue for this connection leaves in the same socket write
+        // instead of one write each. The scheduler resumes us as soon as it
+        // runs out of ready tasks: on an idle node this adds no latency.
+        if coalesce {
+            match read_or_yield(t, &mut w, can_read, &mut frames).await {
+                None | Some(Io::Progress) => {}
+                Some(Io::Eof) => failure = Some(Disconnect::Eof),
+                Some(Io::Closing(r)) => failure = Some(r),
+                Some(Io::Failed(r)) => return r,
             }
         }
         if let Err(r) = guard.charge(frames.len(), &node.metrics, session.peer()) {
@@ -233,6 +258,23 @@ async fn drive<T: Transport>(
             && closing.is_none()
         {
             closing = Some((r, Instant::now() + CLOSE_FLUSH));
+        }
+    }
+}
+
+/// Reads what the client sent, if anything arrived (`Some`); otherwise
+/// yields once to the tasks that are ready (`None`).
+async fn read_or_yield<T: Transport>(
+    t: &mut T,
+    w: &mut Encoder,
+    can_read: bool,
+    frames: &mut Vec<Frame>,
+) -> Option<Io> {
+    match poll_fn(|cx| Poll::Ready(t.poll_io(cx, w, can_read, frames))).await {
+        Poll::Ready(io) => Some(io),
+        Poll::Pending => {
+            tokio::task::yield_now().await;
+            None
         }
     }
 }

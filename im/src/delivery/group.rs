@@ -4,7 +4,7 @@
 //! through [`Delivery::to_user`]).
 
 use super::{Delivery, now_nanos};
-use crate::outbox::OutFrame;
+use crate::outbox::{OutFrame, Unit};
 use crate::store::Placed;
 use bytes::Bytes;
 use ferry_common::link::RouteMessage;
@@ -74,12 +74,12 @@ impl Delivery {
                     return None;
                 }
                 Some(if inner.cmd == GROUP_IM {
-                    vec![
+                    Unit::two(
                         OutFrame::with_meta(GROUP_IM, inner.flag, inner.body.clone(), meta),
                         notify.clone(),
-                    ]
+                    )
                 } else {
-                    vec![OutFrame::new(inner.cmd, inner.flag, inner.body.clone())]
+                    Unit::one(OutFrame::new(inner.cmd, inner.flag, inner.body.clone()))
                 })
             });
         }

@@ -14,7 +14,7 @@ pub mod group;
 pub mod routed;
 
 use crate::cluster::Cluster;
-use crate::outbox::OutFrame;
+use crate::outbox::{OutFrame, Unit};
 use crate::registry::Registry;
 use crate::rooms::Rooms;
 use crate::store::{Placed, QueueId};
@@ -79,11 +79,11 @@ impl Delivery {
                 return None;
             }
             Some(match f.placed {
-                Some(p) => vec![
+                Some(p) => Unit::two(
                     OutFrame::with_meta(f.cmd, f.flag, f.body.clone(), meta(p)),
                     sync_notify(p.msgid),
-                ],
-                None => vec![OutFrame::new(f.cmd, f.flag, f.body.clone())],
+                ),
+                None => Unit::one(OutFrame::new(f.cmd, f.flag, f.body.clone())),
             })
         });
         if let Some(c) = &self.cluster {
@@ -157,7 +157,8 @@ impl Delivery {
         receivers.sort_unstable();
         receivers.dedup();
         for uid in receivers {
-            self.registry.deliver(appid, uid, |_| Some(vec![f.clone()]));
+            self.registry
+                .deliver(appid, uid, |_| Some(Unit::one(f.clone())));
             if let Some(c) = &self.cluster {
                 c.publish_user(&RouteMessage {
                     appid,

@@ -2,7 +2,7 @@
 //! connections exactly like local deliveries.
 
 use super::Delivery;
-use crate::outbox::OutFrame;
+use crate::outbox::{OutFrame, Unit};
 use ferry_common::link::RouteMessage;
 use ferry_common::protocol::Frame;
 use ferry_common::protocol::command::SYNC_NOTIFY;
@@ -23,12 +23,12 @@ impl Delivery {
                 return None;
             }
             Some(if stored {
-                vec![
+                Unit::two(
                     OutFrame::with_meta(inner.cmd, inner.flag, inner.body.clone(), meta),
                     OutFrame::new(SYNC_NOTIFY, 0, encode_i64(rm.msgid)),
-                ]
+                )
             } else {
-                vec![OutFrame::new(inner.cmd, inner.flag, inner.body.clone())]
+                Unit::one(OutFrame::new(inner.cmd, inner.flag, inner.body.clone()))
             })
         });
     }

@@ -167,6 +167,48 @@ pub fn frame_out(cmd: u8) {
     FRAMES_OUT[cmd as usize].fetch_add(1, Ordering::Relaxed);
 }
 
+/// Outgoing frames counted locally and added to the shared counters once
+/// (when dropped): a fan-out of one message to many connections would
+/// otherwise have every worker bump the same counter once per frame.
+#[derive(Default)]
+pub struct FramesOut {
+    /// (cmd, frames); a batch rarely holds more than a few commands
+    /// (e.g. METADATA, GROUP_IM, SYNC_GROUP_NOTIFY).
+    slots: [(u8, u32); 4],
+}
+
+impl FramesOut {
+    pub fn add(&mut self, cmd: u8) {
+        for s in &mut self.slots {
+            if s.1 == 0 {
+                *s = (cmd, 1);
+                return;
+            }
+            if s.0 == cmd && s.1 < u32::MAX {
+                s.1 += 1;
+                return;
+            }
+        }
+        self.flush();
+        self.slots[0] = (cmd, 1);
+    }
+
+    fn flush(&mut self) {
+        for s in &mut self.slots {
+            if s.1 > 0 {
+                FRAMES_OUT[s.0 as usize].fetch_add(u64::from(s.1), Ordering::Relaxed);
+                *s = (0, 0);
+            }
+        }
+    }
+}
+
+impl Drop for FramesOut {
+    fn drop(&mut self) {
+        self.flush();
+    }
+}
+
 /// Frames received (`incoming`) or written, per command byte, since start.
 pub fn frames_by_command(incoming: bool) -> [u64; 256] {
     let arr = if incoming { &FRAMES_IN } else { &FRAMES_OUT };

@@ -6,8 +6,9 @@
 //!
 //! The buffer exists only while there is output, so idle connections hold none.
 
+use crate::metrics::FramesOut;
 use crate::outbox::OutFrame;
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use ferry_common::protocol::command::{ACK, METADATA};
 use ferry_common::protocol::header::Header;
 use ferry_common::protocol::im::body_for_version;
@@ -59,19 +60,21 @@ impl Encoder {
             version: self.version,
             flag,
         };
-        let buf = self
-            .buf
-            .get_or_insert_with(|| BytesMut::with_capacity(4096));
+        let buf = self.buf.get_or_insert_with(spare::take);
         // One 12-byte copy: field-by-field `put_*` calls cost a bounds
         // check and a memcpy call each, per frame and per recipient.
         buf.extend_from_slice(&h.to_bytes());
-        crate::metrics::frame_out(cmd);
     }
 
     /// Appends a frame whose body is in version-2 form. Only version-0/1
     /// connections need a different body; the usual case copies the shared
     /// body straight into the buffer without touching its refcount.
     pub fn frame(&mut self, cmd: u8, flag: u8, body: &Bytes) {
+        self.frame_uncounted(cmd, flag, body);
+        crate::metrics::frame_out(cmd);
+    }
+
+    fn frame_uncounted(&mut self, cmd: u8, flag: u8, body: &Bytes) {
         let adapted;
         let body: &[u8] = if cmd == ACK && self.version < 2 && body.len() > 4 {
             &body[..4]
@@ -88,6 +91,11 @@ impl Encoder {
     }
 
     pub fn metadata(&mut self, m: &Metadata) {
+        self.metadata_uncounted(m);
+        crate::metrics::frame_out(METADATA);
+    }
+
+    fn metadata_uncounted(&mut self, m: &Metadata) {
         self.header(METADATA, 0, METADATA_LEN);
         if let Some(buf) = self.buf.as_mut() {
             m.write(buf);
@@ -96,10 +104,18 @@ impl Encoder {
 
     /// Appends a queued frame (with its METADATA first, if any).
     pub fn push(&mut self, f: &OutFrame) {
+        self.push_counted(f, &mut FramesOut::default());
+    }
+
+    /// [`push`](Self::push), counting the frames in `count` (one batch of
+    /// pushes adds to the shared counters once).
+    pub fn push_counted(&mut self, f: &OutFrame, count: &mut FramesOut) {
         if let Some(m) = &f.meta {
-            self.metadata(m);
+            self.metadata_uncounted(m);
+            count.add(METADATA);
         }
-        self.frame(f.cmd, f.flag, &f.body);
+        self.frame_uncounted(f.cmd, f.flag, &f.body);
+        count.add(f.cmd);
     }
 
     /// Bytes waiting to be written.
@@ -135,9 +151,13 @@ impl Encoder {
         if let Some(buf) = self.buf.as_mut() {
             let n = n.min(buf.len());
             self.written += n as u64;
-            let _ = buf.split_to(n);
-            if buf.is_empty() {
-                self.buf = None;
+            // `advance`, not `split_to`: splitting turns the buffer into a
+            // shared one, an allocation per socket write.
+            buf.advance(n);
+            if buf.is_empty()
+                && let Some(buf) = self.buf.take()
+            {
+                spare::give(buf);
             }
         }
     }
@@ -157,6 +177,52 @@ impl Encoder {
             self.buf = None;
         }
         Some(frame)
+    }
+}
+
+/// One spare write buffer per worker thread. A connection's buffer exists
+/// only while it has output (idle connections hold none), so without this
+/// every delivery to a reader that keeps up would allocate and free 4 KiB;
+/// with it, the buffer emptied by one connection's write serves the next
+/// connection on the same thread.
+mod spare {
+    use bytes::BytesMut;
+    use std::cell::RefCell;
+
+    const CAPACITY: usize = 4096;
+
+    thread_local! {
+        static SPARE: RefCell<Option<BytesMut>> = const { RefCell::new(None) };
+    }
+
+    /// An empty buffer of at least [`CAPACITY`] bytes.
+    pub fn take() -> BytesMut {
+        SPARE
+            .try_with(|s| s.borrow_mut().take())
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| BytesMut::with_capacity(CAPACITY))
+    }
+
+    /// Keeps an emptied buffer for the next [`take`] on this thread, if it
+    /// is the plain kind: not grown by a burst (that memory goes back to the
+    /// allocator) and not shared with frames split off it.
+    pub fn give(mut buf: BytesMut) {
+        buf.clear();
+        // Reclaims the space before the read offset without allocating
+        // (the buffer is empty and unshared), and tells a shared one apart.
+        if buf.capacity() < CAPACITY && !buf.try_reclaim(CAPACITY) {
+            return;
+        }
+        if buf.capacity() != CAPACITY {
+            return;
+        }
+        let _ = SPARE.try_with(|s| {
+            let mut s = s.borrow_mut();
+            if s.is_none() {
+                *s = Some(buf);
+            }
+        });
     }
 }
 
