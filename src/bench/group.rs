@@ -10,9 +10,9 @@
 
 use super::ConnArgs;
 use super::connect::{Targets, Tokens, connect_all, loopback_target, msgid_base};
-use super::fan::{self, Counters, Phase, Report};
 use super::http::post_json;
 use super::report::{latency_histogram, now_nanos, record};
+use super::scenario::{self, Counters, Drain, FanWatch, Phase, Report};
 use anyhow::bail;
 use bytes::Bytes;
 use clap::Args;
@@ -147,13 +147,10 @@ pub async fn run(a: GroupArgs) -> anyhow::Result<()> {
         ));
     }
     drop(drained_tx);
-    for _ in 0..r {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match tokio::time::timeout(left, drained_rx.recv()).await {
-            Ok(Some(())) => {}
-            Ok(None) => bail!("a receiver failed while draining"),
-            Err(_) => bail!("time limit reached while draining receivers"),
-        }
+    match scenario::drained(&mut drained_rx, r, deadline, &|| None).await {
+        Ok(_) => {}
+        Err((Drain::Closed | Drain::Fatal(_), _)) => bail!("a receiver failed while draining"),
+        Err((Drain::TimedOut, _)) => bail!("time limit reached while draining receivers"),
     }
     let senders = connect_all(
         targets.senders(),
@@ -169,7 +166,7 @@ pub async fn run(a: GroupArgs) -> anyhow::Result<()> {
     .await?;
     eprintln!("{} members online, receivers drained", s + r);
 
-    let (run_start, start_nanos, cpu) = fan::start(&a.host)?;
+    let (run_start, start_nanos, cpu) = scenario::start(&a.host)?;
     let mut send_tasks = JoinSet::new();
     for (i, c) in senders.into_iter().enumerate() {
         send_tasks.spawn(send(c, i, gid, a.n, a.payload, shared.clone()));
@@ -180,14 +177,19 @@ pub async fn run(a: GroupArgs) -> anyhow::Result<()> {
             c.refused.load(Ordering::Relaxed) + c.lost.load(Ordering::Relaxed)
         )
     };
-    let phase = Phase {
+    let watch = FanWatch {
+        counters: &shared,
         receivers: r as u64,
-        stall: Duration::from_secs(10),
-        deadline,
-        timeout_s: a.conn.timeout,
         tail: &tail,
     };
-    let measured = fan::measure(&mut send_tasks, &shared, phase, run_start, start_nanos).await?;
+    let phase = Phase {
+        stall: Some(Duration::from_secs(10)),
+        deadline,
+        timeout_s: a.conn.timeout,
+        wake: None,
+    };
+    let measured =
+        scenario::measure(&mut send_tasks, &watch, phase, run_start, start_nanos).await?;
     shared.stop.store(true, Ordering::Release);
     let _ = stop_tx.send(true);
     send_tasks.abort_all();
@@ -219,7 +221,7 @@ pub async fn run(a: GroupArgs) -> anyhow::Result<()> {
         }),
         label: format!("group -s {s} -r {r} -n {} ({} B)", a.n, a.payload),
     };
-    fan::report(report, &shared, measured, &delivery_latency, cpu.as_ref())
+    scenario::report(report, &shared, measured, &delivery_latency, cpu.as_ref())
 }
 
 /// Sender i: n GROUP_IMs, one in flight. Its own pushes are drained by a

@@ -6,7 +6,6 @@
 mod baseline;
 mod connect;
 mod connections;
-mod fan;
 mod group;
 mod host;
 mod http;
@@ -17,6 +16,7 @@ mod reconnect;
 mod record;
 mod report;
 mod room;
+mod scenario;
 
 use clap::{Args, Subcommand, ValueEnum};
 use std::path::PathBuf;

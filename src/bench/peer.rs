@@ -7,8 +7,9 @@
 
 use super::ConnArgs;
 use super::connect::{Targets, Tokens, connect_all, msgid_base};
-use super::record::{Latency, Recorder, RunRecord, unix_now};
+use super::record::{Latency, RunRecord};
 use super::report::{Results, latency_histogram, record};
+use super::scenario::{self, Drain, Phase, Watch};
 use anyhow::{Context, bail};
 use bytes::Bytes;
 use clap::Args;
@@ -167,26 +168,21 @@ pub async fn run(a: PeerArgs) -> anyhow::Result<()> {
         ));
     }
     drop(drained_tx);
-    let mut drained_msgs = 0u64;
-    for _ in 0..c {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match tokio::time::timeout(left, drained_rx.recv()).await {
-            Ok(Some(m)) => drained_msgs += m,
-            Ok(None) => break,
-            Err(_) => {
+    let drained_msgs: u64 =
+        match scenario::drained(&mut drained_rx, c, deadline, &|| progress.fatal()).await {
+            Ok(counts) => counts.into_iter().sum(),
+            // Every receiver task gone without a fatal error: nothing left
+            // to wait for (the run's own checks report what follows).
+            Err((Drain::Closed, counts)) => counts.into_iter().sum(),
+            Err((Drain::TimedOut, _)) => {
                 tasks.abort_all();
                 bail!("time limit reached while draining old messages");
             }
-        }
-        if let Some(why) = progress.fatal() {
-            tasks.abort_all();
-            bail!("while draining: {why}");
-        }
-    }
-    if let Some(why) = progress.fatal() {
-        tasks.abort_all();
-        bail!("while draining: {why}");
-    }
+            Err((Drain::Fatal(why), _)) => {
+                tasks.abort_all();
+                bail!("while draining: {why}");
+            }
+        };
     eprintln!(
         "drained {drained_msgs} old messages in {:.2} s",
         drain_start.elapsed().as_secs_f64()
@@ -216,12 +212,10 @@ pub async fn run(a: PeerArgs) -> anyhow::Result<()> {
     eprintln!("connected {c} senders");
 
     let payload = Bytes::from(vec![b'x'; a.payload]);
-    let mut latency = latency_histogram()?;
-    let run_start = Instant::now();
-    let cpu = super::host::ServerCpu::start(&a.host)?;
+    let (run_start, start_nanos, cpu) = scenario::start(&a.host)?;
     let mut send_tasks = JoinSet::new();
     for (i, sc) in senders.into_iter().enumerate() {
-        send_tasks.spawn(send(
+        let sent = send(
             sc,
             i,
             receiver_uids[i],
@@ -230,57 +224,34 @@ pub async fn run(a: PeerArgs) -> anyhow::Result<()> {
             a.rate
                 .map(|r| Duration::from_secs_f64(a.c as f64 / r.max(0.001))),
             payload.clone(),
-            latency.clone(),
             pairs.clone(),
             progress.clone(),
-        ));
+        );
+        send_tasks.spawn(async move { ((), sent.await) });
     }
-
-    // Wait for completion, printing progress every second.
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    tick.tick().await;
-    let mut last_received = 0u64;
-    let mut recorder = Recorder::new();
-    let started = unix_now();
-    let outcome: Result<(), String> = loop {
-        tokio::select! {
-            _ = progress.done.notified() => {}
-            _ = tick.tick() => {
-                let r = progress.received.load(Ordering::Relaxed);
-                eprintln!(
-                    "[{:>4}s] sent {}/{total}  acked {}  received {r}  ({} msg/s)  errors {}",
-                    run_start.elapsed().as_secs(),
-                    progress.sent.load(Ordering::Relaxed),
-                    progress.acked.load(Ordering::Relaxed),
-                    r - last_received,
-                    progress.errors.load(Ordering::Relaxed),
-                );
-                last_received = r;
-                recorder.tick(r);
-            }
-            _ = tokio::time::sleep_until(deadline) => {
-                break Err(format!("time limit of {} s reached", a.conn.timeout));
-            }
-        }
-        if let Some(why) = progress.fatal() {
-            break Err(why);
-        }
-        if progress.received.load(Ordering::Acquire) >= total {
-            break Ok(());
-        }
+    let phase = Phase {
+        stall: None,
+        deadline,
+        timeout_s: a.conn.timeout,
+        wake: Some(&progress.done),
     };
-    let elapsed = run_start.elapsed();
+    let watch = PeerWatch {
+        progress: &progress,
+        total,
+    };
+    let mut m = scenario::measure(&mut send_tasks, &watch, phase, run_start, start_nanos).await?;
+    let (outcome, elapsed) = (m.outcome, m.elapsed);
     progress.stop.store(true, Ordering::Release);
     for p in pairs.iter() {
         p.notify.notify_one();
     }
 
-    // Collect sender histograms (senders are finished on success; on failure
-    // give them a moment to notice `stop`, then abort).
+    // Collect the histograms of senders still running (none on success; on
+    // failure give them a moment to notice `stop`, then abort).
     let collect = async {
         while let Some(j) = send_tasks.join_next().await {
-            if let Ok(h) = j {
-                let _ = latency.add(&h);
+            if let Ok(((), h)) = j {
+                let _ = m.ack_latency.add(&h);
             }
         }
     };
@@ -291,7 +262,10 @@ pub async fn run(a: PeerArgs) -> anyhow::Result<()> {
         send_tasks.abort_all();
     }
     tasks.abort_all();
+    let latency = m.ack_latency;
+    let mut recorder = m.recorder;
     recorder.finish(progress.received.load(Ordering::Relaxed));
+    let started = m.started;
 
     if let Some(path) = &a.json {
         let received = progress.received.load(Ordering::Relaxed);
@@ -350,6 +324,37 @@ pub async fn run(a: PeerArgs) -> anyhow::Result<()> {
             "bench peer incomplete: {} of {total} messages received",
             progress.received.load(Ordering::Relaxed)
         )),
+    }
+}
+
+/// Peer's watch: messages received are the count; the run fails on the
+/// first fatal error and is complete when all c·n messages arrived.
+struct PeerWatch<'a> {
+    progress: &'a Progress,
+    total: u64,
+}
+
+impl Watch for PeerWatch<'_> {
+    fn count(&self) -> u64 {
+        self.progress.received.load(Ordering::Relaxed)
+    }
+
+    fn line(&self, received: u64, delta: u64) -> String {
+        let p = self.progress;
+        format!(
+            "sent {}/{}  acked {}  received {received}  ({delta} msg/s)  errors {}",
+            p.sent.load(Ordering::Relaxed),
+            self.total,
+            p.acked.load(Ordering::Relaxed),
+            p.errors.load(Ordering::Relaxed),
+        )
+    }
+
+    fn end(&self, _senders_done: bool) -> Option<Result<(), String>> {
+        if let Some(why) = self.progress.fatal() {
+            return Some(Err(why));
+        }
+        (self.progress.received.load(Ordering::Acquire) >= self.total).then_some(Ok(()))
     }
 }
 
@@ -452,10 +457,10 @@ async fn send(
     window: u64,
     interval: Option<Duration>,
     payload: Bytes,
-    mut h: Histogram<u64>,
     pairs: Arc<Vec<Pair>>,
     progress: Arc<Progress>,
 ) -> Histogram<u64> {
+    let mut h = latency_histogram().expect("valid histogram bounds");
     let pair = &pairs[i];
     let base = progress.base;
     // Paced senders start spread over one interval so they do not send in lockstep.

@@ -193,11 +193,6 @@ impl Stall {
         }
     }
 
-    /// Deliveries since the previous tick.
-    pub fn delta(&self, delivered: u64) -> u64 {
-        delivered - self.last
-    }
-
     /// Called once per progress tick with the current count.
     pub fn tick(&mut self, senders_done: bool, delivered: u64) -> Result<(), String> {
         if senders_done && delivered == self.last {

@@ -11,9 +11,9 @@
 
 use super::ConnArgs;
 use super::connect::{Targets, Tokens};
-use super::fan::{self, Counters, Phase, Report};
 use super::raw::{RawConn, login_all};
 use super::report::{latency_histogram, now_nanos, record};
+use super::scenario::{self, Counters, FanWatch, Phase, Report};
 use anyhow::bail;
 use clap::Args;
 use ferry_common::protocol::command::{ACK, ROOM_IM};
@@ -125,7 +125,7 @@ pub async fn run(a: RoomArgs) -> anyhow::Result<()> {
     warm_up(&mut senders[0], a.room, r as u64, &shared, deadline).await?;
 
     // Measured phase.
-    let (run_start, start_nanos, cpu) = fan::start(&a.host)?;
+    let (run_start, start_nanos, cpu) = scenario::start(&a.host)?;
     let send_until = a
         .duration
         .map(|d| run_start + Duration::from_secs(d))
@@ -137,15 +137,19 @@ pub async fn run(a: RoomArgs) -> anyhow::Result<()> {
             .spawn(async move { ((), send(c, a.room, a.n, a.payload, send_until, room).await) });
     }
     let tail = |c: &Counters| format!("lost connections {}", c.lost.load(Ordering::Relaxed));
-    let phase = Phase {
+    let watch = FanWatch {
+        counters: &shared.fan,
         receivers: r as u64,
-        stall: Duration::from_secs(5),
-        deadline,
-        timeout_s: a.conn.timeout,
         tail: &tail,
     };
+    let phase = Phase {
+        stall: Some(Duration::from_secs(5)),
+        deadline,
+        timeout_s: a.conn.timeout,
+        wake: None,
+    };
     let measured =
-        fan::measure(&mut send_tasks, &shared.fan, phase, run_start, start_nanos).await?;
+        scenario::measure(&mut send_tasks, &watch, phase, run_start, start_nanos).await?;
     shared.fan.stop.store(true, Ordering::Release);
     shared.stop_sending.store(true, Ordering::Release);
     send_tasks.abort_all();
@@ -175,7 +179,7 @@ pub async fn run(a: RoomArgs) -> anyhow::Result<()> {
         }),
         label: format!("room -s {s} -r {r} -n {} ({} B)", a.n, a.payload),
     };
-    fan::report(
+    scenario::report(
         report,
         &shared.fan,
         measured,
