@@ -16,18 +16,6 @@ use std::sync::mpsc as std_mpsc;
 use tokio::sync::mpsc;
 use tracing::warn;
 
-/// Test hooks carried by one batch.
-#[cfg(test)]
-#[derive(Default)]
-pub(crate) struct TestHooks {
-    /// Fail before anything is written.
-    pub(crate) fail: bool,
-    /// Write without sync, then fail.
-    pub(crate) fail_after_write: bool,
-    /// Sleep this long before committing (a slow sync).
-    pub(crate) stall: std::time::Duration,
-}
-
 /// A batch ready to commit, with the replies it owes.
 pub(crate) struct Prepared<K: Kv> {
     pub(crate) db: Arc<K>,
@@ -36,8 +24,6 @@ pub(crate) struct Prepared<K: Kv> {
     pub(crate) requests: usize,
     /// Sync keys the batch carries (they leave the pending map once durable).
     pub(crate) sync_keys: Vec<(Vec<u8>, i64)>,
-    #[cfg(test)]
-    pub(crate) test: TestHooks,
 }
 
 /// A batch that failed: the writer recovers the store first, then answers
@@ -94,19 +80,6 @@ pub(crate) fn spawn<K: Kv>(
 
 /// Commits one batch and, if it is durable, answers its requests.
 fn commit<K: Kv>(p: Prepared<K>, shared: &EngineState<K>) -> Outcome {
-    #[cfg(test)]
-    let result = {
-        std::thread::sleep(p.test.stall);
-        if p.test.fail {
-            Err(StoreError::Backend("injected commit failure".into()))
-        } else if p.test.fail_after_write {
-            p.db.commit_unsynced(p.batch)
-                .and(Err(StoreError::Backend("injected fsync failure".into())))
-        } else {
-            p.db.commit(p.batch)
-        }
-    };
-    #[cfg(not(test))]
     let result = p.db.commit(p.batch);
     drop(p.db);
     // Counted once the batch is decided, so a reader of the counters knows

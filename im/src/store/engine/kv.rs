@@ -56,11 +56,6 @@ pub trait Kv: Send + Sync + Sized + 'static {
     /// nothing of it is visible to readers before that.
     fn commit(&self, batch: Self::Batch) -> Result<(), StoreError>;
 
-    /// Test hook: writes `batch` to the OS without syncing it, as a batch
-    /// whose sync failed after the write leaves it.
-    #[cfg(test)]
-    fn commit_unsynced(&self, batch: Self::Batch) -> Result<(), StoreError>;
-
     /// The value of `key`, if any.
     fn get(&self, space: Space, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
 

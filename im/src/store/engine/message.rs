@@ -28,20 +28,9 @@ pub(crate) enum Op {
         key: Vec<u8>,
         value: i64,
     },
-    /// Test hook: make the next `n` batches fail before anything is written.
-    #[cfg(test)]
-    FailCommits(u32),
-    /// Test hook: make the next `n` batches reach the OS (no sync) and then
-    /// fail, like a sync error.
-    #[cfg(test)]
-    FailAfterWrite(u32),
     /// Test hook: keep the writer busy so the next requests form one batch.
     #[cfg(test)]
     Stall(Duration),
-    /// Test hook: the committer sleeps this long before committing the batch
-    /// holding this op (a slow sync), so the next batch is built meanwhile.
-    #[cfg(test)]
-    StallCommit(Duration),
     /// Test hook: number of dedup records in the in-memory index.
     #[cfg(test)]
     DedupIndexLen,

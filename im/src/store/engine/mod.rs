@@ -15,6 +15,8 @@
 
 pub(crate) mod commit;
 pub(crate) mod dedup;
+#[cfg(test)]
+pub(crate) mod faulty_kv;
 pub mod kv;
 pub(crate) mod layout;
 pub(crate) mod message;

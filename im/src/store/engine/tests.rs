@@ -1,7 +1,8 @@
 //! Behaviour tests of the engine (on fjall) through the [`Store`] trait,
-//! plus the test-only hooks (injected commit and fsync failures, a stalled
-//! writer, a slow sync) and a crash image test.
+//! plus injected commit and fsync failures and a slow sync (through
+//! [`FaultyKv`]), a stalled writer and a crash image test.
 
+use super::faulty_kv::{Faults, FaultyKv};
 use super::kv::Order;
 use super::*;
 use crate::store::fjall::{DATA_DIR, FjallKv};
@@ -12,6 +13,21 @@ use crate::store::test_support::*;
 
 fn open(dir: &Path) -> FjallStore {
     FjallStore::open(dir, FjallOptions::default()).expect("open store")
+}
+
+/// The engine on fjall as [`open`] sets it up, with commit faults a test
+/// arms through the returned handle.
+fn open_faulty(dir: &Path) -> (Engine<FaultyKv<FjallKv>>, Arc<Faults>) {
+    let o = FjallOptions::default();
+    let faults = Arc::new(Faults::default());
+    let opts = EngineOptions {
+        dedup_window: o.dedup_window,
+        batch_max: o.batch_max,
+        queue_capacity: o.queue_capacity,
+        readers: o.readers,
+    };
+    let store = Engine::start(dir, (o.cache_bytes, Arc::clone(&faults)), opts).expect("open store");
+    (store, faults)
 }
 
 /// Dedup batch records on disk.
@@ -83,12 +99,9 @@ async fn ids_are_contiguous_per_queue_and_continue_after_reopen() {
 #[tokio::test]
 async fn failed_commit_writes_neither_entry_and_ids_stay_contiguous() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = open(dir.path());
+    let (store, faults) = open_faulty(dir.path());
     store.append(peer(1, 2, None, "a")).await.expect("append");
-    store
-        .test_op(Op::FailCommits(1))
-        .await
-        .expect("arm failure");
+    faults.fail_next(1);
     let err = store.append(peer(1, 2, Some(5), "lost")).await;
     assert!(matches!(err, Err(StoreError::Backend(_))), "{err:?}");
     assert_eq!(all_ids(&store, 1).await, vec![1]);
@@ -109,12 +122,10 @@ async fn failed_commit_writes_neither_entry_and_ids_stay_contiguous() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_batch_fails_every_request_in_it() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = Arc::new(open(dir.path()));
+    let (store, faults) = open_faulty(dir.path());
+    let store = Arc::new(store);
     // Fails the stall's batch, which the next requests join.
-    store
-        .test_op(Op::FailCommits(1))
-        .await
-        .expect("arm failure");
+    faults.fail_next(1);
     // Stall the writer so the next requests queue up and share one batch.
     let stall = {
         let s = Arc::clone(&store);
@@ -153,7 +164,7 @@ async fn failed_batch_fails_every_request_in_it() {
 #[tokio::test]
 async fn repeated_write_failures_return_errors_and_store_recovers() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = open(dir.path());
+    let (store, faults) = open_faulty(dir.path());
     for _ in 0..3 {
         store
             .append(peer(1, 2, None, "small"))
@@ -161,10 +172,7 @@ async fn repeated_write_failures_return_errors_and_store_recovers() {
             .expect("append");
     }
     // Like a full disk: every batch fails until space returns.
-    store
-        .test_op(Op::FailCommits(3))
-        .await
-        .expect("arm failure");
+    faults.fail_next(3);
     let big = "x".repeat(256 * 1024);
     let mut failures = 0;
     for i in 0..3 {
@@ -192,13 +200,10 @@ async fn repeated_write_failures_return_errors_and_store_recovers() {
 #[tokio::test]
 async fn fsync_failure_errors_and_a_resend_is_answered_from_the_journal() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = open(dir.path());
+    let (store, faults) = open_faulty(dir.path());
     store.append(peer(1, 2, None, "a")).await.expect("append");
     store.set_sync_key(q(1), 4).await.expect("set");
-    store
-        .test_op(Op::FailAfterWrite(1))
-        .await
-        .expect("arm failure");
+    faults.fail_after_write(1);
     // The batch reached the journal but its "fsync" failed: the caller must
     // not ACK, yet the write may survive (as after a crash before the reply).
     let err = store.append(peer(1, 2, Some(9), "maybe")).await;
@@ -427,16 +432,13 @@ async fn sync_keys_only_increase_and_persist() {
 #[tokio::test]
 async fn a_sync_key_of_a_failed_batch_is_written_by_a_later_one() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = open(dir.path());
+    let (store, faults) = open_faulty(dir.path());
     store.set_sync_key(q(1), 4).await.expect("set");
     store
         .set_group_sync_key(q(1), 100, 4)
         .await
         .expect("set group key");
-    store
-        .test_op(Op::FailCommits(1))
-        .await
-        .expect("arm failure");
+    faults.fail_next(1);
     store.set_sync_key(q(1), 9).await.expect("set");
     store
         .set_group_sync_key(q(1), 100, 9)
@@ -483,9 +485,11 @@ async fn sync_keys_are_written_without_any_other_request() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_next_batch_is_built_on_the_one_in_flight() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = Arc::new(open(dir.path()));
-    // Batch 1 (built while the writer stalls): an append, a new device and
-    // a slow sync.
+    let (store, faults) = open_faulty(dir.path());
+    let store = Arc::new(store);
+    // Batch 1 (built while the writer stalls): an append and a new device;
+    // its sync then stalls until released.
+    faults.stall_next();
     let stall = {
         let s = Arc::clone(&store);
         tokio::spawn(async move { s.test_op(Op::Stall(Duration::from_millis(100))).await })
@@ -494,29 +498,34 @@ async fn the_next_batch_is_built_on_the_one_in_flight() {
     let first = {
         let s = Arc::clone(&store);
         tokio::spawn(async move {
-            tokio::join!(
-                s.test_op(Op::StallCommit(Duration::from_millis(300))),
-                s.append(peer(1, 2, Some(7), "a")),
-                s.device_number("d", 1),
-            )
+            tokio::join!(s.append(peer(1, 2, Some(7), "a")), s.device_number("d", 1))
         })
     };
-    // The stall ends at about 100 ms; batch 1 then syncs until about 400 ms.
-    tokio::time::sleep(Duration::from_millis(150)).await;
-    // Batch 2, placed while batch 1 syncs: it must see batch 1's ids, dedup
-    // record and device number although the database does not have them yet.
+    tokio::time::timeout(Duration::from_secs(10), faults.stalled())
+        .await
+        .expect("batch 1 reaches its sync");
     assert_eq!(
         all_ids(&*store, 2).await,
         Vec::<i64>::new(),
         "not visible before its sync"
     );
-    let (dup, device, next) = tokio::join!(
-        store.append(peer(1, 2, Some(7), "a")),
-        store.device_number("d", 1),
-        store.append(single(2, "b")),
-    );
-    let (stalled, a, d) = first.await.expect("join");
-    stalled.expect("stall commit");
+    // Batch 2, placed while batch 1 syncs: it must see batch 1's ids, dedup
+    // record and device number although the database does not have them yet.
+    let second = {
+        let s = Arc::clone(&store);
+        tokio::spawn(async move {
+            tokio::join!(
+                s.append(peer(1, 2, Some(7), "a")),
+                s.device_number("d", 1),
+                s.append(single(2, "b")),
+            )
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(store.stats().batches, 0, "batch 1 is still syncing");
+    faults.release();
+    let (dup, device, next) = second.await.expect("join");
+    let (a, d) = first.await.expect("join");
     stall.await.expect("join").expect("stall");
     let a = a.expect("append");
     let dup = dup.expect("resend");

@@ -99,8 +99,6 @@ struct Building<K: Kv> {
     messages: Vec<(layout::Key, std::ops::Range<usize>)>,
     /// The encoded values of `messages`, back to back.
     values: Vec<u8>,
-    #[cfg(test)]
-    test: super::commit::TestHooks,
     _kv: std::marker::PhantomData<K>,
 }
 
@@ -116,8 +114,6 @@ impl<K: Kv> Building<K> {
             },
             messages: Vec::new(),
             values: Vec::new(),
-            #[cfg(test)]
-            test: Default::default(),
             _kv: std::marker::PhantomData,
         }
     }
@@ -161,10 +157,6 @@ pub(crate) struct Writer<K: Kv> {
     to_committer: Option<std_mpsc::SyncSender<Prepared<K>>>,
     from_committer: std_mpsc::Receiver<Outcome>,
     committer: Option<std::thread::JoinHandle<()>>,
-    #[cfg(test)]
-    fail_commits: u32,
-    #[cfg(test)]
-    fail_after_write: u32,
 }
 
 impl<K: Kv> Writer<K> {
@@ -203,10 +195,6 @@ impl<K: Kv> Writer<K> {
             to_committer: Some(to_committer),
             from_committer,
             committer: Some(committer),
-            #[cfg(test)]
-            fail_commits: 0,
-            #[cfg(test)]
-            fail_after_write: 0,
         };
         writer.load(&db)?;
         writer.db = Some(db);
@@ -344,16 +332,7 @@ impl<K: Kv> Writer<K> {
                 batch: self.next_batch,
             };
             self.next_batch += 1;
-            #[allow(unused_mut)]
-            let mut b = Building::new(now, at);
-            #[cfg(test)]
-            {
-                b.test.fail = self.fail_commits > 0;
-                self.fail_commits = self.fail_commits.saturating_sub(1);
-                b.test.fail_after_write = self.fail_after_write > 0;
-                self.fail_after_write = self.fail_after_write.saturating_sub(1);
-            }
-            self.building = Some(b);
+            self.building = Some(Building::new(now, at));
         }
         let Some(mut b) = self.building.take() else {
             return;
@@ -494,8 +473,6 @@ impl<K: Kv> Writer<K> {
             replies,
             requests,
             sync_keys,
-            #[cfg(test)]
-            test: b.test,
         };
         self.inflight = Some(std::mem::take(&mut b.written));
         let sent = self.to_committer.as_ref().map(|tx| tx.send(prepared));
@@ -558,23 +535,8 @@ impl<K: Kv> Writer<K> {
                 Ok(Ok(Done::Unit))
             }
             #[cfg(test)]
-            Op::FailCommits(n) => {
-                self.fail_commits = *n;
-                Ok(Ok(Done::Unit))
-            }
-            #[cfg(test)]
-            Op::FailAfterWrite(n) => {
-                self.fail_after_write = *n;
-                Ok(Ok(Done::Unit))
-            }
-            #[cfg(test)]
             Op::Stall(d) => {
                 std::thread::sleep(*d);
-                Ok(Ok(Done::Unit))
-            }
-            #[cfg(test)]
-            Op::StallCommit(d) => {
-                b.test.stall = *d;
                 Ok(Ok(Done::Unit))
             }
             #[cfg(test)]

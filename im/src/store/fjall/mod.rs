@@ -159,14 +159,6 @@ impl Kv for FjallKv {
             .map_err(backend)
     }
 
-    #[cfg(test)]
-    fn commit_unsynced(&self, batch: OwnedWriteBatch) -> Result<(), StoreError> {
-        batch
-            .durability(Some(PersistMode::Buffer))
-            .commit()
-            .map_err(backend)
-    }
-
     fn get(&self, space: Space, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self
             .space(space)
