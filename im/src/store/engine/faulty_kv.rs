@@ -22,8 +22,8 @@ struct Armed {
     fail_after_write: u32,
     /// The next commit blocks until [`Faults::release`].
     stall: bool,
-    /// A stalled commit may go on.
-    released: bool,
+    /// A commit is blocked, waiting for [`Faults::release`].
+    blocked: bool,
 }
 
 /// The faults shared by a test and every [`FaultyKv`] opened with them.
@@ -52,9 +52,7 @@ impl Faults {
 
     /// The next commit blocks until [`Faults::release`] (a slow sync).
     pub(crate) fn stall_next(&self) {
-        let mut a = self.armed();
-        a.stall = true;
-        a.released = false;
+        self.armed().stall = true;
     }
 
     /// Waits until a commit armed by [`Faults::stall_next`] is blocked.
@@ -62,9 +60,10 @@ impl Faults {
         self.stalled.notified().await;
     }
 
-    /// Lets the stalled commit go on.
+    /// Lets the stalled commit go on (a stall armed meanwhile applies to
+    /// the next commit).
     pub(crate) fn release(&self) {
-        self.armed().released = true;
+        self.armed().blocked = false;
         self.released.notify_all();
     }
 
@@ -82,8 +81,9 @@ impl Faults {
             Fate::Commit
         };
         if std::mem::take(&mut a.stall) {
+            a.blocked = true;
             self.stalled.notify_one();
-            while !a.released {
+            while a.blocked {
                 a = self
                     .released
                     .wait(a)

@@ -4,8 +4,6 @@
 //! threads so neither has to import the other for them.
 
 use crate::store::{AppendOutcome, AppendRequest, DedupKey, StoreError};
-#[cfg(test)]
-use std::time::Duration;
 use tokio::sync::oneshot;
 
 /// Where an operation's result goes.
@@ -28,9 +26,6 @@ pub(crate) enum Op {
         key: Vec<u8>,
         value: i64,
     },
-    /// Test hook: keep the writer busy so the next requests form one batch.
-    #[cfg(test)]
-    Stall(Duration),
     /// Test hook: number of dedup records in the in-memory index.
     #[cfg(test)]
     DedupIndexLen,

@@ -319,11 +319,6 @@ impl<K: Kv> Engine<K> {
             .await?;
         Ok(pending.max(stored).unwrap_or(0))
     }
-
-    #[cfg(test)]
-    async fn test_op(&self, op: Op) -> Result<(), StoreError> {
-        self.write(op).await.map(|_| ())
-    }
 }
 
 /// Asks the writer to write pending sync keys every

@@ -17,7 +17,7 @@ fn open(dir: &Path) -> FjallStore {
 
 /// The engine on fjall as [`open`] sets it up, with commit faults a test
 /// arms through the returned handle.
-fn open_faulty(dir: &Path) -> (Engine<FaultyKv<FjallKv>>, Arc<Faults>) {
+fn open_faulty(dir: &Path) -> (FaultyStore, Arc<Faults>) {
     let o = FjallOptions::default();
     let faults = Arc::new(Faults::default());
     let opts = EngineOptions {
@@ -49,6 +49,24 @@ async fn dedup_records(store: &FjallStore) -> usize {
         })
         .await
         .expect("count")
+}
+
+type FaultyStore = Engine<FaultyKv<FjallKv>>;
+
+/// Holds the writer's next batch open: the sync of a first append (to uid
+/// 99) stalls until `faults.release()`, and requests sent meanwhile are
+/// built into one batch behind it. Returns that append's task.
+async fn hold_next_batch(
+    store: &Arc<FaultyStore>,
+    faults: &Faults,
+) -> tokio::task::JoinHandle<Result<AppendOutcome, StoreError>> {
+    faults.stall_next();
+    let s = Arc::clone(store);
+    let first = tokio::spawn(async move { s.append(single(99, "hold")).await });
+    tokio::time::timeout(Duration::from_secs(10), faults.stalled())
+        .await
+        .expect("the holding batch reaches its sync");
+    first
 }
 
 async fn dedup_index_len(store: &FjallStore) -> i64 {
@@ -124,25 +142,27 @@ async fn failed_batch_fails_every_request_in_it() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (store, faults) = open_faulty(dir.path());
     let store = Arc::new(store);
-    // Fails the stall's batch, which the next requests join.
+    // The next requests queue up behind a stalled sync and share one
+    // batch, which fails.
+    let hold = hold_next_batch(&store, &faults).await;
     faults.fail_next(1);
-    // Stall the writer so the next requests queue up and share one batch.
-    let stall = {
+    let batch = {
         let s = Arc::clone(&store);
-        tokio::spawn(async move { s.test_op(Op::Stall(Duration::from_millis(150))).await })
+        tokio::spawn(async move {
+            tokio::join!(
+                s.append(single(1, "a")),
+                s.append(peer(1, 2, Some(1), "b")),
+                s.set_sync_key(q(1), 9),
+                s.device_number("dev", 1),
+            )
+        })
     };
-    tokio::time::sleep(Duration::from_millis(30)).await;
-    let (a, b, c, d) = tokio::join!(
-        store.append(single(1, "a")),
-        store.append(peer(1, 2, Some(1), "b")),
-        store.set_sync_key(q(1), 9),
-        store.device_number("dev", 1),
-    );
-    let stalled = stall.await.expect("join");
-    assert!(
-        matches!(stalled, Err(StoreError::Backend(_))),
-        "{stalled:?}"
-    );
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    faults.release();
+    hold.await
+        .expect("join")
+        .expect("the holding batch commits");
+    let (a, b, c, d) = batch.await.expect("join");
     assert!(matches!(a, Err(StoreError::Backend(_))), "{a:?}");
     assert!(matches!(b, Err(StoreError::Backend(_))), "{b:?}");
     assert!(matches!(d, Err(StoreError::Backend(_))), "{d:?}");
@@ -248,25 +268,30 @@ async fn duplicate_is_detected_after_reopen() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn same_key_twice_in_one_batch_is_a_duplicate_of_the_first() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = Arc::new(open(dir.path()));
-    let stall = {
-        let s = Arc::clone(&store);
-        tokio::spawn(async move { s.test_op(Op::Stall(Duration::from_millis(150))).await })
-    };
-    tokio::time::sleep(Duration::from_millis(30)).await;
+    let (store, faults) = open_faulty(dir.path());
+    let store = Arc::new(store);
     let before = store.stats();
-    let (a, b) = tokio::join!(
-        store.append(peer(1, 2, Some(7), "m")),
-        store.append(peer(1, 2, Some(7), "m")),
-    );
-    stall.await.expect("join").expect("stall");
+    let hold = hold_next_batch(&store, &faults).await;
+    let both = {
+        let s = Arc::clone(&store);
+        tokio::spawn(async move {
+            tokio::join!(
+                s.append(peer(1, 2, Some(7), "m")),
+                s.append(peer(1, 2, Some(7), "m")),
+            )
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    faults.release();
+    hold.await.expect("join").expect("hold");
+    let (a, b) = both.await.expect("join");
     let (a, b) = (a.expect("a"), b.expect("b"));
     assert_eq!(a.placed, b.placed);
     assert!(a.duplicate ^ b.duplicate, "exactly one duplicate");
     assert_eq!(all_ids(&*store, 1).await, vec![1]);
-    // Both joined the stall's batch (built while the writer was busy).
+    // Both joined the batch built behind the holding one.
     let after = store.stats();
-    assert_eq!(after.batches - before.batches, 1);
+    assert_eq!(after.batches - before.batches, 2);
     assert_eq!(after.requests - before.requests, 3);
 }
 
@@ -487,20 +512,19 @@ async fn the_next_batch_is_built_on_the_one_in_flight() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (store, faults) = open_faulty(dir.path());
     let store = Arc::new(store);
-    // Batch 1 (built while the writer stalls): an append and a new device;
+    // Batch 1 (built behind a holding batch): an append and a new device;
     // its sync then stalls until released.
-    faults.stall_next();
-    let stall = {
-        let s = Arc::clone(&store);
-        tokio::spawn(async move { s.test_op(Op::Stall(Duration::from_millis(100))).await })
-    };
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    let hold = hold_next_batch(&store, &faults).await;
     let first = {
         let s = Arc::clone(&store);
         tokio::spawn(async move {
             tokio::join!(s.append(peer(1, 2, Some(7), "a")), s.device_number("d", 1))
         })
     };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    faults.stall_next();
+    faults.release();
+    hold.await.expect("join").expect("hold");
     tokio::time::timeout(Duration::from_secs(10), faults.stalled())
         .await
         .expect("batch 1 reaches its sync");
@@ -522,11 +546,10 @@ async fn the_next_batch_is_built_on_the_one_in_flight() {
         })
     };
     tokio::time::sleep(Duration::from_millis(100)).await;
-    assert_eq!(store.stats().batches, 0, "batch 1 is still syncing");
+    assert_eq!(store.stats().batches, 1, "batch 1 is still syncing");
     faults.release();
     let (dup, device, next) = second.await.expect("join");
     let (a, d) = first.await.expect("join");
-    stall.await.expect("join").expect("stall");
     let a = a.expect("append");
     let dup = dup.expect("resend");
     assert!(dup.duplicate);
@@ -539,12 +562,9 @@ async fn the_next_batch_is_built_on_the_one_in_flight() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn close_drains_pending_writes_then_refuses_calls() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = Arc::new(open(dir.path()));
-    let stall = {
-        let s = Arc::clone(&store);
-        tokio::spawn(async move { s.test_op(Op::Stall(Duration::from_millis(100))).await })
-    };
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    let (store, faults) = open_faulty(dir.path());
+    let store = Arc::new(store);
+    let hold = hold_next_batch(&store, &faults).await;
     let pending: Vec<_> = (0..10)
         .map(|_| {
             let s = Arc::clone(&store);
@@ -552,8 +572,14 @@ async fn close_drains_pending_writes_then_refuses_calls() {
         })
         .collect();
     tokio::time::sleep(Duration::from_millis(20)).await;
-    store.close().await.expect("close");
-    stall.await.expect("join").expect("stall");
+    let close = {
+        let s = Arc::clone(&store);
+        tokio::spawn(async move { s.close().await })
+    };
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    faults.release();
+    close.await.expect("join").expect("close");
+    hold.await.expect("join").expect("hold");
     for p in pending {
         p.await
             .expect("join")

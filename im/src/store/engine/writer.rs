@@ -535,11 +535,6 @@ impl<K: Kv> Writer<K> {
                 Ok(Ok(Done::Unit))
             }
             #[cfg(test)]
-            Op::Stall(d) => {
-                std::thread::sleep(*d);
-                Ok(Ok(Done::Unit))
-            }
-            #[cfg(test)]
             Op::DedupIndexLen => Ok(Ok(Done::Number(self.dedup.len() as i64))),
         }
     }
