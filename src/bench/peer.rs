@@ -246,8 +246,8 @@ pub async fn run(a: PeerArgs) -> anyhow::Result<()> {
         p.notify.notify_one();
     }
 
-    // Collect the histograms of senders still running (none on success; on
-    // failure give them a moment to notice `stop`, then abort).
+    // Collect the histograms of the senders still running (they return once
+    // they see `stop`; give them a moment, then abort).
     let collect = async {
         while let Some(j) = send_tasks.join_next().await {
             if let Ok(((), h)) = j {

@@ -30,9 +30,10 @@ pub enum Drain {
     Fatal(String),
 }
 
-/// Waits for `expected` drain reports on `rx`, checking `fatal` after each,
-/// and returns them. On [`Drain::Closed`] the reports so far are dropped:
-/// the caller decides whether a gone receiver is an error.
+/// Waits for `expected` drain reports on `rx`, checking `fatal` after each
+/// and when the receivers are gone, and returns them. An error carries the
+/// reports so far: the caller decides whether [`Drain::Closed`] (receivers
+/// gone without a fatal error) is one.
 pub async fn drained<T>(
     rx: &mut mpsc::UnboundedReceiver<T>,
     expected: usize,
@@ -44,17 +45,15 @@ pub async fn drained<T>(
         let left = deadline.saturating_duration_since(Instant::now());
         match tokio::time::timeout(left, rx.recv()).await {
             Ok(Some(m)) => got.push(m),
-            Ok(None) => return Err((Drain::Closed, got)),
+            // A receiver that failed may have said why before it ended.
+            Ok(None) => return Err((fatal().map_or(Drain::Closed, Drain::Fatal), got)),
             Err(_) => return Err((Drain::TimedOut, got)),
         }
         if let Some(why) = fatal() {
             return Err((Drain::Fatal(why), got));
         }
     }
-    match fatal() {
-        Some(why) => Err((Drain::Fatal(why), got)),
-        None => Ok(got),
-    }
+    Ok(got)
 }
 
 /// Counters of a fan-out run (group, room), shared by all its tasks.
