@@ -155,7 +155,9 @@ pub fn memory_limit_mib(s: &str) -> Result<u64, String> {
     Ok(bytes.div_ceil(1 << 20))
 }
 
-fn percent_encode(s: &str) -> String {
+/// Percent-encodes everything but RFC 3986's unreserved characters, for a
+/// user name or password placed in a URL.
+pub fn percent_encode(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {

@@ -58,24 +58,7 @@ impl Node {
             }
             entries
         };
-        let mut out = self
-            .store
-            .append(AppendRequest {
-                entries: entries(),
-                dedup: p.dedup,
-            })
-            .await?;
-        if let (Some(d), Some(e)) = (p.dedup, out.earlier)
-            && !self.is_resend(&d.key, e, p.ticket).await
-        {
-            out = self
-                .store
-                .append(AppendRequest {
-                    entries: entries(),
-                    dedup: Some(Dedup { replace: true, ..d }),
-                })
-                .await?;
-        }
+        let out = self.append_send(entries, p.dedup, p.ticket).await?;
         let receiver = *out
             .placed
             .first()

@@ -93,29 +93,18 @@ impl OwnRelations {
     ) -> Result<(), StoreError> {
         let ns = namespace(appid, list).ok_or_else(bad_appid)?;
         let joined = now_secs() as i64;
-        let created = self
-            .store
-            .create(NewGroup {
-                appid: ns,
-                gid: Some(uid),
-                is_super: false,
-                members: vec![other],
-                joined,
-            })
-            .await?;
-        if created.is_none() {
+        let list_of_one = || NewGroup {
+            appid: ns,
+            gid: Some(uid),
+            is_super: false,
+            members: vec![other],
+            joined,
+        };
+        if self.store.create(list_of_one()).await?.is_none() {
             // The list exists (or was created meanwhile): add to it; a list
             // deleted in between is created again.
             if self.store.add_members(ns, uid, vec![other], joined).await? == Update::NoGroup {
-                self.store
-                    .create(NewGroup {
-                        appid: ns,
-                        gid: Some(uid),
-                        is_super: false,
-                        members: vec![other],
-                        joined,
-                    })
-                    .await?;
+                self.store.create(list_of_one()).await?;
             }
         }
         Ok(())

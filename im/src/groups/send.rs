@@ -232,24 +232,7 @@ impl Node {
                 body: s.body.clone(),
             }]
         };
-        let mut out = self
-            .store
-            .append(AppendRequest {
-                entries: entries(),
-                dedup: s.dedup,
-            })
-            .await?;
-        if let (Some(d), Some(e)) = (s.dedup, out.earlier)
-            && !self.is_resend(&d.key, e, s.ticket).await
-        {
-            out = self
-                .store
-                .append(AppendRequest {
-                    entries: entries(),
-                    dedup: Some(Dedup { replace: true, ..d }),
-                })
-                .await?;
-        }
+        let out = self.append_send(entries, s.dedup, s.ticket).await?;
         let p = *out
             .placed
             .first()

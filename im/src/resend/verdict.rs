@@ -5,9 +5,39 @@
 use super::ledger::AckState;
 use super::{ACK_GRACE, ACK_POLL, DEAD_AFTER_SECS};
 use crate::node::Node;
-use crate::store::{DedupKey, Earlier};
+use crate::store::{AppendOutcome, AppendRequest, Dedup, DedupKey, Earlier, NewEntry, StoreError};
 
 impl Node {
+    /// Appends a client send that may repeat an earlier one: the first
+    /// append is a candidate (a found record answers with its ids); unless
+    /// the verdict says resend, the same entries are written for real,
+    /// replacing the record. `entries` is called once per append.
+    pub(crate) async fn append_send(
+        &self,
+        entries: impl Fn() -> Vec<NewEntry>,
+        dedup: Option<Dedup>,
+        ticket: Option<u64>,
+    ) -> Result<AppendOutcome, StoreError> {
+        let out = self
+            .store
+            .append(AppendRequest {
+                entries: entries(),
+                dedup,
+            })
+            .await?;
+        match (dedup, out.earlier) {
+            (Some(d), Some(e)) if !self.is_resend(&d.key, e, ticket).await => {
+                self.store
+                    .append(AppendRequest {
+                        entries: entries(),
+                        dedup: Some(Dedup { replace: true, ..d }),
+                    })
+                    .await
+            }
+            _ => Ok(out),
+        }
+    }
+
     /// The verdict on a candidate (see the module docs): true = resend.
     /// `own`: the send's ledger ticket, so its own entry is not taken for
     /// the earlier send's.

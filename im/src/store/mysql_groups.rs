@@ -15,6 +15,7 @@
 
 use super::group::{Group, GroupStore, Member, NewGroup, Standing, Update, new_version};
 use super::{StoreError, StoreFuture};
+use ferry_common::gobelieve::percent_encode;
 use mysql_async::prelude::Queryable;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -73,25 +74,13 @@ pub fn mysql_url(dsn: &str) -> Result<String, String> {
     if db.is_empty() {
         return Err(bad("no database name"));
     }
-    let mut url = format!("mysql://{}", enc(user));
+    let mut url = format!("mysql://{}", percent_encode(user));
     if let Some(p) = pass {
         url.push(':');
-        url.push_str(&enc(p));
+        url.push_str(&percent_encode(p));
     }
     url.push_str(&format!("@{host}/{db}"));
     Ok(url)
-}
-
-fn enc(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 fn backend(e: mysql_async::Error) -> StoreError {
