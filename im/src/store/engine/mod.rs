@@ -79,6 +79,9 @@ pub struct StoreStats {
     pub batches: u64,
     /// Write requests those batches carried.
     pub requests: u64,
+    /// Write requests the writer has taken into a batch (committed or not):
+    /// how a caller knows its requests reached the writer.
+    pub placed: u64,
 }
 
 /// State shared between the store handle, its read tasks and its threads.
@@ -86,6 +89,7 @@ pub(crate) struct EngineState<K> {
     closed: AtomicBool,
     batches: AtomicU64,
     requests: AtomicU64,
+    placed: AtomicU64,
     /// The open database; `None` while the writer reopens it after a failed
     /// batch (readers then wait on the lock) or once the store is closed.
     db: RwLock<Option<Arc<K>>>,
@@ -215,6 +219,7 @@ impl<K: Kv> Engine<K> {
             closed: AtomicBool::new(false),
             batches: AtomicU64::new(0),
             requests: AtomicU64::new(0),
+            placed: AtomicU64::new(0),
             db: RwLock::new(Some(Arc::clone(&db))),
             sync_keys: PendingSyncKeys::default(),
         });
@@ -247,6 +252,7 @@ impl<K: Kv> Engine<K> {
         StoreStats {
             batches: self.shared.batches.load(Ordering::Relaxed),
             requests: self.shared.requests.load(Ordering::Relaxed),
+            placed: self.shared.placed.load(Ordering::Relaxed),
         }
     }
 

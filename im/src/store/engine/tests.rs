@@ -69,6 +69,25 @@ async fn hold_next_batch(
     first
 }
 
+/// Waits until the writer has taken `n` requests into its batches since
+/// `before` (a [`StoreStats::placed`] reading). On failure the stalled
+/// batch is released first, so the test fails instead of hanging.
+async fn placed(store: &FaultyStore, faults: &Faults, before: u64, n: u64) {
+    let reached = tokio::time::timeout(Duration::from_secs(10), async {
+        while store.stats().placed < before + n {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    })
+    .await;
+    if reached.is_err() {
+        faults.release();
+        panic!(
+            "{} of {n} requests reached the writer",
+            store.stats().placed - before
+        );
+    }
+}
+
 async fn dedup_index_len(store: &FjallStore) -> i64 {
     match store.write(Op::DedupIndexLen).await.expect("len") {
         Done::Number(n) => n,
@@ -146,6 +165,7 @@ async fn failed_batch_fails_every_request_in_it() {
     // batch, which fails.
     let hold = hold_next_batch(&store, &faults).await;
     faults.fail_next(1);
+    let before = store.stats().placed;
     let batch = {
         let s = Arc::clone(&store);
         tokio::spawn(async move {
@@ -157,7 +177,8 @@ async fn failed_batch_fails_every_request_in_it() {
             )
         })
     };
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    // Two appends and a new device (a sync key never goes to the writer).
+    placed(&store, &faults, before, 3).await;
     faults.release();
     hold.await
         .expect("join")
@@ -272,6 +293,7 @@ async fn same_key_twice_in_one_batch_is_a_duplicate_of_the_first() {
     let store = Arc::new(store);
     let before = store.stats();
     let hold = hold_next_batch(&store, &faults).await;
+    let placed_before = store.stats().placed;
     let both = {
         let s = Arc::clone(&store);
         tokio::spawn(async move {
@@ -281,7 +303,7 @@ async fn same_key_twice_in_one_batch_is_a_duplicate_of_the_first() {
             )
         })
     };
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    placed(&store, &faults, placed_before, 2).await;
     faults.release();
     hold.await.expect("join").expect("hold");
     let (a, b) = both.await.expect("join");
@@ -515,13 +537,14 @@ async fn the_next_batch_is_built_on_the_one_in_flight() {
     // Batch 1 (built behind a holding batch): an append and a new device;
     // its sync then stalls until released.
     let hold = hold_next_batch(&store, &faults).await;
+    let before = store.stats().placed;
     let first = {
         let s = Arc::clone(&store);
         tokio::spawn(async move {
             tokio::join!(s.append(peer(1, 2, Some(7), "a")), s.device_number("d", 1))
         })
     };
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    placed(&store, &faults, before, 2).await;
     faults.stall_next();
     faults.release();
     hold.await.expect("join").expect("hold");
@@ -535,6 +558,7 @@ async fn the_next_batch_is_built_on_the_one_in_flight() {
     );
     // Batch 2, placed while batch 1 syncs: it must see batch 1's ids, dedup
     // record and device number although the database does not have them yet.
+    let before = store.stats().placed;
     let second = {
         let s = Arc::clone(&store);
         tokio::spawn(async move {
@@ -545,7 +569,9 @@ async fn the_next_batch_is_built_on_the_one_in_flight() {
             )
         })
     };
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // All three reach the writer (the device is not durable yet, so its
+    // number is asked of the writer too).
+    placed(&store, &faults, before, 3).await;
     assert_eq!(store.stats().batches, 1, "batch 1 is still syncing");
     faults.release();
     let (dup, device, next) = second.await.expect("join");
@@ -565,18 +591,30 @@ async fn close_drains_pending_writes_then_refuses_calls() {
     let (store, faults) = open_faulty(dir.path());
     let store = Arc::new(store);
     let hold = hold_next_batch(&store, &faults).await;
+    let before = store.stats().placed;
     let pending: Vec<_> = (0..10)
         .map(|_| {
             let s = Arc::clone(&store);
             tokio::spawn(async move { s.append(single(1, "queued")).await })
         })
         .collect();
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    placed(&store, &faults, before, 10).await;
     let close = {
         let s = Arc::clone(&store);
         tokio::spawn(async move { s.close().await })
     };
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    // Released only once the close was asked for: it must drain them.
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while !store
+            .shared
+            .closed
+            .load(std::sync::atomic::Ordering::Acquire)
+        {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    })
+    .await
+    .expect("close requested");
     faults.release();
     close.await.expect("join").expect("close");
     hold.await.expect("join").expect("hold");

@@ -34,6 +34,7 @@ use crate::store::{AppendOutcome, AppendRequest, DedupKey, Earlier, Placed, Queu
 use ferry_common::clock::now_ms;
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
+use std::sync::atomic::Ordering;
 use std::sync::mpsc as std_mpsc;
 use std::sync::{Arc, PoisonError};
 use std::time::{Duration, Instant};
@@ -317,6 +318,7 @@ impl<K: Kv> Writer<K> {
 
     /// Applies one request to the building batch.
     fn place(&mut self, op: Op, reply: Reply) {
+        self.shared.placed.fetch_add(1, Ordering::Relaxed);
         let db = match self.database() {
             Ok(db) => db,
             Err(e) => {
